@@ -1,0 +1,3 @@
+"""Open-Seedance: video with synchronized audio from text and references."""
+
+__version__ = "0.1.0"

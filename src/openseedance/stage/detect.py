@@ -1,0 +1,371 @@
+"""Analytic detectors: what is in a clip, read from its pixels and samples alone.
+
+Vision: every saturated pixel is named by the nearest body colour's hue; per frame the largest
+connected blob of each colour is a character's track (centre, size, shape, pattern, mouth).
+Audio: onsets from band-wise log-energy rises, pitch by YIN, timbre as the levels of the first
+harmonics. Nothing here reads a scene's ground truth; `probes.py` compares against it.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage, signal
+
+from openseedance.stage import world
+
+# ---------------------------------------------------------------- vision
+
+_HUES = {
+    name: float(np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)) % 360)
+    for name, (r, g, b) in world.COLOURS.items()
+}
+_NAMES = list(_HUES)
+_HUE_ARRAY = np.array([_HUES[n] for n in _NAMES])
+
+
+def hsv(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Hue (degrees), saturation and value of uint8 RGB frames."""
+    rgb = frames.astype(np.float32) / 255.0
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    v = rgb.max(-1)
+    s = (v - rgb.min(-1)) / np.maximum(v, 1e-6)
+    h = np.degrees(np.arctan2(np.sqrt(3) * (g - b), 2 * r - g - b)) % 360
+    return h, s, v
+
+
+def colour_labels(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Index into `world.COLOURS` of each body-coloured pixel (-1 elsewhere), and the value plane."""
+    h, s, v = hsv(frames)
+    dist = np.abs((h[..., None] - _HUE_ARRAY + 180) % 360 - 180)
+    nearest = dist.argmin(-1)
+    ok = (s > 0.45) & (v > 0.3) & (np.take_along_axis(dist, nearest[..., None], -1)[..., 0] < 22)
+    return np.where(ok, nearest, -1), v
+
+
+@dataclass
+class Track:
+    """One colour's largest blob in every frame; NaN / -1 where absent."""
+
+    colour: str
+    present: np.ndarray  # (T,) bool
+    center: np.ndarray  # (T, 2) pixels
+    radius: np.ndarray  # (T,) pixels: half the blob's larger bbox side
+    area: np.ndarray  # (T,) pixels
+    whole: np.ndarray  # (T,) bool: the blob does not touch the frame's edge
+    mouth: np.ndarray  # (T,) dark fraction of the filled body (eyes included; see `openness`)
+    fill: np.ndarray  # (T,) filled area / bbox area
+    widest: np.ndarray  # (T,) height of the widest row, as a fraction of the bbox height
+    shade: np.ndarray  # (T,) fraction of the body's inner pixels in the darker pattern shade
+    banding: np.ndarray  # (T,) how much of the shade's variation runs across rows (stripes -> 1)
+
+
+def _convex_fill(mask: np.ndarray) -> np.ndarray:
+    """Fill each row and each column between its extreme pixels: exact for convex bodies, and it
+    closes the eyes and mouth even where the anti-aliased edge leaves them open."""
+    rows = np.zeros_like(mask)
+    cols = np.zeros_like(mask)
+    idx_r = np.where(mask.any(1))[0]
+    for i in idx_r:
+        j = np.where(mask[i])[0]
+        rows[i, j[0] : j[-1] + 1] = True
+    idx_c = np.where(mask.any(0))[0]
+    for j in idx_c:
+        i = np.where(mask[:, j])[0]
+        cols[i[0] : i[-1] + 1, j] = True
+    return rows & cols
+
+
+def tracks(
+    frames: np.ndarray, colours: list[str] | None = None, min_area: float | None = None
+) -> dict[str, Track]:
+    """The track of each body colour seen in at least one frame (or of each of `colours`)."""
+    t, h, w = frames.shape[:3]
+    labels, value = colour_labels(frames)
+    min_area = min_area if min_area is not None else max(6.0, 0.003 * h * w)
+    wanted = colours if colours is not None else [n for i, n in enumerate(_NAMES) if (labels == i).any()]
+    structure = np.zeros((3, 3, 3), bool)
+    structure[1] = True  # connect within a frame only
+    out = {}
+    for name in wanted:
+        k = _NAMES.index(name)
+        comp, count = ndimage.label(labels == k, structure=structure)
+        tr = Track(
+            colour=name,
+            present=np.zeros(t, bool),
+            center=np.full((t, 2), np.nan),
+            radius=np.full(t, np.nan),
+            area=np.zeros(t),
+            whole=np.zeros(t, bool),
+            mouth=np.full(t, np.nan),
+            fill=np.full(t, np.nan),
+            widest=np.full(t, np.nan),
+            shade=np.full(t, np.nan),
+            banding=np.full(t, np.nan),
+        )
+        if count:
+            sizes = ndimage.sum_labels(np.ones_like(comp), comp, np.arange(1, count + 1))
+            slices = ndimage.find_objects(comp)
+            best: dict[int, int] = {}
+            for lab, sl in enumerate(slices, start=1):
+                f = sl[0].start
+                if sizes[lab - 1] >= min_area and (f not in best or sizes[lab - 1] > sizes[best[f] - 1]):
+                    best[f] = lab
+            for f, lab in best.items():
+                sl = slices[lab - 1]
+                _measure(tr, f, comp[sl][0] == lab, value[sl][0], sl[1], sl[2], h, w)
+        out[name] = tr
+    return out
+
+
+def _measure(
+    tr: Track, f: int, mask: np.ndarray, value: np.ndarray, ys: slice, xs: slice, h: int, w: int
+) -> None:
+    base_value = max(world.COLOURS[tr.colour]) / 255.0
+    filled = _convex_fill(mask)
+    bh, bw = mask.shape
+    yy, xx = np.nonzero(filled)
+    tr.present[f] = True
+    tr.area[f] = float(filled.sum())
+    tr.center[f] = (xs.start + xx.mean() + 0.5, ys.start + yy.mean() + 0.5)
+    tr.radius[f] = max(bh, bw) / 2.0
+    tr.whole[f] = ys.start > 0 and xs.start > 0 and ys.stop < h and xs.stop < w
+    dark = np.clip((0.32 - value) / 0.32, 0.0, 1.0) * filled
+    tr.mouth[f] = float(dark.sum() / max(filled.sum(), 1))
+    tr.fill[f] = float(filled.sum() / (bh * bw))
+    widths = filled.sum(1)
+    tr.widest[f] = float((np.flatnonzero(widths >= widths.max() - 0.5).mean() + 0.5) / bh)
+    # the pattern is read on the body away from its rim and from the face, whose anti-aliased
+    # eyes and mouth look like the darker shade
+    shape = classify_shape(tr.fill[f], tr.widest[f])
+    half, top, bottom, face = _BOX[shape]
+    r = bw / 2.0 / half
+    u = (np.arange(bw) + 0.5 - bw / 2.0)[None, :] / r
+    v = top + (np.arange(bh) + 0.5)[:, None] / bh * (bottom - top)
+    on_face = (np.abs(u) < face[0]) & (v > face[1]) & (v < face[2])
+    inner = ndimage.binary_erosion(mask, iterations=1) & ~on_face
+    if inner.sum() >= 10:
+        shade = (value < 0.78 * base_value) & inner
+        tr.shade[f] = float(shade.sum() / inner.sum())
+        rows = inner.sum(1) > 0
+        cols = inner.sum(0) > 0
+        row_prof = shade.sum(1)[rows] / inner.sum(1)[rows]
+        col_prof = shade.sum(0)[cols] / inner.sum(0)[cols]
+        tr.banding[f] = float(row_prof.std() / max(row_prof.std() + col_prof.std(), 1e-6))
+
+
+# Per shape: half-width, top and bottom (body units), and the face box |u| < a, b < v < c.
+_BOX = {
+    "circle": (1.0, -1.0, 1.0, (0.62, -0.62, 0.72)),
+    "square": (0.88, -0.88, 0.88, (0.62, -0.62, 0.72)),
+    "diamond": (1.0, -1.0, 1.0, (0.58, -0.5, 0.62)),
+    "triangle": (1.0, -1.0, 0.85, (0.5, -0.3, 0.74)),
+}
+
+
+def classify_shape(fill: float, widest: float) -> str:
+    if fill >= 0.87:
+        return "square"
+    if widest >= 0.62:
+        return "triangle"
+    return "circle" if fill >= 0.65 else "diamond"
+
+
+PATTERN_MIN_RADIUS = 12.0  # pixels: below this stripes and spots blur into each other
+
+
+def classify_pattern(shade: float, banding: float) -> str:
+    if shade < 0.08:
+        return "plain"
+    return "striped" if shade + banding >= 1.04 else "spotted"
+
+
+def majority(labels: list[str]) -> str | None:
+    if not labels:
+        return None
+    names, counts = np.unique(labels, return_counts=True)
+    return str(names[counts.argmax()])
+
+
+def openness(track: Track, segments: list[np.ndarray]) -> np.ndarray:
+    """Mouth openness over time: the dark fraction above its floor within each shot (eyes and a
+    closed mouth make the floor; zoom changes between shots so each has its own)."""
+    out = np.full_like(track.mouth, np.nan)
+    for seg in segments:
+        m = track.mouth[seg]
+        ok = ~np.isnan(m)
+        if ok.sum() >= 2:
+            out[seg] = m - np.percentile(m[ok], 10)
+    return out
+
+
+def hops(y: np.ndarray, radius: float, fps: float) -> list[tuple[float, float]]:
+    """(apex frame, landing time in frames) of each hop in a vertical track (pixels, y down)."""
+    y = np.asarray(y, float)
+    if np.isnan(y).all() or len(y) < 3:
+        return []
+    filled = _interp_nans(y)
+    wlen = max(3, int(round(0.7 * fps)) | 1)
+    with warnings.catch_warnings():  # flat stretches have zero prominence, which is fine
+        warnings.simplefilter("ignore", signal.PeakPropertyWarning)
+        peaks, _ = signal.find_peaks(
+            -filled, prominence=0.45 * radius, wlen=wlen, distance=max(1, int(0.25 * fps))
+        )
+    out = []
+    for p in peaks:
+        right = p + int(np.ceil(0.35 * fps))
+        seg = filled[p : right + 1]
+        land = p + int(np.argmax(seg)) if len(seg) else p
+        ground = filled[land]
+        # airborne frames around the apex, up to the landing
+        lo = max(0, p - int(np.ceil(0.25 * fps)))
+        idx = np.arange(lo, land)
+        idx = idx[filled[idx] < ground - 0.05 * radius]
+        landing = float(land) - 0.5
+        if len(idx) >= 3:
+            a, b, c = np.polyfit(idx.astype(float), filled[idx], 2)
+            disc = b * b - 4 * a * (c - ground)
+            if a > 0 and disc >= 0:
+                root = (-b + np.sqrt(disc)) / (2 * a)
+                if p <= root <= land + 0.5:
+                    landing = float(root)
+        out.append((float(p), landing))
+    return out
+
+
+def _interp_nans(x: np.ndarray) -> np.ndarray:
+    x = x.copy()
+    bad = np.isnan(x)
+    if bad.any() and (~bad).any():
+        x[bad] = np.interp(np.flatnonzero(bad), np.flatnonzero(~bad), x[~bad])
+    return x
+
+
+def openings(m: np.ndarray, on: float = 0.028, off: float = 0.016) -> list[int]:
+    """Frames where a mouth opens (hysteresis on the openness signal)."""
+    out, is_open = [], False
+    for f, v in enumerate(np.nan_to_num(m, nan=0.0)):
+        if not is_open and v > on:
+            out.append(f)
+            is_open = True
+        elif is_open and v < off:
+            is_open = False
+    return out
+
+
+# ---------------------------------------------------------------- audio
+
+HOP = 0.005  # seconds
+
+
+def band_energy(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Log energy (dB) in six bands every 5 ms, and the frame times: ((B, N), (N,))."""
+    x = audio.mean(0) if audio.ndim == 2 else audio
+    hop = max(1, int(round(HOP * sample_rate)))
+    n_fft = 1 << int(np.ceil(np.log2(0.016 * sample_rate)))
+    f, times, spec = signal.stft(x, fs=sample_rate, nperseg=n_fft, noverlap=n_fft - hop, boundary=None,
+                                 padded=True)  # fmt: skip
+    power = np.abs(spec) ** 2
+    edges = [40, 250, 500, 1000, 2000, 4000, sample_rate / 2]
+    bands = np.stack(
+        [power[(f >= lo) & (f < hi)].sum(0) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
+    )
+    # stft frames are centred at `times`; report when each frame's window starts to hear a sound
+    return 10 * np.log10(bands + 1e-10), times - n_fft / sample_rate / 2 + hop / sample_rate
+
+
+def onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Times (s) where a sound starts: a band's energy rises by 12 dB within 30 ms and stays up."""
+    energy, times = band_energy(audio, sample_rate)
+    # a band counts when it is well above its own floor and not far below the loudest sound
+    floor = np.maximum(np.percentile(energy, 20, axis=1, keepdims=True), energy.max() - 50.0)
+    back = 6
+    past = np.stack([np.roll(energy, k, axis=1) for k in range(1, back + 1)]).min(0)
+    past[:, :back] = energy[:, :1]
+    # the rise must hold for 10 ms: noise flickers, sounds stay
+    held = np.minimum(energy, np.roll(energy, -2, axis=1))
+    rise = np.where(held > floor + 20, held - past, 0.0)
+    strength = rise.max(0)
+    peaks, _ = signal.find_peaks(strength, height=12.0, distance=int(0.03 / HOP))
+    out = []
+    for p in peaks:
+        # walk back to the first frame of the rise
+        q = p
+        band = rise[:, p].argmax()
+        while q > 0 and energy[band, q - 1] > past[band, p] + 3.0:
+            q -= 1
+        out.append(times[q])
+    return np.asarray(out)
+
+
+def voice_envelope(
+    audio: np.ndarray, sample_rate: int, times: np.ndarray, window: float = 0.03
+) -> np.ndarray:
+    """RMS of the voice band (150 Hz - 3 kHz) around each of `times`."""
+    x = audio.mean(0) if audio.ndim == 2 else audio
+    sos = signal.butter(4, [150, min(3000, 0.45 * sample_rate)], "bandpass", fs=sample_rate, output="sos")
+    y = signal.sosfiltfilt(sos, x) if len(x) > 30 else x
+    half = int(window * sample_rate / 2)
+    idx = np.clip(np.round(np.asarray(times) * sample_rate).astype(int), 0, max(len(y) - 1, 0))
+    c = np.concatenate([[0.0], np.cumsum(y * y)])
+    lo, hi = np.clip(idx - half, 0, len(y)), np.clip(idx + half, 0, len(y))
+    return np.sqrt((c[hi] - c[lo]) / np.maximum(hi - lo, 1))
+
+
+def pitch(
+    audio: np.ndarray, sample_rate: int, times: np.ndarray, fmin: float = 80.0, fmax: float = 500.0
+) -> tuple[np.ndarray, np.ndarray]:
+    """YIN f0 (Hz) and aperiodicity (0 = perfectly periodic) in 40 ms windows at `times`."""
+    x = audio.mean(0) if audio.ndim == 2 else audio
+    n = int(0.04 * sample_rate)
+    tau_max = int(sample_rate / fmin)
+    tau_min = int(sample_rate / fmax)
+    f0 = np.full(len(times), np.nan)
+    ap = np.ones(len(times))
+    for i, t in enumerate(times):
+        s = int(round(t * sample_rate)) - n // 2
+        if s < 0 or s + n + tau_max > len(x):
+            continue
+        frame = x[s : s + n + tau_max]
+        d = np.array([np.sum((frame[:n] - frame[k : k + n]) ** 2) for k in range(tau_max + 1)])
+        cmnd = d[1:] * np.arange(1, tau_max + 1) / np.maximum(np.cumsum(d[1:]), 1e-12)
+        cmnd = np.concatenate([[1.0], cmnd])
+        region = cmnd[tau_min : tau_max + 1]
+        below = np.flatnonzero(region < 0.15)
+        if len(below):
+            k = below[0]
+            while k + 1 < len(region) and region[k + 1] < region[k]:
+                k += 1
+        else:
+            k = int(region.argmin())
+        tau = k + tau_min
+        if 1 <= tau < tau_max:  # parabolic refinement
+            a, b, c = cmnd[tau - 1], cmnd[tau], cmnd[tau + 1]
+            shift = 0.5 * (a - c) / (a - 2 * b + c) if (a - 2 * b + c) > 0 else 0.0
+            tau_f = tau + float(np.clip(shift, -1, 1))
+        else:
+            tau_f = float(tau)
+        f0[i] = sample_rate / tau_f
+        ap[i] = float(cmnd[tau])
+    return f0, ap
+
+
+HARMONICS = 6
+
+
+def harmonic_profile(audio: np.ndarray, sample_rate: int, t: float, f0: float) -> np.ndarray | None:
+    """Levels (dB, loudest = 0, floor -40) of the first harmonics of f0 in a 64 ms window at t."""
+    x = audio.mean(0) if audio.ndim == 2 else audio
+    n = int(0.064 * sample_rate)
+    s = int(round(t * sample_rate)) - n // 2
+    if s < 0 or s + n > len(x) or HARMONICS * f0 >= sample_rate / 2:
+        return None
+    frame = x[s : s + n] * np.hanning(n)
+    # a small search around each harmonic absorbs the pitch estimate's error and the glide
+    freqs = np.arange(1, HARMONICS + 1)[:, None] * f0 * (1 + np.linspace(-0.02, 0.02, 9))[None, :]
+    ts = np.arange(n) / sample_rate
+    amps = np.abs(np.exp(-2j * np.pi * freqs[..., None] * ts) @ frame).max(1)
+    db = 20 * np.log10(amps / max(amps.max(), 1e-12) + 1e-12)
+    return np.maximum(db, -40.0)
