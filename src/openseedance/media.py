@@ -65,9 +65,7 @@ class Clip:
         if self.audio is not None:
             _check_audio_array(self.audio)
         if not self.fps > 0 or not self.sample_rate > 0:
-            raise ValueError(
-                f"Clip fps and sample_rate must be positive, got {self.fps} and {self.sample_rate}"
-            )
+            raise ValueError(f"Clip fps and sample_rate must be positive, got {self.fps} and {self.sample_rate}")
 
     @property
     def num_frames(self) -> int:
@@ -90,12 +88,7 @@ def _check_video_array(video: np.ndarray) -> None:
 
 
 def _check_audio_array(audio: np.ndarray) -> None:
-    if (
-        not isinstance(audio, np.ndarray)
-        or audio.dtype != np.float32
-        or audio.ndim != 2
-        or not audio.shape[0]
-    ):
+    if not isinstance(audio, np.ndarray) or audio.dtype != np.float32 or audio.ndim != 2 or not audio.shape[0]:
         raise ValueError(
             f"audio must be a float32 array shaped (C, S), got {_describe(audio)} (use audio[None] for mono)"
         )
@@ -116,9 +109,7 @@ def _check_input(path: PathLike, suffixes: tuple[str, ...], kind: str) -> Path:
     if not path.is_file():
         raise MediaError(f"{path}: is not a file")
     if path.suffix.lower() not in suffixes:
-        raise MediaError(
-            f"{path}: unsupported {kind} type '{path.suffix}'; expected one of {' '.join(suffixes)}"
-        )
+        raise MediaError(f"{path}: unsupported {kind} type '{path.suffix}'; expected one of {' '.join(suffixes)}")
     if path.stat().st_size == 0:
         raise MediaError(f"{path}: file is empty (0 bytes)")
     return path
@@ -212,9 +203,7 @@ def _fit_length(audio: np.ndarray, length: int) -> np.ndarray:
     return np.pad(audio, ((0, 0), (0, length - audio.shape[1])))
 
 
-def _finish_audio(
-    audio: np.ndarray, src_rate: int, sample_rate: int | None, channels: int | None
-) -> np.ndarray:
+def _finish_audio(audio: np.ndarray, src_rate: int, sample_rate: int | None, channels: int | None) -> np.ndarray:
     if sample_rate and sample_rate != src_rate:
         audio = resample_audio(audio, src_rate, sample_rate)
     if channels:
@@ -275,18 +264,10 @@ def read_video(
                 if size is not None:
                     image = _resize_image(image, size)
                 # Output frame i shows whatever source frame is on screen at i / out_fps.
-                while (
-                    prev is not None
-                    and len(frames) / out_fps < t - eps
-                    and (limit is None or len(frames) < limit)
-                ):
+                while prev is not None and len(frames) / out_fps < t - eps and (limit is None or len(frames) < limit):
                     frames.append(prev)
                 prev, end = image, t + frame_dur
-            if (
-                limit is not None
-                and len(frames) >= limit
-                and (astream is None or audio_end > origin + max_seconds)
-            ):
+            if limit is not None and len(frames) >= limit and (astream is None or audio_end > origin + max_seconds):
                 break
         if prev is None:
             raise MediaError(f"{path}: video stream has no decodable frames")
@@ -375,9 +356,7 @@ def _container_options(path: Path) -> dict[str, str]:
     return {"movflags": "+faststart+use_metadata_tags"} if path.suffix.lower() in (".mp4", ".mov") else {}
 
 
-def _add_aac(
-    out: av.container.OutputContainer, path: Path, channels: int, rate: int, bitrate: int
-) -> av.stream.Stream:
+def _add_aac(out: av.container.OutputContainer, path: Path, channels: int, rate: int, bitrate: int) -> av.stream.Stream:
     if channels not in _LAYOUTS:
         raise MediaError(f"{path}: can write mono or stereo audio only, got {channels} channels")
     stream = out.add_stream("aac", rate=rate, layout=_LAYOUTS[channels])

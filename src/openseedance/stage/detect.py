@@ -78,9 +78,7 @@ def _convex_fill(mask: np.ndarray) -> np.ndarray:
     return rows & cols
 
 
-def tracks(
-    frames: np.ndarray, colours: list[str] | None = None, min_area: float | None = None
-) -> dict[str, Track]:
+def tracks(frames: np.ndarray, colours: list[str] | None = None, min_area: float | None = None) -> dict[str, Track]:
     """The track of each body colour seen in at least one frame (or of each of `colours`)."""
     t, h, w = frames.shape[:3]
     labels, value = colour_labels(frames)
@@ -120,9 +118,7 @@ def tracks(
     return out
 
 
-def _measure(
-    tr: Track, f: int, mask: np.ndarray, value: np.ndarray, ys: slice, xs: slice, h: int, w: int
-) -> None:
+def _measure(tr: Track, f: int, mask: np.ndarray, value: np.ndarray, ys: slice, xs: slice, h: int, w: int) -> None:
     base_value = max(world.COLOURS[tr.colour]) / 255.0
     filled = _convex_fill(mask)
     bh, bw = mask.shape
@@ -209,10 +205,8 @@ def hops(y: np.ndarray, radius: float, fps: float) -> list[tuple[float, float]]:
     filled = _interp_nans(y)
     wlen = max(3, int(round(0.7 * fps)) | 1)
     with warnings.catch_warnings():  # flat stretches have zero prominence, which is fine
-        warnings.simplefilter("ignore", signal.PeakPropertyWarning)
-        peaks, _ = signal.find_peaks(
-            -filled, prominence=0.45 * radius, wlen=wlen, distance=max(1, int(0.25 * fps))
-        )
+        warnings.filterwarnings("ignore", message="some peaks have a prominence of 0")
+        peaks, _ = signal.find_peaks(-filled, prominence=0.45 * radius, wlen=wlen, distance=max(1, int(0.25 * fps)))
     out = []
     for p in peaks:
         right = p + int(np.ceil(0.35 * fps))
@@ -269,9 +263,7 @@ def band_energy(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.nda
                                  padded=True)  # fmt: skip
     power = np.abs(spec) ** 2
     edges = [40, 250, 500, 1000, 2000, 4000, sample_rate / 2]
-    bands = np.stack(
-        [power[(f >= lo) & (f < hi)].sum(0) for lo, hi in zip(edges[:-1], edges[1:], strict=True)]
-    )
+    bands = np.stack([power[(f >= lo) & (f < hi)].sum(0) for lo, hi in zip(edges[:-1], edges[1:], strict=True)])
     # stft frames are centred at `times`; report when each frame's window starts to hear a sound
     return 10 * np.log10(bands + 1e-10), times - n_fft / sample_rate / 2 + hop / sample_rate
 
@@ -300,9 +292,7 @@ def onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     return np.asarray(out)
 
 
-def voice_envelope(
-    audio: np.ndarray, sample_rate: int, times: np.ndarray, window: float = 0.03
-) -> np.ndarray:
+def voice_envelope(audio: np.ndarray, sample_rate: int, times: np.ndarray, window: float = 0.03) -> np.ndarray:
     """RMS of the voice band (150 Hz - 3 kHz) around each of `times`."""
     x = audio.mean(0) if audio.ndim == 2 else audio
     sos = signal.butter(4, [150, min(3000, 0.45 * sample_rate)], "bandpass", fs=sample_rate, output="sos")

@@ -208,19 +208,13 @@ def _attribute(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_check("shape", shape == ident.shape, character=i, want=ident.shape, got=shape))
         big = seen[a.radius_px[seen] >= detect.PATTERN_MIN_RADIUS]
         if len(big) >= 3:
-            out.append(
-                _check("pattern", pattern == ident.pattern, character=i, want=ident.pattern, got=pattern)
-            )
+            out.append(_check("pattern", pattern == ident.pattern, character=i, want=ident.pattern, got=pattern))
     for k, shot in enumerate(a.scene.shots):
         if len(a.segments[k]):
             got = _place(a, a.segments[k])
             out.append(_check("place", got == shot.place, shot=k, want=shot.place, got=got))
     mine = {c.identity.colour for c in a.scene.characters}
-    strays = {
-        n: float(tr.present.mean())
-        for n, tr in a.tracks.items()
-        if n not in mine and tr.present.mean() >= 0.2
-    }
+    strays = {n: float(tr.present.mean()) for n, tr in a.tracks.items() if n not in mine and tr.present.mean() >= 0.2}
     out.append(_check("no-extra-characters", not strays, strays=strays))
     return out
 
@@ -241,9 +235,7 @@ def _identity(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:
                 first = (k, looks)
                 continue
             (k0, (shape0, pattern0)), (shape, pattern) = first, looks
-            same = (
-                present and shape == shape0 and (pattern is None or pattern0 is None or pattern == pattern0)
-            )
+            same = present and shape == shape0 and (pattern is None or pattern0 is None or pattern == pattern0)
             out.append(_check("same-look", same, character=i, shots=[k0, k],
                               first=[shape0, pattern0], later=[shape, pattern]))  # fmt: skip
     return out
@@ -370,9 +362,7 @@ def _measure_voice(audio: np.ndarray, sample_rate: int, times: np.ndarray) -> tu
         return float("nan"), np.full(detect.HARMONICS, np.nan)
     pitch = float(np.median(f0[ok]))
     keep = ok & (np.abs(12 * np.log2(np.where(ok, f0, pitch) / pitch)) < 2)
-    profiles = [
-        detect.harmonic_profile(audio, sample_rate, t, f) for t, f in zip(times[keep], f0[keep], strict=True)
-    ]
+    profiles = [detect.harmonic_profile(audio, sample_rate, t, f) for t, f in zip(times[keep], f0[keep], strict=True)]
     profiles = [p for p in profiles if p is not None]
     return pitch, (np.median(profiles, 0) if profiles else np.full(detect.HARMONICS, np.nan))
 
@@ -397,9 +387,7 @@ def _voice(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:
         gap = float(np.abs(got_profile - want_profile).mean()) if np.isfinite(got_profile).all() else np.inf
         out.append(_check("pitch", semitones <= 1.0, character=i, want_hz=round(want_pitch, 1),
                           got_hz=round(got_pitch, 1) if np.isfinite(got_pitch) else None))  # fmt: skip
-        out.append(
-            _check("timbre", gap <= 5.0, character=i, gap_db=round(gap, 2) if np.isfinite(gap) else None)
-        )
+        out.append(_check("timbre", gap <= 5.0, character=i, gap_db=round(gap, 2) if np.isfinite(gap) else None))
     return out
 
 

@@ -34,9 +34,7 @@ class RenderConfig:
         if not 1.0 <= float(self.fps) <= 240.0:
             raise ValueError(f"fps must be between 1 and 240, got {self.fps!r}")
         if not isinstance(self.sample_rate, int) or not 8000 <= self.sample_rate <= 192000:
-            raise ValueError(
-                f"sample_rate must be an integer from 8000 to 192000 Hz, got {self.sample_rate!r}"
-            )
+            raise ValueError(f"sample_rate must be an integer from 8000 to 192000 Hz, got {self.sample_rate!r}")
 
     def num_frames(self, duration: float) -> int:
         return max(1, int(round(duration * self.fps)))
@@ -101,9 +99,7 @@ def background(place: str, width: int, height: int) -> np.ndarray:
     mix = np.clip((y - horizon) * height / 1.5 + 0.5, 0, 1)[:, None, None]
     shade = (1.0 - 0.12 * np.abs(y - horizon))[:, None, None]
     img = (top_c * (1 - mix) + bottom_c * mix) * shade
-    texture = 0.02 * np.sin(
-        2 * np.pi * (x[None, :] * 3.0 + y[:, None] * 1.7 + (zlib.crc32(place.encode()) % 7))
-    )
+    texture = 0.02 * np.sin(2 * np.pi * (x[None, :] * 3.0 + y[:, None] * 1.7 + (zlib.crc32(place.encode()) % 7)))
     img = img + texture[..., None]
     return np.clip(np.broadcast_to(img, (height, width, 3)), 0, 1).astype(np.float32)
 

@@ -273,8 +273,7 @@ def _attempt(
                 continue
             actions[c] += _fill(rng, s0, s1, speech)
     characters = [
-        Character(identity=identities[c], voice=voices[c], home=homes[c], actions=tuple(actions[c]))
-        for c in range(n)
+        Character(identity=identities[c], voice=voices[c], home=homes[c], actions=tuple(actions[c])) for c in range(n)
     ]
     if not any(a.kind in ("jump", "speak") for c in characters for a in c.actions):
         return None
@@ -305,9 +304,7 @@ def _homes(rng: np.random.Generator, n: int) -> list[tuple[float, float]] | None
     return None
 
 
-def _fill(
-    rng: np.random.Generator, start: float, end: float, speech: list[tuple[float, float]]
-) -> list[Action]:
+def _fill(rng: np.random.Generator, start: float, end: float, speech: list[tuple[float, float]]) -> list[Action]:
     """A sequence of actions for one character inside one shot's window."""
     out: list[Action] = []
     t = start + float(rng.uniform(0.0, 0.25))
