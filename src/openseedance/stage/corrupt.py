@@ -61,7 +61,9 @@ def swap_identities(r: Rendering) -> Clip:
             for i, c in enumerate(chars)
         ]
     other = render(
-        dataclasses.replace(r.scene, characters=tuple(_with(c, identity=d) for c, d in zip(chars, idents, strict=True))),
+        dataclasses.replace(
+            r.scene, characters=tuple(_with(c, identity=d) for c, d in zip(chars, idents, strict=True))
+        ),
         r.config,
     )
     later = r.truth.shot >= 1

@@ -155,13 +155,17 @@ def _plain(v: Any) -> Any:
 
 
 def _looks(a: Analysis, colour: str, frames: np.ndarray) -> tuple[str | None, str | None]:
-    """Majority shape and pattern of a colour's blob over `frames` (pattern only where resolvable)."""
+    """Majority shape and pattern of a colour's blob over `frames`, each only where the body is
+    big enough to show it (None otherwise)."""
     tr = a.tracks[colour]
     sel = frames[tr.present[frames] & tr.whole[frames]]
-    shapes = [detect.classify_shape(tr.fill[f], tr.widest[f]) for f in sel]
-    big = sel[(tr.radius[sel] >= detect.PATTERN_MIN_RADIUS) & ~np.isnan(tr.shade[sel])]
-    patterns = [detect.classify_pattern(tr.shade[f], tr.banding[f]) for f in big]
-    return detect.majority(shapes), detect.majority(patterns) if len(patterns) >= 3 else None
+    big = sel[a.radius_px[sel] >= detect.SHAPE_MIN_RADIUS - 1e-3]
+    shapes = [detect.classify_shape(tr.fill[f], tr.widest[f]) for f in big]
+    bigger = sel[(a.radius_px[sel] >= detect.PATTERN_MIN_RADIUS) & ~np.isnan(tr.shade[sel])]
+    patterns = [detect.classify_pattern(tr.shade[f]) for f in bigger]
+    return (detect.majority(shapes) if len(shapes) >= 3 else None), (
+        detect.majority(patterns) if len(patterns) >= 3 else None
+    )
 
 
 @functools.cache
@@ -205,10 +209,12 @@ def _attribute(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:
         out.append(_check("colour", tr.present[seen].mean() >= 0.5, character=i, colour=ident.colour,
                           seen=float(tr.present[seen].mean())))  # fmt: skip
         shape, pattern = _looks(a, ident.colour, seen)
-        out.append(_check("shape", shape == ident.shape, character=i, want=ident.shape, got=shape))
-        big = seen[a.radius_px[seen] >= detect.PATTERN_MIN_RADIUS]
-        if len(big) >= 3:
-            out.append(_check("pattern", pattern == ident.pattern, character=i, want=ident.pattern, got=pattern))
+        for what, want, got, min_radius in (
+            ("shape", ident.shape, shape, detect.SHAPE_MIN_RADIUS),
+            ("pattern", ident.pattern, pattern, detect.PATTERN_MIN_RADIUS),
+        ):
+            if (a.radius_px[seen] >= min_radius - 1e-3).sum() >= 3:  # big enough to be judged
+                out.append(_check(what, got == want, character=i, want=want, got=got))
     for k, shot in enumerate(a.scene.shots):
         if len(a.segments[k]):
             got = _place(a, a.segments[k])
@@ -235,7 +241,9 @@ def _identity(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:
                 first = (k, looks)
                 continue
             (k0, (shape0, pattern0)), (shape, pattern) = first, looks
-            same = present and shape == shape0 and (pattern is None or pattern0 is None or pattern == pattern0)
+            same = present and all(
+                x is None or x0 is None or x == x0 for x, x0 in ((shape, shape0), (pattern, pattern0))
+            )
             out.append(_check("same-look", same, character=i, shots=[k0, k],
                               first=[shape0, pattern0], later=[shape, pattern]))  # fmt: skip
     return out
@@ -378,7 +386,7 @@ def _voice(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:
     env = detect.voice_envelope(a.clip.audio, sr, env_times)
     loud = env > 0.25 * max(float(env.max()), 1e-6)
     f = np.clip(np.round(env_times * a.fps).astype(int), 0, len(frames) - 1)
-    speaker = np.where(mouths[f].max(1) > 0.03, mouths[f].argmax(1), -1)
+    speaker = np.where(mouths[f].max(1) > detect.MOUTH_OPEN, mouths[f].argmax(1), -1)
     out = []
     for i in speakers:
         want_pitch, want_profile = reference_voice(a.scene.characters[i].voice, sr)

@@ -106,10 +106,10 @@ def background(place: str, width: int, height: int) -> np.ndarray:
 
 # Per shape: eye row, eye spacing, eye scale, mouth row, mouth half-width, largest mouth half-height.
 _FACE = {
-    "circle": (-0.25, 0.3, 1.0, 0.38, 0.34, 0.28),
-    "square": (-0.25, 0.3, 1.0, 0.38, 0.34, 0.28),
-    "diamond": (-0.18, 0.28, 0.9, 0.3, 0.3, 0.24),
-    "triangle": (0.02, 0.22, 0.85, 0.42, 0.32, 0.25),
+    "circle": (-0.25, 0.3, 1.0, 0.38, 0.4, 0.32),
+    "square": (-0.25, 0.3, 1.0, 0.38, 0.4, 0.32),
+    "diamond": (-0.18, 0.28, 0.9, 0.3, 0.34, 0.27),
+    "triangle": (0.02, 0.22, 0.85, 0.42, 0.36, 0.28),
 }
 
 
@@ -127,7 +127,7 @@ def _body_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def _pattern_sdf(pattern: str, u: np.ndarray, v: np.ndarray) -> np.ndarray | None:
     if pattern == "striped":
-        return (np.abs(np.mod(v + 1.0, 0.6) - 0.3) - 0.15) * 0.6
+        return (np.abs(np.mod(v + 1.0, 0.6) - 0.3) - 0.2) * 0.6
     if pattern == "spotted":
         gu, gv = np.mod(u + 0.275, 0.55) - 0.275, np.mod(v + 0.1, 0.55) - 0.275
         return np.sqrt(gu * gu + gv * gv) - 0.15
@@ -154,11 +154,12 @@ def draw_character(
     region = canvas[y0:y1, x0:x1]
     base = np.asarray(world.COLOURS[identity.colour], np.float32) / 255
 
-    body = cover(_body_sdf(identity.shape, u, v))
+    body_sdf = _body_sdf(identity.shape, u, v)
+    body = cover(body_sdf)
     colour = np.broadcast_to(base, region.shape).copy()
     pattern = _pattern_sdf(identity.pattern, u, v)
-    if pattern is not None:
-        colour = colour * (1 - 0.45 * cover(pattern))
+    if pattern is not None:  # kept off a clean rim, so the silhouette stays sharp
+        colour = colour * (1 - 0.45 * cover(pattern) * cover(body_sdf + 0.15))
     layers = [(body, colour)]
 
     ey, spacing, scale, my, mw, mh = _FACE[identity.shape]

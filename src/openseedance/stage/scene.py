@@ -299,7 +299,7 @@ def _homes(rng: np.random.Generator, n: int) -> list[tuple[float, float]] | None
     for _ in range(100):
         xy = rng.uniform([0.2, 0.38], [0.8, 0.72], size=(n, 2))
         d = np.linalg.norm(xy[:, None] - xy[None], axis=-1) + np.eye(n)
-        if d.min() >= 0.32:
+        if d.min() >= 0.36:
             return [(round(float(x), 4), round(float(y), 4)) for x, y in xy]
     return None
 

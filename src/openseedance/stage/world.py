@@ -65,7 +65,7 @@ WORDS: dict[str, int] = {
 }
 
 # Geometry, in units of the wide shot's frame height.
-BODY_RADIUS = 0.1
+BODY_RADIUS = 0.125
 MOUTH_COLOUR = (24, 14, 16)
 EYE_WHITE = (246, 246, 246)
 PUPIL = (12, 12, 16)

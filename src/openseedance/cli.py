@@ -1,0 +1,244 @@
+"""The `openseedance` command: `stage sample | render | probe`, `bench stage`."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from openseedance import __version__
+from openseedance.media import MediaError
+
+log = logging.getLogger("openseedance")
+
+
+class UsageError(Exception):
+    """A bad command line: reported as one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(f"{self.prog}: {message} (see --help)")
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must look like 64x64, got {text!r}") from None
+    if not (16 <= w <= 4096 and 16 <= h <= 4096):
+        raise argparse.ArgumentTypeError(f"width and height must be 16..4096 pixels, got {text!r}")
+    return w, h
+
+
+def _positive(kind: type) -> object:
+    def parse(text: str) -> float | int:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+        if not value > 0 or value != value:
+            raise argparse.ArgumentTypeError(f"must be greater than zero, got {text!r}")
+        return value
+
+    parse.__name__ = kind.__name__
+    return parse
+
+
+def _writable_file(path: Path) -> Path:
+    parent = path.resolve().parent
+    if not parent.is_dir():
+        raise UsageError(f"cannot write {path}: directory {parent} does not exist")
+    if not os.access(parent, os.W_OK):
+        raise UsageError(f"cannot write {path}: directory {parent} is not writable")
+    return path
+
+
+def _writable_dir(path: Path) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UsageError(f"cannot create output directory {path}: {err.strerror or err}") from None
+    if not os.access(path, os.W_OK):
+        raise UsageError(f"cannot write to output directory {path}: permission denied")
+    return path
+
+
+def _render_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--size", type=_size, default=(64, 64), help="WIDTHxHEIGHT in pixels (default 64x64)")
+    p.add_argument("--fps", type=_positive(float), default=12.0, help="frames per second (default 12)")
+    p.add_argument("--sample-rate", type=_positive(int), default=16000, help="audio sample rate in Hz (default 16000)")
+    p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds per clip (default 4)")
+
+
+def _config(args: argparse.Namespace):
+    from openseedance.stage.render import RenderConfig
+
+    return RenderConfig(width=args.size[0], height=args.size[1], fps=args.fps, sample_rate=args.sample_rate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="openseedance", description="Video with synchronized audio, and the Stage that measures it.")
+    parser.add_argument("--version", action="version", version=f"openseedance {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    stage = sub.add_parser("stage", help="the procedural audio-visual world")
+    stage_sub = stage.add_subparsers(dest="stage_command", required=True, parser_class=_Parser)
+
+    p = stage_sub.add_parser("sample", help="write N Stage clips (mp4 + caption + ground truth) to a folder")
+    p.add_argument("-n", "--num", type=_positive(int), required=True, help="how many clips")
+    p.add_argument("--out", type=Path, required=True, help="output folder (created if missing)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first clip; clip i uses seed + i")
+    p.add_argument("--shots", type=int, default=None, help="shots per clip (default: 1-3 at random)")
+    p.add_argument("--wording", choices=("train", "heldout"), default="train", help="caption wording set")
+    p.add_argument("--references", action="store_true", help="also write portraits, voice samples, a reference video")
+    _render_options(p)
+    p.set_defaults(func=_stage_sample)
+
+    p = stage_sub.add_parser("render", help="render one Stage scene to an mp4 file")
+    p.add_argument("--seed", type=int, default=0, help="scene seed (default 0)")
+    p.add_argument("-o", "--output", type=Path, default=Path("stage.mp4"), help="output mp4 (default stage.mp4)")
+    p.add_argument("--shots", type=int, default=None, help="number of shots (default: at random)")
+    _render_options(p)
+    p.set_defaults(func=_stage_render)
+
+    p = stage_sub.add_parser("probe", help="score a clip against a Stage scene's ground truth")
+    p.add_argument("clip", type=Path, help="an mp4 (or mov/webm/mkv) file")
+    p.add_argument("--scene", type=Path, required=True, help="the scene JSON written beside a sampled clip")
+    p.add_argument("--json", action="store_true", help="print the full report as JSON")
+    p.set_defaults(func=_stage_probe)
+
+    bench = sub.add_parser("bench", help="benchmarks")
+    bench_sub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
+    p = bench_sub.add_parser("stage", help="stage-bench: score a generator on the fixed Stage suite")
+    p.add_argument("--generator", default="truth", help="truth, shuffled, noise, or module:callable (default truth)")
+    p.add_argument("--cases", type=_positive(int), default=8, help="cases per capability (default 8)")
+    p.add_argument("--capabilities", default="all", help="comma-separated capabilities, or all")
+    p.add_argument("--size", type=_size, default=(64, 64), help="WIDTHxHEIGHT (default 64x64)")
+    p.add_argument("--fps", type=_positive(float), default=12.0, help="frames per second (default 12)")
+    p.add_argument("--sample-rate", type=_positive(int), default=16000, help="audio sample rate (default 16000)")
+    p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
+    p.set_defaults(func=_bench_stage)
+    return parser
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _stage_sample(args: argparse.Namespace) -> None:
+    from tqdm import tqdm
+
+    from openseedance import media
+    from openseedance.stage.captions import caption
+    from openseedance.stage.render import companion_scene, portrait, render, voice_sample
+    from openseedance.stage.scene import sample_scene
+
+    out = _writable_dir(args.out)
+    config = _config(args)
+    for i in tqdm(range(args.num), desc="stage sample", disable=not sys.stderr.isatty()):
+        seed = args.seed + i
+        scene = sample_scene(seed, duration=args.duration, num_shots=args.shots)
+        r = render(scene, config)
+        caps = caption(scene, args.wording)
+        stem = out / f"clip_{seed:06d}"
+        media.write_video(stem.with_suffix(".mp4"), r.clip, metadata={"comment": caps.prompt})
+        stem.with_suffix(".txt").write_text(caps.prompt + "\n")
+        record = {
+            "caption": caps.prompt,
+            "captions": {"overall": caps.overall, "shots": list(caps.shots), "wording": caps.wording},
+            "render": {
+                "width": config.width,
+                "height": config.height,
+                "fps": config.fps,
+                "sample_rate": config.sample_rate,
+            },
+            "scene": scene.to_dict(),
+            "truth": r.truth.to_dict(),
+        }
+        stem.with_suffix(".json").write_text(json.dumps(record))
+        if args.references:
+            refs = out / f"clip_{seed:06d}.refs"
+            refs.mkdir(exist_ok=True)
+            for k, c in enumerate(scene.characters, start=1):
+                media.write_image(refs / f"image{k}.png", portrait(c.identity, config.width, config.height))
+                media.write_audio(refs / f"audio{k}.wav", voice_sample(c.voice, config.sample_rate, seed=seed),
+                                  config.sample_rate)  # fmt: skip
+            media.write_video(refs / "video1.mp4", render(companion_scene(scene, seed + 50_000), config).clip)
+    print(f"wrote {args.num} clips to {out}")
+
+
+def _stage_render(args: argparse.Namespace) -> None:
+    from openseedance import media
+    from openseedance.stage.captions import caption
+    from openseedance.stage.render import render
+    from openseedance.stage.scene import sample_scene
+
+    output = _writable_file(args.output)
+    scene = sample_scene(args.seed, duration=args.duration, num_shots=args.shots)
+    prompt = caption(scene).prompt
+    media.write_video(output, render(scene, _config(args)).clip, metadata={"comment": prompt})
+    print(f"{output}: {prompt}")
+
+
+def _stage_probe(args: argparse.Namespace) -> None:
+    from openseedance.stage.probes import probe
+    from openseedance.stage.scene import Scene
+
+    try:
+        data = json.loads(args.scene.read_text())
+        scene = Scene.from_dict(data.get("scene", data))
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise UsageError(f"cannot read scene {args.scene}: {err}") from None
+    report = probe(args.clip, scene)
+    if args.json:
+        print(json.dumps(report.to_dict(), indent=1))
+        return
+    for name, score in report.scores.items():
+        print(f"{name:10s} {'-' if score is None else f'{100 * score:.1f}%'}")
+    print(f"av offset  {report.av_offset_ms} ms\nmouth~voice {report.mouth_voice_corr}")
+
+
+def _bench_stage(args: argparse.Namespace) -> None:
+    from openseedance.stage import bench
+    from openseedance.stage.render import RenderConfig
+
+    caps = bench.CAPABILITIES if args.capabilities == "all" else tuple(args.capabilities.split(","))
+    config = RenderConfig(width=args.size[0], height=args.size[1], fps=args.fps, sample_rate=args.sample_rate)
+    if args.out is not None:
+        _writable_file(args.out)
+    cases = bench.suite(caps, cases=args.cases, config=config)
+    generator = bench.load_generator(args.generator, cases)
+    result = bench.run(generator, cases, progress=sys.stderr.isatty())
+    result["generator"] = args.generator
+    print(bench.table(result, f"(generator: {args.generator}, {config.width}x{config.height}, {config.fps:g} fps)"))
+    if args.out is not None:
+        bench.save(result, args.out)
+        print(f"results: {args.out}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
+        args.func(args)
+    except UsageError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, MediaError) as err:
+        print(f"openseedance: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("openseedance: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

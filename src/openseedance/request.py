@@ -1,0 +1,83 @@
+"""What a generator is asked for: one request type for every task.
+
+Text only is text -> video + audio. Adding a first or last frame, reference images / videos /
+voices, a soundtrack to follow, frames to score, or a clip to extend or edit selects the other
+tasks; a generator is any callable `GenerationRequest -> Clip`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+
+from openseedance.media import Clip
+
+MAX_IMAGES, MAX_VIDEOS, MAX_AUDIOS = 9, 3, 3
+EXTEND = ("forward", "backward")
+
+
+@dataclass
+class GenerationRequest:
+    prompt: str
+    duration: float = 4.0
+    width: int = 64
+    height: int = 64
+    fps: float = 12.0
+    sample_rate: int = 16000
+    seed: int = 0
+    generate_audio: bool = True
+    first_frame: np.ndarray | None = None  # (H, W, 3) uint8
+    last_frame: np.ndarray | None = None
+    images: tuple[np.ndarray, ...] = ()  # @image1.. : identity references
+    videos: tuple[Clip, ...] = ()  # @video1.. : motion / camera / style references
+    audios: tuple[np.ndarray, ...] = ()  # @audio1.. : voice references, (C, S) at sample_rate
+    audio: np.ndarray | None = None  # a soundtrack the video must follow (audio -> video)
+    video: np.ndarray | None = None  # frames the sound must follow (video -> audio)
+    source: Clip | None = None  # a clip to extend or edit
+    extend: str | None = None  # "forward" or "backward" (with source)
+    edit_window: tuple[float, float] | None = None  # seconds of source to redo (with source)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.prompt, str):
+            raise ValueError(f"prompt must be text, got {type(self.prompt).__name__}")
+        if not (isinstance(self.duration, int | float) and math.isfinite(self.duration) and self.duration > 0):
+            raise ValueError(f"duration must be a positive number of seconds, got {self.duration!r}")
+        for name in ("width", "height"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or not 16 <= value <= 4096:
+                raise ValueError(f"{name} must be an integer from 16 to 4096 pixels, got {value!r}")
+        if not (isinstance(self.fps, int | float) and 1 <= self.fps <= 240):
+            raise ValueError(f"fps must be between 1 and 240, got {self.fps!r}")
+        if not isinstance(self.sample_rate, int) or not 8000 <= self.sample_rate <= 192000:
+            raise ValueError(f"sample_rate must be an integer from 8000 to 192000 Hz, got {self.sample_rate!r}")
+        for name, limit in (("images", MAX_IMAGES), ("videos", MAX_VIDEOS), ("audios", MAX_AUDIOS)):
+            if len(getattr(self, name)) > limit:
+                raise ValueError(f"at most {limit} reference {name} are allowed, got {len(getattr(self, name))}")
+        if self.extend is not None and self.extend not in EXTEND:
+            raise ValueError(f"extend must be one of {EXTEND}, got {self.extend!r}")
+        if (self.extend is not None or self.edit_window is not None) and self.source is None:
+            raise ValueError("extending or editing needs a source clip")
+        if self.edit_window is not None:
+            a, b = self.edit_window
+            if not 0 <= a < b:
+                raise ValueError(f"edit window must be A:B seconds with 0 <= A < B, got {a}:{b}")
+
+    @property
+    def task(self) -> str:
+        if self.source is not None:
+            return "edit" if self.edit_window is not None else "extend"
+        if self.audio is not None:
+            return "a2v"
+        if self.video is not None:
+            return "v2a"
+        if self.images or self.videos or self.audios:
+            return "references"
+        if self.first_frame is not None or self.last_frame is not None:
+            return "i2av"
+        return "t2av"
+
+
+Generator = Callable[[GenerationRequest], Clip]
