@@ -36,13 +36,21 @@ def hsv(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return h, s, v
 
 
+def _hue_table() -> np.ndarray:
+    """Body colour index for each whole degree of hue (-1 where no colour is within 22 degrees)."""
+    deg = np.arange(360.0)
+    dist = np.abs((deg[:, None] - _HUE_ARRAY + 180) % 360 - 180)
+    return np.where(dist.min(1) < 22, dist.argmin(1), -1).astype(np.int8)
+
+
+_HUE_TABLE = _hue_table()
+
+
 def colour_labels(frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Index into `world.COLOURS` of each body-coloured pixel (-1 elsewhere), and the value plane."""
     h, s, v = hsv(frames)
-    dist = np.abs((h[..., None] - _HUE_ARRAY + 180) % 360 - 180)
-    nearest = dist.argmin(-1)
-    ok = (s > 0.45) & (v > 0.3) & (np.take_along_axis(dist, nearest[..., None], -1)[..., 0] < 22)
-    return np.where(ok, nearest, -1), v
+    named = _HUE_TABLE[np.round(h).astype(np.int16) % 360]
+    return np.where((s > 0.45) & (v > 0.3), named, -1), v
 
 
 @dataclass
@@ -317,7 +325,11 @@ def pitch(
         if s < 0 or s + n + tau_max > len(x):
             continue
         frame = x[s : s + n + tau_max]
-        d = np.array([np.sum((frame[:n] - frame[k : k + n]) ** 2) for k in range(tau_max + 1)])
+        # difference function d(k) = sum (x_j - x_{j+k})^2 = e0 + e(k) - 2 r(k), r by FFT
+        size = 1 << int(np.ceil(np.log2(len(frame) + n)))
+        r = np.fft.irfft(np.conj(np.fft.rfft(frame[:n], size)) * np.fft.rfft(frame, size), size)[: tau_max + 1]
+        c = np.concatenate([[0.0], np.cumsum(frame * frame)])
+        d = np.maximum(c[n] + (c[n : n + tau_max + 1] - c[: tau_max + 1]) - 2 * r, 0.0)
         cmnd = d[1:] * np.arange(1, tau_max + 1) / np.maximum(np.cumsum(d[1:]), 1e-12)
         cmnd = np.concatenate([[1.0], cmnd])
         region = cmnd[tau_min : tau_max + 1]

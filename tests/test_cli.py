@@ -1,0 +1,110 @@
+"""The `openseedance` command: every --help, real files out, one-line errors for bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+
+from openseedance.cli import main
+
+HELP = [
+    [],
+    ["stage"],
+    ["stage", "sample"],
+    ["stage", "render"],
+    ["stage", "probe"],
+    ["bench"],
+    ["bench", "stage"],
+]
+
+
+@pytest.mark.parametrize("words", HELP, ids=lambda w: " ".join(w) or "top")
+def test_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        main([*words, "--help"])
+    assert exit_info.value.code == 0
+    assert "usage: openseedance" in capsys.readouterr().out
+
+
+def test_console_script_is_installed() -> None:
+    out = subprocess.run([sys.executable, "-m", "openseedance.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("openseedance ")
+
+
+def test_stage_sample_writes_a_dataset_folder(tmp_path: Path) -> None:
+    assert main(["stage", "sample", "-n", "2", "--out", str(tmp_path / "ds"), "--seed", "7", "--references"]) == 0
+    for seed in (7, 8):
+        stem = tmp_path / "ds" / f"clip_{seed:06d}"
+        with av.open(str(stem.with_suffix(".mp4"))) as f:
+            assert f.streams.video[0].codec_context.name == "h264"
+            assert f.streams.audio[0].codec_context.name == "aac"
+        record = json.loads(stem.with_suffix(".json").read_text())
+        assert record["caption"] == stem.with_suffix(".txt").read_text().strip()
+        assert record["scene"]["seed"] == seed
+        assert len(record["truth"]["centers"]) == 48
+        refs = Path(f"{stem}.refs")
+        n = len(record["scene"]["characters"])
+        assert sorted(p.name for p in refs.iterdir()) == sorted(
+            [*(f"image{i}.png" for i in range(1, n + 1)), *(f"audio{i}.wav" for i in range(1, n + 1)), "video1.mp4"]
+        )
+
+
+def test_stage_render_then_probe(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "clip.mp4"
+    assert main(["stage", "render", "--seed", "3", "-o", str(out)]) == 0
+    assert out.stat().st_size > 1000
+    assert main(["stage", "sample", "-n", "1", "--seed", "3", "--out", str(tmp_path)]) == 0
+    capsys.readouterr()
+    assert main(["stage", "probe", str(out), "--scene", str(tmp_path / "clip_000003.json"), "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert all(v is None or v >= 0.9 for v in report["scores"].values())
+
+
+def test_bench_stage_prints_a_table_and_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "bench.json"
+    code = main(
+        ["bench", "stage", "--generator", "truth", "--cases", "1", "--capabilities", "t2av,a2v", "--out", str(out)]
+    )
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "| t2av |" in text and "| a2v |" in text
+    rows = json.loads(out.read_text())["rows"]
+    assert rows["t2av"]["attribute"] >= 0.99
+
+
+BAD = [
+    (["stage", "render", "--duration", "0"], "greater than zero"),
+    (["stage", "render", "--duration", "-2"], "greater than zero"),
+    (["stage", "render", "--duration", "0.5"], "at least 1 second"),
+    (["stage", "render", "--size", "8x8"], "16..4096"),
+    (["stage", "render", "--size", "big"], "size must look like"),
+    (["stage", "render", "--fps", "abc"], "expected a number"),
+    (["stage", "render", "--shots", "9"], "num_shots"),
+    (["stage", "render", "-o", "/nonexistent-dir/x.mp4"], "does not exist"),
+    (["stage", "sample", "-n", "0", "--out", "x"], "greater than zero"),
+    (["stage", "render", "--frobnicate"], "unrecognized arguments"),
+    (["paint"], "invalid choice"),
+    (["bench", "stage", "--generator", "nonsense"], "unknown generator"),
+    (["bench", "stage", "--capabilities", "t2av,teleport"], "unknown capabilities"),
+]
+
+
+@pytest.mark.parametrize(("words", "message"), BAD, ids=lambda x: " ".join(x) if isinstance(x, list) else "")
+def test_bad_input_gets_one_line(words: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(words) in (1, 2)
+    err = capsys.readouterr().err.strip()
+    assert message in err
+    assert len(err.splitlines()) == 1, err
+
+
+def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["stage", "sample", "-n", "1", "--out", str(blocker / "sub")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "cannot create output directory" in err and len(err.splitlines()) == 1
