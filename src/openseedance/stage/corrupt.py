@@ -26,11 +26,14 @@ def shift_audio(r: Rendering, seconds: float = 0.2) -> Clip:
 
 
 def wrong_colour(r: Rendering) -> Clip:
-    """The first character is drawn in a colour the scene does not have."""
+    """The most visible character is drawn in a colour the scene does not have."""
     used = {c.identity.colour for c in r.scene.characters}
     other = next(c for c in world.COLOURS if c not in used)
-    first = r.scene.characters[0]
-    chars = (_with(first, identity=dataclasses.replace(first.identity, colour=other)), *r.scene.characters[1:])
+    k = int(r.truth.visible.sum(0).argmax())
+    chars = tuple(
+        _with(c, identity=dataclasses.replace(c.identity, colour=other)) if i == k else c
+        for i, c in enumerate(r.scene.characters)
+    )
     return render(dataclasses.replace(r.scene, characters=chars), r.config).clip
 
 

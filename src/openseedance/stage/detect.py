@@ -218,6 +218,9 @@ def hops(y: np.ndarray, radius: float, fps: float) -> list[tuple[float, float]]:
         ground = filled[land]
         # airborne frames around the apex, up to the landing
         lo = max(0, p - int(np.ceil(0.25 * fps)))
+        grounded = np.flatnonzero(filled[lo:p] >= ground - 0.1 * radius)
+        if len(grounded):  # back-to-back hops: fit this arc only, from its take-off
+            lo += int(grounded[-1])
         idx = np.arange(lo, land)
         idx = idx[filled[idx] < ground - 0.05 * radius]
         landing = float(land) - 0.5

@@ -8,6 +8,7 @@ are a pitched thump plus a noise click at the exact landing time.
 from __future__ import annotations
 
 import math
+import numbers
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,11 +30,11 @@ class RenderConfig:
     def __post_init__(self) -> None:
         for name in ("width", "height"):
             value = getattr(self, name)
-            if not isinstance(value, int) or not 16 <= value <= 4096:
+            if not isinstance(value, numbers.Integral) or not 16 <= value <= 4096:
                 raise ValueError(f"{name} must be an integer from 16 to 4096 pixels, got {value!r}")
-        if not 1.0 <= float(self.fps) <= 240.0:
+        if not isinstance(self.fps, numbers.Real) or not 1.0 <= float(self.fps) <= 240.0:
             raise ValueError(f"fps must be between 1 and 240, got {self.fps!r}")
-        if not isinstance(self.sample_rate, int) or not 8000 <= self.sample_rate <= 192000:
+        if not isinstance(self.sample_rate, numbers.Integral) or not 8000 <= self.sample_rate <= 192000:
             raise ValueError(f"sample_rate must be an integer from 8000 to 192000 Hz, got {self.sample_rate!r}")
 
     def num_frames(self, duration: float) -> int:
