@@ -7,6 +7,7 @@ Every failure on bad input surfaces as a one-line :class:`MediaError` naming the
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -80,6 +81,19 @@ class Clip:
         if self.video is not None:
             return self.num_frames / self.fps
         return self.audio.shape[1] / self.sample_rate
+
+
+def check_format(width: int, height: int, fps: float, sample_rate: int) -> None:
+    """Raise ValueError unless these are a frame size, frame rate and sample rate clips may have."""
+    for name, value in (("width", width), ("height", height)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 16 <= value <= 4096:
+            raise ValueError(f"{name} must be an integer from 16 to 4096 pixels, got {value!r}")
+    if isinstance(fps, bool) or not isinstance(fps, numbers.Real) or not 1.0 <= float(fps) <= 240.0:
+        raise ValueError(f"fps must be between 1 and 240, got {fps!r}")
+    if isinstance(sample_rate, bool) or not isinstance(sample_rate, numbers.Integral):
+        raise ValueError(f"sample_rate must be an integer from 8000 to 192000 Hz, got {sample_rate!r}")
+    if not 8000 <= sample_rate <= 192000:
+        raise ValueError(f"sample_rate must be an integer from 8000 to 192000 Hz, got {sample_rate!r}")
 
 
 def _check_video_array(video: np.ndarray) -> None:

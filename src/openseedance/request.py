@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from openseedance.media import Clip
+from openseedance.media import Clip, check_format
 
 MAX_IMAGES, MAX_VIDEOS, MAX_AUDIOS = 9, 3, 3
 EXTEND = ("forward", "backward")
@@ -45,14 +45,7 @@ class GenerationRequest:
             raise ValueError(f"prompt must be text, got {type(self.prompt).__name__}")
         if not (isinstance(self.duration, int | float) and math.isfinite(self.duration) and self.duration > 0):
             raise ValueError(f"duration must be a positive number of seconds, got {self.duration!r}")
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or not 16 <= value <= 4096:
-                raise ValueError(f"{name} must be an integer from 16 to 4096 pixels, got {value!r}")
-        if not (isinstance(self.fps, int | float) and 1 <= self.fps <= 240):
-            raise ValueError(f"fps must be between 1 and 240, got {self.fps!r}")
-        if not isinstance(self.sample_rate, int) or not 8000 <= self.sample_rate <= 192000:
-            raise ValueError(f"sample_rate must be an integer from 8000 to 192000 Hz, got {self.sample_rate!r}")
+        check_format(self.width, self.height, self.fps, self.sample_rate)
         for name, limit in (("images", MAX_IMAGES), ("videos", MAX_VIDEOS), ("audios", MAX_AUDIOS)):
             if len(getattr(self, name)) > limit:
                 raise ValueError(f"at most {limit} reference {name} are allowed, got {len(getattr(self, name))}")

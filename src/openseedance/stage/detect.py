@@ -66,7 +66,7 @@ class Track:
     mouth: np.ndarray  # (T,) dark fraction of the filled body (eyes included; see `openness`)
     fill: np.ndarray  # (T,) filled area / bbox area
     widest: np.ndarray  # (T,) height of the widest row, as a fraction of the bbox height
-    shade: np.ndarray  # (T,) fraction of the body's inner pixels in the darker pattern shade
+    pattern_error: np.ndarray  # (T, 3) how badly each of world.PATTERNS explains the body's shading
 
 
 def _convex_fill(mask: np.ndarray) -> np.ndarray:
@@ -93,10 +93,18 @@ def tracks(frames: np.ndarray, colours: list[str] | None = None, min_area: float
     wanted = colours if colours is not None else [n for i, n in enumerate(_NAMES) if (labels == i).any()]
     structure = np.zeros((3, 3, 3), bool)
     structure[1] = True  # connect within a frame only
+    cross = np.zeros((3, 3, 3), bool)
+    cross[1] = ndimage.generate_binary_structure(2, 1)
     out = {}
     for name in wanted:
         k = _NAMES.index(name)
-        comp, count = ndimage.label(labels == k, structure=structure)
+        # Pieces of colour at most two pixels apart are one body (at small sizes a row of eyes can
+        # cut a body's tip off), but only pieces with a solid core: thin lines of one hue are the
+        # fringe where 4:2:0 chroma mixed two others.
+        pieces, n_pieces = ndimage.label(labels == k, structure=structure)
+        solid = ndimage.sum_labels(ndimage.binary_erosion(pieces > 0, structure=cross), pieces, np.arange(n_pieces + 1))
+        mine = (solid > 0)[pieces] & (pieces > 0)
+        comp, count = ndimage.label(ndimage.binary_dilation(mine, structure=structure), structure=structure)
         tr = Track(
             colour=name,
             present=np.zeros(t, bool),
@@ -107,10 +115,10 @@ def tracks(frames: np.ndarray, colours: list[str] | None = None, min_area: float
             mouth=np.full(t, np.nan),
             fill=np.full(t, np.nan),
             widest=np.full(t, np.nan),
-            shade=np.full(t, np.nan),
+            pattern_error=np.full((t, len(world.PATTERNS)), np.nan),
         )
         if count:
-            sizes = ndimage.sum_labels(np.ones_like(comp), comp, np.arange(1, count + 1))
+            sizes = ndimage.sum_labels(mine, comp, np.arange(1, count + 1))
             slices = ndimage.find_objects(comp)
             best: dict[int, int] = {}
             for lab, sl in enumerate(slices, start=1):
@@ -119,13 +127,16 @@ def tracks(frames: np.ndarray, colours: list[str] | None = None, min_area: float
                     best[f] = lab
             for f, lab in best.items():
                 sl = slices[lab - 1]
-                _measure(tr, f, comp[sl][0] == lab, value[sl][0], sl[1], sl[2], h, w)
+                mask = (comp[sl][0] == lab) & mine[sl][0]
+                rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+                ys = slice(sl[1].start + rows[0], sl[1].start + rows[-1] + 1)
+                xs = slice(sl[2].start + cols[0], sl[2].start + cols[-1] + 1)
+                _measure(tr, f, mask[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1], value[f, ys, xs], ys, xs, h, w)
         out[name] = tr
     return out
 
 
 def _measure(tr: Track, f: int, mask: np.ndarray, value: np.ndarray, ys: slice, xs: slice, h: int, w: int) -> None:
-    base_value = max(world.COLOURS[tr.colour]) / 255.0
     filled = _convex_fill(mask)
     bh, bw = mask.shape
     yy, xx = np.nonzero(filled)
@@ -139,26 +150,30 @@ def _measure(tr: Track, f: int, mask: np.ndarray, value: np.ndarray, ys: slice, 
     tr.fill[f] = float(filled.sum() / (bh * bw))
     widths = filled.sum(1)
     tr.widest[f] = float((np.flatnonzero(widths >= widths.max() - 0.5).mean() + 0.5) / bh)
-    # the pattern is read on the body away from its rim and from the face, whose anti-aliased
-    # eyes and mouth look like the darker shade
+    # the pattern: which of the world's patterns, laid on this body, best explains its shading. Only
+    # body-coloured pixels away from the rim (anti-aliased, and bled into by 4:2:0 chroma) and away
+    # from the eyes and mouth (their anti-aliased edges are dark too) are read.
     shape = classify_shape(tr.fill[f], tr.widest[f])
-    half, top, bottom, face = _BOX[shape]
+    half, top, bottom = _BOX[shape]
     r = bw / 2.0 / half
-    u = (np.arange(bw) + 0.5 - bw / 2.0)[None, :] / r
-    v = top + (np.arange(bh) + 0.5)[:, None] / bh * (bottom - top)
-    on_face = (np.abs(u) < face[0]) & (v > face[1]) & (v < face[2])
-    inner = ndimage.binary_erosion(mask, iterations=1) & ~on_face
+    u = np.broadcast_to((np.arange(bw) + 0.5 - bw / 2.0)[None, :] / r, (bh, bw))
+    v = np.broadcast_to(top + (np.arange(bh) + 0.5)[:, None] / bh * (bottom - top), (bh, bw))
+    inner = ndimage.binary_erosion(mask) & (world.body_sdf(shape, u, v) < -world.PATTERN_RIM - 1.0 / r)
     if inner.sum() >= 10:
-        shade = (value < 0.78 * base_value) & inner
-        tr.shade[f] = float(shade.sum() / inner.sum())
+        seen = value[inner]
+        for k, name in enumerate(world.PATTERNS):
+            sdf = world.pattern_sdf(name, u[inner], v[inner])
+            keep = np.ones_like(seen) if sdf is None else 1.0 - world.PATTERN_DARKEN * np.clip(0.5 - sdf * r, 0, 1)
+            light = max(float((seen * keep).sum() / (keep * keep).sum()), 1e-6)  # the body's own value
+            tr.pattern_error[f, k] = float(np.mean((seen - light * keep) ** 2)) / light**2
 
 
-# Per shape: half-width, top and bottom (body units), and the face box |u| < a, b < v < c.
+# Per shape: half-width, top and bottom, in body radii from the body's centre.
 _BOX = {
-    "circle": (1.0, -1.0, 1.0, (0.62, -0.62, 0.72)),
-    "square": (0.88, -0.88, 0.88, (0.62, -0.62, 0.72)),
-    "diamond": (1.0, -1.0, 1.0, (0.58, -0.5, 0.62)),
-    "triangle": (1.0, -1.0, 0.85, (0.5, -0.3, 0.74)),
+    "circle": (1.0, -1.0, 1.0),
+    "square": (0.88, -0.88, 0.88),
+    "diamond": (1.0, -1.0, 1.0),
+    "triangle": (1.0, -1.0, 0.85),
 }
 
 
@@ -174,11 +189,9 @@ SHAPE_MIN_RADIUS = 8.0  # pixels: smaller bodies lose their corners to 4:2:0 chr
 PATTERN_MIN_RADIUS = 12.0  # pixels: below this stripes and spots blur into each other
 
 
-def classify_pattern(shade: float) -> str:
-    """Stripes cover about 40% of the body in the darker shade, spots about 15%."""
-    if shade < 0.045:
-        return "plain"
-    return "striped" if shade >= 0.235 else "spotted"
+def classify_pattern(errors: np.ndarray) -> str:
+    """The pattern whose drawing best fits the body's shading (see `Track.pattern_error`)."""
+    return world.PATTERNS[int(np.argmin(errors))]
 
 
 def majority(labels: list[str]) -> str | None:
@@ -212,15 +225,18 @@ def hops(y: np.ndarray, radius: float, fps: float) -> list[tuple[float, float]]:
         peaks, _ = signal.find_peaks(-filled, prominence=0.45 * radius, wlen=wlen, distance=max(1, int(0.25 * fps)))
     out = []
     for p in peaks:
-        right = p + int(np.ceil(0.35 * fps))
-        seg = filled[p : right + 1]
-        land = p + int(np.argmax(seg)) if len(seg) else p
+        # the landing frame: where the fall stops (a walk that follows it keeps going, but slower)
+        right = min(len(filled) - 1, p + int(np.ceil(0.35 * fps)))
+        land = p
+        while land < right and filled[land] < filled[p] + 0.3 * radius:  # past the apex
+            land += 1
+        while land < right and filled[land + 1] - filled[land] > 0.05 * radius:
+            land += 1
         ground = filled[land]
         # airborne frames around the apex, up to the landing
         lo = max(0, p - int(np.ceil(0.25 * fps)))
-        grounded = np.flatnonzero(filled[lo:p] >= ground - 0.1 * radius)
-        if len(grounded):  # back-to-back hops: fit this arc only, from its take-off
-            lo += int(grounded[-1])
+        if p > lo:  # fit this arc only, after its take-off (back to back, the last one's landing)
+            lo += int(np.argmax(filled[lo:p])) + 1
         idx = np.arange(lo, land)
         idx = idx[filled[idx] < ground - 0.05 * radius]
         landing = float(land) - 0.5
@@ -286,7 +302,7 @@ def onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     past = np.stack([np.roll(energy, k, axis=1) for k in range(1, back + 1)]).min(0)
     past[:, :back] = energy[:, :1]
     # the rise must hold for 10 ms: noise flickers, sounds stay
-    held = np.minimum(energy, np.roll(energy, -2, axis=1))
+    held = np.minimum(energy, np.roll(energy, -1, axis=1))
     rise = np.where(held > floor + 20, held - past, 0.0)
     strength = rise.max(0)
     peaks, _ = signal.find_peaks(strength, height=12.0, distance=int(0.03 / HOP))

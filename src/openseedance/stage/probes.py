@@ -161,8 +161,8 @@ def _looks(a: Analysis, colour: str, frames: np.ndarray) -> tuple[str | None, st
     sel = frames[tr.present[frames] & tr.whole[frames]]
     big = sel[a.radius_px[sel] >= detect.SHAPE_MIN_RADIUS - 1e-3]
     shapes = [detect.classify_shape(tr.fill[f], tr.widest[f]) for f in big]
-    bigger = sel[(a.radius_px[sel] >= detect.PATTERN_MIN_RADIUS) & ~np.isnan(tr.shade[sel])]
-    patterns = [detect.classify_pattern(tr.shade[f]) for f in bigger]
+    bigger = sel[(a.radius_px[sel] >= detect.PATTERN_MIN_RADIUS) & ~np.isnan(tr.pattern_error[sel, 0])]
+    patterns = [detect.classify_pattern(tr.pattern_error[f]) for f in bigger]
     return (detect.majority(shapes) if len(shapes) >= 3 else None), (
         detect.majority(patterns) if len(patterns) >= 3 else None
     )
@@ -219,10 +219,22 @@ def _attribute(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:
         if len(a.segments[k]):
             got = _place(a, a.segments[k])
             out.append(_check("place", got == shot.place, shot=k, want=shot.place, got=got))
-    mine = {c.identity.colour for c in a.scene.characters}
-    strays = {n: float(tr.present.mean()) for n, tr in a.tracks.items() if n not in mine and tr.present.mean() >= 0.2}
+    mine = [c.identity.colour for c in a.scene.characters]
+    strays = {n: seen for n in a.tracks if n not in mine and (seen := _stray(a, n, mine)) >= 0.2}
     out.append(_check("no-extra-characters", not strays, strays=strays))
     return out
+
+
+def _stray(a: Analysis, colour: str, mine: list[str]) -> float:
+    """Fraction of frames with a blob of `colour` that is not the fringe of one of `mine`'s bodies
+    (where two hues meet, 4:2:0 chroma mixes them into a thin band of a third hue)."""
+    tr = a.tracks[colour]
+    alone = tr.present.copy()
+    for other in mine:
+        o = a.tracks[other]
+        near = np.hypot(*(tr.center - o.center).T) < np.nan_to_num(o.radius, nan=0.0)
+        alone &= ~(o.present & near)
+    return float(alone.mean())
 
 
 def _identity(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:

@@ -8,14 +8,13 @@ are a pitched thump plus a noise click at the exact landing time.
 from __future__ import annotations
 
 import math
-import numbers
 import zlib
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from openseedance.media import Clip
+from openseedance.media import Clip, check_format
 from openseedance.stage import world
 from openseedance.stage.scene import Character, Identity, Scene, Voice, envelope, mouth, positions
 
@@ -28,14 +27,7 @@ class RenderConfig:
     sample_rate: int = 16000
 
     def __post_init__(self) -> None:
-        for name in ("width", "height"):
-            value = getattr(self, name)
-            if not isinstance(value, numbers.Integral) or not 16 <= value <= 4096:
-                raise ValueError(f"{name} must be an integer from 16 to 4096 pixels, got {value!r}")
-        if not isinstance(self.fps, numbers.Real) or not 1.0 <= float(self.fps) <= 240.0:
-            raise ValueError(f"fps must be between 1 and 240, got {self.fps!r}")
-        if not isinstance(self.sample_rate, numbers.Integral) or not 8000 <= self.sample_rate <= 192000:
-            raise ValueError(f"sample_rate must be an integer from 8000 to 192000 Hz, got {self.sample_rate!r}")
+        check_format(self.width, self.height, self.fps, self.sample_rate)
 
     def num_frames(self, duration: float) -> int:
         return max(1, int(round(duration * self.fps)))
@@ -114,27 +106,6 @@ _FACE = {
 }
 
 
-def _body_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
-    if shape == "circle":
-        return np.sqrt(u * u + v * v) - 1.0
-    if shape == "square":
-        return np.maximum(np.abs(u), np.abs(v)) - 0.88
-    if shape == "diamond":
-        return (np.abs(u) + np.abs(v) - 1.0) / math.sqrt(2.0)
-    if shape == "triangle":  # apex up at (0, -1), base at v = 0.85
-        return np.maximum(v - 0.85, (1.85 * np.abs(u) - (v + 1.0)) / 2.103)
-    raise ValueError(f"unknown shape {shape!r}")
-
-
-def _pattern_sdf(pattern: str, u: np.ndarray, v: np.ndarray) -> np.ndarray | None:
-    if pattern == "striped":
-        return (np.abs(np.mod(v + 1.0, 0.6) - 0.3) - 0.2) * 0.6
-    if pattern == "spotted":
-        gu, gv = np.mod(u + 0.275, 0.55) - 0.275, np.mod(v + 0.1, 0.55) - 0.275
-        return np.sqrt(gu * gu + gv * gv) - 0.15
-    return None
-
-
 def _disc(u: np.ndarray, v: np.ndarray, x: float, y: float, r: float) -> np.ndarray:
     return np.sqrt((u - x) ** 2 + (v - y) ** 2) - r
 
@@ -155,12 +126,12 @@ def draw_character(
     region = canvas[y0:y1, x0:x1]
     base = np.asarray(world.COLOURS[identity.colour], np.float32) / 255
 
-    body_sdf = _body_sdf(identity.shape, u, v)
+    body_sdf = world.body_sdf(identity.shape, u, v)
     body = cover(body_sdf)
     colour = np.broadcast_to(base, region.shape).copy()
-    pattern = _pattern_sdf(identity.pattern, u, v)
+    pattern = world.pattern_sdf(identity.pattern, u, v)
     if pattern is not None:  # kept off a clean rim, so the silhouette stays sharp
-        colour = colour * (1 - 0.45 * cover(pattern) * cover(body_sdf + 0.15))
+        colour = colour * (1 - world.PATTERN_DARKEN * cover(pattern) * cover(body_sdf + world.PATTERN_RIM))
     layers = [(body, colour)]
 
     ey, spacing, scale, my, mw, mh = _FACE[identity.shape]

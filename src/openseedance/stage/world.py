@@ -7,6 +7,10 @@ even after H.264's 4:2:0 chroma subsampling.
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
+
 # Saturated body colours (RGB 0-255). Hues: 0, 32, 54, 129, 183, 224, 274, 323 degrees.
 COLOURS: dict[str, tuple[int, int, int]] = {
     "red": (222, 38, 38),
@@ -69,3 +73,30 @@ BODY_RADIUS = 0.125
 MOUTH_COLOUR = (24, 14, 16)
 EYE_WHITE = (246, 246, 246)
 PUPIL = (12, 12, 16)
+
+# A pattern darkens its parts of the body by this much, except within PATTERN_RIM of the outline.
+PATTERN_DARKEN = 0.45
+PATTERN_RIM = 0.15
+
+
+def body_sdf(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Signed distance (body radii) to a body's outline; `u`, `v` in body radii from its centre, v down."""
+    if shape == "circle":
+        return np.sqrt(u * u + v * v) - 1.0
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) - 0.88
+    if shape == "diamond":
+        return (np.abs(u) + np.abs(v) - 1.0) / math.sqrt(2.0)
+    if shape == "triangle":  # apex up at (0, -1), base at v = 0.85
+        return np.maximum(v - 0.85, (1.85 * np.abs(u) - (v + 1.0)) / 2.103)
+    raise ValueError(f"unknown shape {shape!r}")
+
+
+def pattern_sdf(pattern: str, u: np.ndarray, v: np.ndarray) -> np.ndarray | None:
+    """Signed distance to the darker parts of a pattern, fixed to the body (None for plain)."""
+    if pattern == "striped":
+        return (np.abs(np.mod(v + 1.0, 0.6) - 0.3) - 0.2) * 0.6
+    if pattern == "spotted":
+        gu, gv = np.mod(u + 0.275, 0.55) - 0.275, np.mod(v + 0.1, 0.55) - 0.275
+        return np.sqrt(gu * gu + gv * gv) - 0.15
+    return None
