@@ -1,0 +1,329 @@
+"""Causal 3-D convolutional video autoencoder.
+
+Time is causal: every convolution sees only the current and earlier frames, and the first frame is
+encoded alone, so an image is a one-frame video and a clip of 1 + 4k frames has 1 + k latent frames
+(temporal compression 4). Because nothing looks ahead, a long clip can be encoded or decoded chunk
+by chunk with each convolution carrying its last few input frames over (`StreamCache`); the result
+equals the whole-clip pass and peak memory depends on the chunk, not on the clip.
+
+Legend: B batch, C channels, T frames, H W pixels, D latent channels, t latent frames, h w latent
+pixels. Video is float in [-1, 1], shaped (B, 3, T, H, W); latents are (B, D, t, h, w).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+@dataclass(frozen=True)
+class VideoAEConfig:
+    latent_channels: int = 8
+    channels: tuple[int, ...] = (32, 64, 128)  # width at full resolution, then after each downsampling
+    time_down: tuple[bool, ...] = (True, True)  # which downsamplings also halve time (two: 4x)
+    blocks: tuple[int, ...] = (1, 1, 2)  # residual blocks per level
+    temporal_from: int = 1  # levels below this use 1x3x3 kernels (full-resolution work stays cheap)
+    kl_weight: float = 1e-6
+    mse_weight: float = 1.0  # added to L1: PSNR is a squared-error measure
+
+    def __post_init__(self) -> None:
+        if len(self.channels) != len(self.time_down) + 1 or len(self.blocks) != len(self.channels):
+            raise ValueError("channels and blocks need one entry per level, time_down one per downsampling")
+
+    @property
+    def spatial_factor(self) -> int:
+        return 2 ** (len(self.channels) - 1)
+
+    @property
+    def temporal_factor(self) -> int:
+        return 2 ** sum(self.time_down)
+
+
+PRESETS: dict[str, VideoAEConfig] = {
+    # seconds on the CPU: tests
+    "debug": VideoAEConfig(latent_channels=4, channels=(8, 16, 16), blocks=(1, 1, 1)),
+    # the bundled default: 64x64 Stage clips, 4x spatial and 4x temporal compression, small enough
+    # to train on a laptop CPU
+    "tiny": VideoAEConfig(latent_channels=8, channels=(32, 64, 96), blocks=(1, 1, 1)),
+    # real scale: 8x spatial, 16 latent channels, for 480p-1080p on GPUs
+    "base": VideoAEConfig(
+        latent_channels=16, channels=(128, 256, 512, 512), time_down=(False, True, True), blocks=(2, 2, 3, 3)
+    ),
+}
+
+
+def video_ae_config(name: str) -> VideoAEConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown video autoencoder preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+class StreamCache(dict):
+    """Per-module state carried from one chunk to the next: each causal convolution's last input
+    frames, and which temporal upsamplers have already emitted the first frame."""
+
+
+class CausalConv3d(nn.Module):
+    """A 3-D convolution that looks back in time only. The first chunk is padded with copies of its
+    first frame; later chunks start from the frames the previous one left in the cache."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: tuple[int, int, int], stride: tuple[int, int, int] = (1, 1, 1)):
+        super().__init__()
+        self.kt, self.st = kernel[0], stride[0]
+        self.conv = nn.Conv3d(c_in, c_out, kernel, stride, padding=(0, kernel[1] // 2, kernel[2] // 2))
+
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        keep = self.kt - self.st  # frames the next chunk needs from this one
+        if cache is not None and self in cache:
+            x = torch.cat([cache[self], x], dim=2)
+        elif self.kt > 1:
+            x = torch.cat([x[:, :, :1]] * (self.kt - 1) + [x], dim=2)
+        if cache is not None and keep > 0:
+            cache[self] = x[:, :, -keep:].detach()
+        return self.conv(x)
+
+
+class ChannelNorm(nn.Module):
+    """RMS norm over channels at every voxel: unlike GroupNorm it never mixes frames, so chunked
+    and whole-clip passes agree exactly."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rms = x.float().pow(2).mean(1, keepdim=True).add(1e-6).rsqrt()
+        return (x.float() * rms).to(x.dtype) * self.weight.view(1, -1, 1, 1, 1).to(x.dtype)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, c_in: int, c_out: int, temporal: bool):
+        super().__init__()
+        k = (3 if temporal else 1, 3, 3)
+        self.norm1, self.conv1 = ChannelNorm(c_in), CausalConv3d(c_in, c_out, k)
+        self.norm2, self.conv2 = ChannelNorm(c_out), CausalConv3d(c_out, c_out, k)
+        self.skip = nn.Conv3d(c_in, c_out, 1) if c_in != c_out else nn.Identity()
+
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        h = self.conv1(F.silu(self.norm1(x)), cache)
+        h = self.conv2(F.silu(self.norm2(h)), cache)
+        return self.skip(x) + h
+
+
+class Downsample(nn.Module):
+    """Halve H and W (and T when `time`): a strided causal convolution. With time, output frame 0
+    sees input frame 0 only and frame j sees frames 2j-2..2j."""
+
+    def __init__(self, c_in: int, c_out: int, time: bool):
+        super().__init__()
+        self.conv = CausalConv3d(c_in, c_out, (3 if time else 1, 3, 3), (2 if time else 1, 2, 2))
+
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        return self.conv(F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2)), cache)
+
+
+class Upsample(nn.Module):
+    """Double H and W (and T when `time`) by a convolution at the low resolution whose channels are
+    then moved into space and time. Latent frame 0 becomes one frame, every later one two."""
+
+    def __init__(self, c_in: int, c_out: int, time: bool):
+        super().__init__()
+        self.r = 2 if time else 1
+        self.conv = CausalConv3d(c_in, c_out * 4 * self.r, (3, 3, 3))
+
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        b, _, t, h, w = x.shape
+        y = self.conv(x, cache)  # (B, C*r*2*2, t, h, w)
+        y = y.view(b, -1, self.r, 2, 2, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
+        y = y.reshape(b, -1, t * self.r, h * 2, w * 2)
+        first = cache is None or self not in cache
+        if cache is not None:
+            cache[self] = True
+        return y[:, :, self.r - 1 :] if first and self.r > 1 else y
+
+
+class Encoder(nn.Module):
+    def __init__(self, cfg: VideoAEConfig):
+        super().__init__()
+        ch = cfg.channels
+        self.conv_in = CausalConv3d(3, ch[0], (1, 3, 3))
+        self.levels = nn.ModuleList()
+        for i, c in enumerate(ch):
+            blocks = [ResBlock(c, c, temporal=i >= cfg.temporal_from) for _ in range(cfg.blocks[i])]
+            if i < len(ch) - 1:
+                blocks.append(Downsample(c, ch[i + 1], cfg.time_down[i]))
+            self.levels.append(nn.ModuleList(blocks))
+        self.norm_out = ChannelNorm(ch[-1])
+        self.conv_out = CausalConv3d(ch[-1], 2 * cfg.latent_channels, (1, 3, 3))
+
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        x = self.conv_in(x, cache)
+        for level in self.levels:
+            for block in level:
+                x = block(x, cache)
+        return self.conv_out(F.silu(self.norm_out(x)), cache)  # (B, 2D, t, h, w)
+
+
+class Decoder(nn.Module):
+    def __init__(self, cfg: VideoAEConfig):
+        super().__init__()
+        ch = cfg.channels[::-1]
+        self.conv_in = CausalConv3d(cfg.latent_channels, ch[0], (1, 3, 3))
+        self.levels = nn.ModuleList()
+        n = len(ch)
+        for i, c in enumerate(ch):
+            level = n - 1 - i  # the encoder level this mirrors
+            blocks = [ResBlock(c, c, temporal=level >= cfg.temporal_from) for _ in range(cfg.blocks[level])]
+            if i < n - 1:
+                blocks.append(Upsample(c, ch[i + 1], cfg.time_down[level - 1]))
+            self.levels.append(nn.ModuleList(blocks))
+        self.norm_out = ChannelNorm(ch[-1])
+        self.conv_out = CausalConv3d(ch[-1], 3, (1, 3, 3))
+
+    def forward(self, z: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        x = self.conv_in(z, cache)
+        for level in self.levels:
+            for block in level:
+                x = block(x, cache)
+        return self.conv_out(F.silu(self.norm_out(x)), cache)  # (B, 3, T, H, W)
+
+
+@dataclass
+class VideoAEOutput:
+    recon: torch.Tensor  # (B, 3, T, H, W)
+    mean: torch.Tensor  # (B, D, t, h, w)
+    logvar: torch.Tensor
+
+
+class VideoAutoencoder(nn.Module):
+    config_class = VideoAEConfig
+
+    def __init__(self, config: VideoAEConfig):
+        super().__init__()
+        self.config = config
+        self.encoder = Encoder(config)
+        self.decoder = Decoder(config)
+        # per-channel statistics of the latents, set after training, so the generator sees ~N(0, 1)
+        self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
+        self.register_buffer("latent_std", torch.ones(config.latent_channels))
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Conv3d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="linear")
+                nn.init.zeros_(m.bias)
+        # residual branches start as the identity, which keeps a deep stack stable
+        for m in self.modules():
+            if isinstance(m, ResBlock):
+                nn.init.zeros_(m.conv2.conv.weight)
+
+    # ------------------------------------------------------------ shapes
+
+    def latent_shape(self, frames: int, height: int, width: int) -> tuple[int, int, int]:
+        s = self.config.spatial_factor
+        return self.latent_frames(frames), math.ceil(height / s), math.ceil(width / s)
+
+    def latent_frames(self, frames: int) -> int:
+        f = self.config.temporal_factor
+        if frames < 1 or (frames - 1) % f:
+            raise ValueError(f"a clip needs 1 + {f}k frames (1, {1 + f}, {1 + 2 * f}, ...), got {frames}")
+        return 1 + (frames - 1) // f
+
+    def _check_video(self, video: torch.Tensor) -> None:
+        if video.ndim != 5 or video.shape[1] != 3:
+            raise ValueError(f"video must be (B, 3, T, H, W), got {tuple(video.shape)}")
+        if not video.is_floating_point():
+            raise ValueError(f"video must be float in [-1, 1], got {video.dtype}")
+        self.latent_frames(video.shape[2])
+        s = self.config.spatial_factor
+        if video.shape[3] % s or video.shape[4] % s:
+            raise ValueError(f"height and width must be multiples of {s}, got {video.shape[3]}x{video.shape[4]}")
+
+    # ------------------------------------------------------------ whole clips
+
+    def forward(self, video: torch.Tensor, generator: torch.Generator | None = None) -> VideoAEOutput:
+        self._check_video(video)
+        mean, logvar = self.encoder(video).chunk(2, dim=1)
+        logvar = logvar.clamp(-30.0, 20.0)
+        noise = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
+        z = mean + (0.5 * logvar).exp() * noise
+        return VideoAEOutput(recon=self.decoder(z), mean=mean, logvar=logvar)
+
+    def training_loss(
+        self, video: torch.Tensor, generator: torch.Generator | None = None
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        out = self(video, generator)
+        recon, target = out.recon.float(), video.float()
+        l1 = (recon - target).abs().mean()
+        mse = (recon - target).pow(2).mean()
+        kl = 0.5 * (out.mean.float().pow(2) + out.logvar.float().exp() - 1 - out.logvar.float()).mean()
+        loss = l1 + self.config.mse_weight * mse + self.config.kl_weight * kl
+        m = {"loss": loss, "l1": l1, "mse": mse, "kl": kl}
+        metrics = {k: float(v.detach()) for k, v in m.items()}
+        metrics["psnr"] = 10 * math.log10(4.0 / max(metrics["mse"], 1e-12))  # peak-to-peak 2 in [-1, 1]
+        return loss, metrics
+
+    def encode(self, video: torch.Tensor, chunk_frames: int | None = None) -> torch.Tensor:
+        """(B, 3, T, H, W) in [-1, 1] -> normalised latents (B, D, t, h, w): the posterior mean,
+        shifted and scaled by the stored latent statistics. With `chunk_frames` (a multiple of the
+        temporal factor) the clip is encoded that many frames at a time."""
+        self._check_video(video)
+        if chunk_frames is None:
+            mean = self.encoder(video)[:, : self.config.latent_channels]
+        else:
+            mean = torch.cat(list(self._encode_chunks(video, chunk_frames)), dim=2)
+        return self.normalize(mean)
+
+    def decode(self, latents: torch.Tensor, chunk_latents: int | None = None) -> torch.Tensor:
+        """Normalised latents (B, D, t, h, w) -> video (B, 3, 1 + 4(t-1), H, W), `chunk_latents`
+        latent frames at a time when given."""
+        if latents.ndim != 5 or latents.shape[1] != self.config.latent_channels:
+            raise ValueError(f"latents must be (B, {self.config.latent_channels}, t, h, w), got {tuple(latents.shape)}")
+        z = self.denormalize(latents)
+        if chunk_latents is None:
+            return self.decoder(z)
+        return torch.cat(list(self._decode_chunks(z, chunk_latents)), dim=2)
+
+    # ------------------------------------------------------------ chunks
+
+    def _encode_chunks(self, video: torch.Tensor, chunk_frames: int) -> Iterator[torch.Tensor]:
+        f = self.config.temporal_factor
+        if chunk_frames < f or chunk_frames % f:
+            raise ValueError(f"chunk_frames must be a positive multiple of {f}, got {chunk_frames}")
+        cache = StreamCache()
+        start, end = 0, 1 + chunk_frames  # the first chunk carries the lone first frame too
+        while start < video.shape[2]:
+            yield self.encoder(video[:, :, start:end], cache)[:, : self.config.latent_channels]
+            start, end = end, end + chunk_frames
+
+    def _decode_chunks(self, z: torch.Tensor, chunk_latents: int) -> Iterator[torch.Tensor]:
+        if chunk_latents < 1:
+            raise ValueError(f"chunk_latents must be positive, got {chunk_latents}")
+        cache = StreamCache()
+        start, end = 0, 1 + chunk_latents
+        while start < z.shape[2]:
+            yield self.decoder(z[:, :, start:end], cache)
+            start, end = end, end + chunk_latents
+
+    # ------------------------------------------------------------ latent statistics
+
+    def normalize(self, mean: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1, 1)
+        return (mean - self.latent_mean.view(shape).to(mean)) / self.latent_std.view(shape).to(mean)
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        shape = (1, -1, 1, 1, 1)
+        return latents * self.latent_std.view(shape).to(latents) + self.latent_mean.view(shape).to(latents)
+
+    @torch.no_grad()
+    def set_latent_statistics(self, means: torch.Tensor) -> None:
+        """Store the per-channel mean and std of raw posterior means (B, D, t, h, w)."""
+        flat = means.float().transpose(0, 1).reshape(self.config.latent_channels, -1)
+        self.latent_mean.copy_(flat.mean(1))
+        self.latent_std.copy_(flat.std(1).clamp_min(1e-4))
