@@ -18,6 +18,9 @@ HELP = [
     ["stage", "sample"],
     ["stage", "render"],
     ["stage", "probe"],
+    ["train"],
+    ["train", "video-ae"],
+    ["train", "audio-ae"],
     ["bench"],
     ["bench", "stage"],
 ]

@@ -1,4 +1,4 @@
-"""The `openseedance` command: `stage sample | render | probe`, `bench stage`."""
+"""The `openseedance` command: `stage sample | render | probe`, `train video-ae | audio-ae`, `bench stage`."""
 
 from __future__ import annotations
 
@@ -114,6 +114,32 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full report as JSON")
     p.set_defaults(func=_stage_probe)
 
+    train = sub.add_parser("train", help="train a component")
+    train_sub = train.add_subparsers(dest="train_command", required=True, parser_class=_Parser)
+    for kind, what in (("video-ae", "the causal video autoencoder"), ("audio-ae", "the waveform autoencoder")):
+        p = train_sub.add_parser(kind, help=f"train {what}; a stopped run resumes from its --out folder")
+        p.add_argument("--preset", default="tiny", help="model preset: debug, tiny, base (default tiny)")
+        p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.jsonl, model/")
+        p.add_argument("--data", default="stage", help="'stage' (rendered on the fly) or a folder of media files")
+        p.add_argument("--steps", type=_positive(int), default=2000, help="total optimiser steps (default 2000)")
+        p.add_argument("--batch-size", type=_positive(int), default=4, help="clips per step (default 4)")
+        p.add_argument("--lr", type=_positive(float), default=1e-3, help="peak learning rate (default 1e-3)")
+        p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and noise (default 0)")
+        p.add_argument("--checkpoint-every", type=_positive(int), default=100, help="steps between checkpoints")
+        p.add_argument(
+            "--bf16",
+            action="store_true",
+            help="bfloat16 autocast (default float32: on CPUs convolutions measured slower in bfloat16)",
+        )
+        p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        if kind == "video-ae":
+            p.add_argument("--size", type=_size, default=(64, 64), help="WIDTHxHEIGHT of training clips")
+            p.add_argument("--fps", type=_positive(float), default=12.0, help="frame rate of training clips")
+            p.add_argument("--frames", type=_positive(int), default=9, help="frames per window, 1 + 4k (default 9)")
+        else:
+            p.add_argument("--seconds", type=_positive(float), default=1.0, help="seconds per window (default 1)")
+        p.set_defaults(func=_train_autoencoder, kind=kind)
+
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     p = bench_sub.add_parser("stage", help="stage-bench: score a generator on the fixed Stage suite")
@@ -202,6 +228,19 @@ def _stage_probe(args: argparse.Namespace) -> None:
     for name, score in report.scores.items():
         print(f"{name:10s} {'-' if score is None else f'{100 * score:.1f}%'}")
     print(f"av offset  {report.av_offset_ms} ms\nmouth~voice {report.mouth_voice_corr}")
+
+
+def _train_autoencoder(args: argparse.Namespace) -> None:
+    from openseedance.train.autoencoders import AETrainConfig, train
+
+    extra = {"seconds": args.seconds} if args.kind == "audio-ae" else {
+        "width": args.size[0], "height": args.size[1], "fps": args.fps, "frames": args.frames}  # fmt: skip
+    cfg = AETrainConfig(kind=args.kind, preset=args.preset, data=args.data, steps=args.steps,
+                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=args.bf16,
+                        checkpoint_every=args.checkpoint_every, device=args.device, **extra)  # fmt: skip
+    _writable_dir(args.out)
+    model_dir = train(cfg, args.out, progress=sys.stderr.isatty())
+    print(f"trained {args.kind}: {model_dir}")
 
 
 def _bench_stage(args: argparse.Namespace) -> None:

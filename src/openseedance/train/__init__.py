@@ -1,0 +1,1 @@
+"""Training: data sources, the autoencoder recipes and (later) the transformer trainer."""

@@ -1,0 +1,179 @@
+"""Train the video or the audio autoencoder.
+
+    openseedance train video-ae --preset tiny --out runs/video-ae --steps 4000
+    openseedance train audio-ae --preset tiny --out runs/audio-ae --steps 4000 --data clips/
+
+Runs on the CPU or one GPU, in float32 or (`bf16`) under bfloat16 autocast.
+Every `checkpoint_every` steps the run writes `checkpoint.pt` (weights, optimiser, step) and the
+component (`model/config.json` + `model/model.safetensors`), both by rename, so a run killed at any
+moment restarts from its last checkpoint; batches and noise depend only on (seed, step), so the
+resumed run follows the same trajectory as one that never stopped. Losses go to `log.jsonl`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tqdm import tqdm
+
+from openseedance import audio_vae, video_vae
+from openseedance.checkpoint import config_to_dict, save_component
+from openseedance.train.data import AudioWindows, VideoWindows
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AETrainConfig:
+    kind: str  # "video-ae" or "audio-ae"
+    preset: str = "tiny"
+    data: str = "stage"  # "stage" (rendered on the fly) or a folder of media files
+    steps: int = 2000
+    batch_size: int = 4
+    lr: float = 1e-3
+    warmup: int = 100
+    min_lr_ratio: float = 0.05
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    seed: int = 0
+    bf16: bool = False  # on this kind of CPU, conv training measured faster in float32
+    checkpoint_every: int = 100
+    log_every: int = 10
+    # video windows
+    width: int = 64
+    height: int = 64
+    fps: float = 12.0
+    frames: int = 9
+    # audio windows
+    seconds: float = 1.0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"unknown autoencoder {self.kind!r}; choose from {sorted(KINDS)}")
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch size and checkpoint interval must be positive")
+        if self.lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+
+
+def _video(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
+    model = video_vae.VideoAutoencoder(video_vae.video_ae_config(cfg.preset))
+    model.latent_frames(cfg.frames)  # a clear error now rather than at the first step
+    data = VideoWindows(cfg.data, cfg.width, cfg.height, cfg.fps, cfg.frames)
+    return model, lambda step: data.batch(cfg.seed, step, cfg.batch_size)
+
+
+def _audio(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
+    config = audio_vae.audio_ae_config(cfg.preset)
+    model = audio_vae.AudioAutoencoder(config)
+    data = AudioWindows(cfg.data, config.sample_rate, cfg.seconds)
+    return model, lambda step: data.batch(cfg.seed, step, cfg.batch_size)
+
+
+KINDS = {"video-ae": _video, "audio-ae": _audio}
+CALIBRATION_STEP = 1 << 40  # batches no training step draws
+
+
+def learning_rate(cfg: AETrainConfig, step: int) -> float:
+    """Linear warmup, then cosine decay to `min_lr_ratio` of the peak."""
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
+
+
+def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> Path:
+    """Train (or resume) into `out`; returns the folder of the trained component."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(cfg.seed)
+    model, batches = KINDS[cfg.kind](cfg)
+    model.to(cfg.device)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    step = _resume(out, cfg, model, opt)
+    (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    logfile = (out / "log.jsonl").open("a")
+    bar = tqdm(total=cfg.steps, initial=step, desc=cfg.kind, disable=not progress, dynamic_ncols=True)
+    model.train()
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            x = batches(step).to(cfg.device)
+            torch.manual_seed(cfg.seed * 1_000_003 + step)  # the posterior's noise, reproducible on resume
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                loss, metrics = model.training_loss(x)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss)} at step {step}; last checkpoint is in {out}")
+            opt.step()
+            step += 1
+            bar.update(1)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                record = {"step": step, **metrics, "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"],
+                          "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+                logfile.write(json.dumps(record) + "\n")
+                logfile.flush()
+                bar.set_postfix({k: f"{v:.4g}" for k, v in metrics.items() if k in ("loss", "psnr", "stft")})
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                _save(out, cfg, model, opt, step, batches)
+    finally:
+        bar.close()
+        logfile.close()
+    return out / "model"
+
+
+def _save(out: Path, cfg: AETrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
+          batches: Callable[[int], torch.Tensor]) -> None:  # fmt: skip
+    state = {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+             "train_config": dataclasses.asdict(cfg), "model_config": config_to_dict(model.config)}  # fmt: skip
+    tmp = out / "checkpoint.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out / "checkpoint.pt")
+    # the exported component carries latent statistics measured on a few training batches; the
+    # training state above keeps the raw weights, so statistics never feed back into training
+    export = type(model)(model.config)
+    export.load_state_dict(model.state_dict())
+    _calibrate(export, [batches(CALIBRATION_STEP + i) for i in range(4)], cfg)
+    save_component(export, out / "model")
+
+
+@torch.no_grad()
+def _calibrate(model: torch.nn.Module, samples: list[torch.Tensor], cfg: AETrainConfig) -> None:
+    if not hasattr(model, "set_latent_statistics"):
+        return
+    model.eval()
+    means = []
+    for x in samples:
+        with torch.autocast(torch.device(cfg.device).type, dtype=torch.bfloat16, enabled=cfg.bf16):
+            means.append(model(x.to(cfg.device)).mean.float())
+    model.set_latent_statistics(torch.cat(means))
+
+
+def _resume(out: Path, cfg: AETrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer) -> int:
+    path = out / "checkpoint.pt"
+    if not path.is_file():
+        return 0
+    try:
+        state = torch.load(path, map_location=cfg.device, weights_only=True)
+    except Exception as err:  # a damaged file must not be silently replaced by a fresh run
+        raise ValueError(f"{path} is unreadable ({err}); move it away to start over") from None
+    if state["model_config"] != config_to_dict(model.config):
+        raise ValueError(f"{path} holds a different {cfg.kind} configuration; use another --out to start over")
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    log.info("resuming %s from step %d", cfg.kind, state["step"])
+    return int(state["step"])

@@ -1,0 +1,128 @@
+"""The autoencoder recipe: it writes a loadable component and a log, and a run that is interrupted
+(by an exception mid-run, or by SIGKILL) resumes from its last checkpoint onto exactly the
+trajectory of a run that never stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from openseedance.checkpoint import load_component
+from openseedance.train import data
+from openseedance.train.autoencoders import AETrainConfig, learning_rate, train
+from openseedance.video_vae import VideoAutoencoder
+
+
+def _cfg(**kw) -> AETrainConfig:
+    base = dict(kind="video-ae", preset="debug", steps=4, batch_size=1, checkpoint_every=2, log_every=1,
+                width=32, height=32, frames=5, warmup=2)  # fmt: skip
+    return AETrainConfig(**{**base, **kw})
+
+
+def _weights(run: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(run / "model" / "model.safetensors"))
+
+
+def test_run_writes_component_and_log(tmp_path: Path) -> None:
+    model_dir = train(_cfg(), tmp_path / "run", progress=False)
+    model = load_component(VideoAutoencoder, model_dir)
+    assert model.config.latent_channels == 4
+    lines = [json.loads(x) for x in (tmp_path / "run" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in lines] == [1, 2, 3, 4]
+    assert all(r["loss"] > 0 and "psnr" in r for r in lines)
+    # latent statistics were measured for the exported component
+    assert not torch.equal(model.latent_std, torch.ones(4))
+
+
+def test_interrupted_run_resumes_the_same_trajectory(tmp_path: Path, monkeypatch) -> None:
+    train(_cfg(), tmp_path / "straight", progress=False)
+
+    real_batch = data.VideoWindows.batch
+
+    def failing(self, seed, step, batch_size):
+        if step == 3:
+            raise KeyboardInterrupt  # as if the user pressed Ctrl-C during step 3
+        return real_batch(self, seed, step, batch_size)
+
+    monkeypatch.setattr(data.VideoWindows, "batch", failing)
+    with pytest.raises(KeyboardInterrupt):
+        train(_cfg(), tmp_path / "stopped", progress=False)
+    assert torch.load(tmp_path / "stopped" / "checkpoint.pt", weights_only=True)["step"] == 2
+    monkeypatch.setattr(data.VideoWindows, "batch", real_batch)
+    train(_cfg(), tmp_path / "stopped", progress=False)
+
+    a, b = _weights(tmp_path / "straight"), _weights(tmp_path / "stopped")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_killed_process_resumes(tmp_path: Path) -> None:
+    """SIGKILL a real training process after its first checkpoint; rerunning the same command
+    finishes the run and matches an uninterrupted one."""
+    args = ["--preset", "debug", "--steps", "6", "--checkpoint-every", "1", "--batch-size", "1",
+            "--size", "32x32", "--frames", "5"]  # fmt: skip
+    cmd = [sys.executable, "-m", "openseedance.cli", "train", "video-ae", *args]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    run = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--out", str(run)], env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (run / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert (run / "checkpoint.pt").exists(), "no checkpoint was written before the kill"
+    stopped_at = torch.load(run / "checkpoint.pt", weights_only=True)["step"]
+    subprocess.run([*cmd, "--out", str(run)], env=env, check=True, capture_output=True)
+    subprocess.run([*cmd, "--out", str(tmp_path / "straight")], env=env, check=True, capture_output=True)
+    assert stopped_at <= 6
+    a, b = _weights(tmp_path / "straight"), _weights(run)
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
+    train(_cfg(steps=2), tmp_path / "run", progress=False)
+    with pytest.raises(ValueError, match="different video-ae configuration"):
+        train(_cfg(preset="tiny", steps=3), tmp_path / "run", progress=False)
+
+
+def test_bad_config() -> None:
+    with pytest.raises(ValueError, match="unknown autoencoder"):
+        _cfg(kind="text-ae")
+    with pytest.raises(ValueError, match="positive"):
+        _cfg(steps=0)
+    with pytest.raises(ValueError, match="1 \\+ 4k frames"):
+        train(_cfg(frames=6), "/tmp/never-written", progress=False)
+
+
+def test_schedule_warms_up_then_decays() -> None:
+    cfg = _cfg(steps=100, warmup=10, lr=1.0, min_lr_ratio=0.1)
+    lrs = [learning_rate(cfg, s) for s in range(100)]
+    assert lrs[0] == pytest.approx(0.1) and lrs[9] == pytest.approx(1.0)
+    assert all(a >= b for a, b in zip(lrs[10:], lrs[11:], strict=False))
+    assert lrs[-1] == pytest.approx(0.1, abs=0.01)
+
+
+def test_folder_of_clips_is_training_data(tmp_path: Path) -> None:
+    from openseedance.cli import main
+
+    assert main(["stage", "sample", "-n", "2", "--out", str(tmp_path / "clips"), "--size", "32x32",
+                 "--duration", "1"]) == 0  # fmt: skip
+    windows = data.VideoWindows(str(tmp_path / "clips"), 32, 32, 12.0, 5)
+    batch = windows.batch(0, 0, 2)
+    assert batch.shape == (2, 3, 5, 32, 32) and batch.min() >= -1 and batch.max() <= 1
+    assert torch.equal(batch, windows.batch(0, 0, 2))
+    audio = data.AudioWindows(str(tmp_path / "clips"), 16000, 0.5).batch(0, 1, 2)
+    assert audio.shape == (2, 1, 8000) and audio.abs().max() > 0
+    with pytest.raises(ValueError, match="neither 'stage' nor a folder"):
+        data.VideoWindows("/nonexistent/folder").batch(0, 0, 1)
