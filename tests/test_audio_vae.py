@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import pytest
@@ -12,6 +13,7 @@ from openseedance.audio_vae import (
     AudioAEConfig,
     AudioAEOutput,
     AudioAutoencoder,
+    Snake,
     audio_ae_config,
     multi_resolution_stft_distance,
     si_sdr,
@@ -169,8 +171,10 @@ def test_save_load_round_trip(model: AudioAutoencoder, tmp_path) -> None:
 # ------------------------------------------------------------------------------------- training
 
 
-def test_gradients_reach_every_parameter() -> None:
-    model = make_model().train()
+@pytest.mark.parametrize("activation", ["silu", "snake"])
+def test_gradients_reach_every_parameter(activation: str) -> None:
+    torch.manual_seed(0)
+    model = AudioAutoencoder(dataclasses.replace(CONFIG, activation=activation)).train()
     loss, metrics = model.training_loss(tones_and_clicks(2, 2, 800))
     loss.backward()
     assert loss.ndim == 0 and math.isfinite(loss.item())
@@ -202,6 +206,21 @@ def test_short_training_run_lowers_the_loss() -> None:
         optimizer.step()
     after = eval_loss()
     assert after < 0.7 * before, (before, after)
+
+
+def test_snake_backward_matches_autograd() -> None:
+    snake = Snake(3).double()
+    snake.alpha.data = torch.tensor([[0.5], [1.0], [2.5]], dtype=torch.float64)
+    x = torch.randn(2, 3, 40, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 3, 40, dtype=torch.float64)
+    (snake(x) * grad).sum().backward()
+    fused_x, fused_alpha = x.grad.clone(), snake.alpha.grad.clone()
+    x.grad, alpha = None, snake.alpha.detach().clone().requires_grad_(True)
+    plain = x + torch.sin(alpha * x) ** 2 / alpha
+    torch.testing.assert_close(snake(x), plain)
+    (plain * grad).sum().backward()
+    torch.testing.assert_close(fused_x, x.grad)
+    torch.testing.assert_close(fused_alpha, alpha.grad)
 
 
 def test_runs_under_bfloat16_autocast(model: AudioAutoencoder) -> None:

@@ -48,13 +48,16 @@ class AudioAEConfig:
     dilations: tuple[int, ...] = (1, 3, 9)
     kernel_size: int = 7
     latent_channels: int = 32
-    # Snake (x + sin^2(a x) / a) suits periodic signals such as voiced speech; SiLU is cheaper.
-    activation: str = "snake"
+    # Snake (x + sin^2(a x) / a) has a periodic bias that suits voiced sound; SiLU costs ~40% less
+    # per training step on a CPU, where the elementwise work weighs as much as the convolutions.
+    activation: str = "silu"
     # Small on purpose: enough to keep the latents smooth and of moderate scale for the diffusion
     # model, not so much that the autoencoder trades reconstruction for a Gaussian posterior.
     kl_weight: float = 1e-4
     stft_weight: float = 1.0
-    waveform_weight: float = 1.0
+    # The spectral terms ignore phase; the waveform L1 lines it up. Its values run ~20x below the
+    # spectral ones, and at weight 10 SI-SDR climbs several dB higher in the same steps than at 1.
+    waveform_weight: float = 10.0
 
     def __post_init__(self) -> None:
         if self.sample_rate <= 0:
@@ -99,6 +102,7 @@ PRESETS: dict[str, AudioAEConfig] = {
         channels=32,
         channel_mults=(2, 3, 4, 5),
         latent_channels=32,
+        activation="silu",
     ),
     # Real scale: 48 kHz, 1920 samples per latent = 25 latents/s, 64 latent channels, ~52 M parameters.
     "base": AudioAEConfig(
@@ -107,6 +111,7 @@ PRESETS: dict[str, AudioAEConfig] = {
         channels=64,
         channel_mults=(2, 4, 8, 8, 12),
         latent_channels=64,
+        activation="snake",
     ),
 }
 
@@ -129,8 +134,8 @@ class AudioAEOutput:
 
 
 class _SnakeFunction(torch.autograd.Function):
-    """Snake with a hand-written backward that keeps only x: autograd's version stores and walks
-    five full-size intermediates, which made the activations cost as much as the convolutions."""
+    """Snake with a hand-written backward that keeps only x (and the tiny alpha): autograd's version
+    stores and walks several full-size intermediates, costing memory and time at the audio rate."""
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:  # (B, W, T), (W, 1)
@@ -399,8 +404,8 @@ def stft_sizes(sample_rate: int) -> tuple[int, ...]:
 def multi_resolution_stft_distance(a: torch.Tensor, b: torch.Tensor, sample_rate: int) -> torch.Tensor:
     """Spectral convergence + L1 of log magnitudes, averaged over three STFT resolutions.
 
-    a, b: (..., S) -> (...,), one distance per signal: 0 for identical signals, about 1 + a few for
-    a signal against silence. Computed in float32 whatever the inputs' dtype; any length works.
+    a, b: (..., S) -> (...,), one distance per signal: 0 for identical signals, growing with the
+    difference, symmetric in a and b. Computed in float32 whatever the inputs' dtype; any length works.
     """
     if a.shape != b.shape:
         raise ValueError(f"shapes differ: {tuple(a.shape)} vs {tuple(b.shape)}")
@@ -409,25 +414,33 @@ def multi_resolution_stft_distance(a: torch.Tensor, b: torch.Tensor, sample_rate
     total = torch.zeros(lead, device=a.device)
     sizes = stft_sizes(sample_rate)
     for n_fft in sizes:
+        # a window summing to 1: a full-scale sine peaks at 0.5 at every resolution and sample rate
         window = torch.hann_window(n_fft, device=a.device)
-        spec = torch.stft(x, n_fft, n_fft // 4, window=window, pad_mode="constant", return_complex=True)
-        # sqrt(power + eps) keeps the gradient finite in silence; the floor sits ~80 dB below full scale
+        spec = torch.stft(x, n_fft, n_fft // 4, window=window / window.sum(), pad_mode="constant", return_complex=True)
+        # a floor ~75 dB below a full-scale sine keeps the log finite in silence and stops the loss
+        # chasing inaudible detail (log distances otherwise rate faint hiss worse than silence)
         mag = (spec.real.square() + spec.imag.square() + 1e-8).sqrt().reshape(2, *lead, -1)  # 2 ... (F K)
         mag_a, mag_b = mag.unbind(0)
-        convergence = torch.linalg.vector_norm(mag_a - mag_b, dim=-1) / torch.linalg.vector_norm(mag_b, dim=-1)
+        # |a - b| / (|a| + |b|): half the usual spectral convergence near a match, but bounded by 1
+        # where the reference is silent (|a - b| / |b| would explode there and swamp a batch)
+        norm = torch.linalg.vector_norm
+        convergence = norm(mag_a - mag_b, dim=-1) / (norm(mag_a, dim=-1) + norm(mag_b, dim=-1))
         log_l1 = (mag_a.log() - mag_b.log()).abs().mean(-1)
         total = total + convergence + log_l1
     return total / len(sizes)
 
 
-def si_sdr(estimate: torch.Tensor, reference: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
-    """Scale-invariant signal-to-distortion ratio in dB: (..., S) x 2 -> (...,). Means are removed
-    first; identical signals score very high (~+80 dB and up), unrelated noise well below 0 dB."""
+def si_sdr(estimate: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """Scale-invariant signal-to-distortion ratio in dB: (..., S) x 2 -> (...,), computed in float64
+    after removing the means. Identical signals score 80 dB (the cap), independent noise of S samples
+    about -10 log10(S) dB, a mixture at 10 dB signal-to-noise about 10 dB."""
     if estimate.shape != reference.shape:
         raise ValueError(f"shapes differ: {tuple(estimate.shape)} vs {tuple(reference.shape)}")
     est = estimate.double() - estimate.double().mean(-1, keepdim=True)
     ref = reference.double() - reference.double().mean(-1, keepdim=True)
-    scale = (est * ref).sum(-1, keepdim=True) / (ref.square().sum(-1, keepdim=True) + eps)
-    target = scale * ref
-    ratio = target.square().sum(-1) / ((est - target).square().sum(-1) + eps)
-    return (10 * torch.log10(ratio + eps)).float()
+    ref_energy = ref.square().sum(-1, keepdim=True)
+    target = (est * ref).sum(-1, keepdim=True) / (ref_energy + 1e-30) * ref
+    residual = (est - target).square().sum(-1)
+    target_energy = target.square().sum(-1)
+    ratio = (target_energy + 1e-30) / (residual + 1e-8 * target_energy + 1e-30)
+    return (10 * torch.log10(ratio)).float()
