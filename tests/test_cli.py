@@ -14,6 +14,7 @@ from openseedance.cli import main
 
 HELP = [
     [],
+    ["generate"],
     ["stage"],
     ["stage", "sample"],
     ["stage", "render"],
@@ -21,6 +22,7 @@ HELP = [
     ["train"],
     ["train", "video-ae"],
     ["train", "audio-ae"],
+    ["train", "generator"],
     ["bench"],
     ["bench", "stage"],
 ]
@@ -111,3 +113,52 @@ def test_unwritable_output_folder(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert main(["stage", "sample", "-n", "1", "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err.strip()
     assert "cannot create output directory" in err and len(err.splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def debug_model(tmp_path_factory) -> Path:
+    from openseedance.pipeline import Pipeline
+
+    return Pipeline.untrained("debug").save_pretrained(tmp_path_factory.mktemp("model") / "debug")
+
+
+def test_generate_writes_mp4_with_audio(debug_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "gen.mp4"
+    code = main(["generate", "a green square hops", "--model", str(debug_model), "-o", str(out), "--duration", "1",
+                 "--steps", "1", "--ratio", "2:1", "--seed", "5"])  # fmt: skip
+    assert code == 0 and "real time" in capsys.readouterr().out
+    with av.open(str(out)) as container:
+        kinds = {s.type: s.codec_context.name for s in container.streams}
+        meta = json.loads(container.metadata["openseedance"])
+    assert kinds == {"video": "h264", "audio": "aac"}
+    assert meta["seed"] == 5 and meta["width"] == 88 and meta["height"] == 48
+
+
+GENERATE_BAD = [
+    (["generate", ""], "prompt is empty"),
+    (["generate", "x", "--duration", "99"], "duration must be"),
+    (["generate", "x", "--size", "60x60"], "multiple of 8"),
+    (["generate", "x", "--ratio", "wide"], "ratio must look like"),
+    (["generate", "x", "-o", "clip.gif"], "must be an .mp4"),
+]
+
+
+@pytest.mark.parametrize(("words", "message"), GENERATE_BAD, ids=lambda x: " ".join(x) if isinstance(x, list) else "")
+def test_generate_bad_input_leaves_no_file(
+    words: list[str], message: str, debug_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    target = ["-o", str(tmp_path / "out.mp4")] if "-o" not in words else []
+    args = [*words[:1], *words[1:], *target, "--model", str(debug_model)]
+    if "-o" in words:
+        args[args.index("-o") + 1] = str(tmp_path / words[words.index("-o") + 1])
+    assert main(args) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_missing_model_and_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["generate", "x", "--model", str(tmp_path / "nope"), "-o", str(tmp_path / "a.mp4")]) == 1
+    assert "not a model folder" in capsys.readouterr().err
+    assert main(["generate", "x", "-o", str(tmp_path / "missing" / "a.mp4")]) == 2
+    assert "does not exist" in capsys.readouterr().err

@@ -268,6 +268,9 @@ class AudioAutoencoder(nn.Module):
         self.config = config
         self.encoder = Encoder(config)
         self.decoder = Decoder(config)
+        # per-channel statistics of the latents, set after training, so the generator sees ~N(0, 1)
+        self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
+        self.register_buffer("latent_std", torch.ones(config.latent_channels))
         self.initialize_weights()
 
     def initialize_weights(self) -> None:
@@ -308,13 +311,14 @@ class AudioAutoencoder(nn.Module):
     def encode(
         self, audio: torch.Tensor, sample: bool = False, generator: torch.Generator | None = None
     ) -> torch.Tensor:
-        """(B, C, S) or (B, S) in [-1, 1] -> latents (B, C, D, N) with N = ceil(S / hop): the posterior
-        mean, or a draw from the posterior when `sample`."""
+        """(B, C, S) or (B, S) in [-1, 1] -> normalised latents (B, C, D, N) with N = ceil(S / hop):
+        the posterior mean (or a draw from the posterior when `sample`), shifted and scaled by the
+        stored latent statistics."""
         mean, logvar = self.posterior(audio)
-        return _draw(mean, logvar, generator) if sample else mean
+        return self.normalize(_draw(mean, logvar, generator) if sample else mean)
 
     def decode(self, latents: torch.Tensor, length: int | None = None) -> torch.Tensor:
-        """(B, C, D, N) -> audio (B, C, N * hop), or (B, C, length) when given (length <= N * hop).
+        """Normalised latents (B, C, D, N) -> audio (B, C, N * hop), or (B, C, length) when given (length <= N * hop).
         The output is not clamped; clamp to [-1, 1] when writing it out as audio."""
         if latents.ndim != 4 or latents.shape[2] != self.config.latent_channels or latents.shape[-1] == 0:
             raise ValueError(
@@ -322,19 +326,38 @@ class AudioAutoencoder(nn.Module):
             )
         if not latents.is_floating_point():
             raise ValueError(f"latents must be a float tensor, got {latents.dtype}")
-        b, c, d, n = latents.shape
+        n = latents.shape[-1]
         full = n * self.config.hop
         if length is not None and not 0 < length <= full:
             raise ValueError(f"length must be in 1..{full} for {n} latent frames, got {length}")
-        audio = self.decoder(latents.to(self._dtype).reshape(b * c, d, n)).reshape(b, c, full)
+        audio = self._decode_raw(self.denormalize(latents), full)
         return audio if length is None else audio[..., :length]
+
+    def _decode_raw(self, z: torch.Tensor, length: int) -> torch.Tensor:
+        b, c, d, n = z.shape
+        return self.decoder(z.to(self._dtype).reshape(b * c, d, n)).reshape(b, c, n * self.config.hop)[..., :length]
+
+    def normalize(self, z: torch.Tensor) -> torch.Tensor:
+        shape = (1, 1, -1, 1)
+        return (z - self.latent_mean.view(shape).to(z)) / self.latent_std.view(shape).to(z)
+
+    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
+        shape = (1, 1, -1, 1)
+        return latents * self.latent_std.view(shape).to(latents) + self.latent_mean.view(shape).to(latents)
+
+    @torch.no_grad()
+    def set_latent_statistics(self, means: torch.Tensor) -> None:
+        """Store the per-channel mean and std of raw posterior means (B, C, D, N)."""
+        flat = means.float().transpose(0, 2).reshape(self.config.latent_channels, -1)
+        self.latent_mean.copy_(flat.mean(1))
+        self.latent_std.copy_(flat.std(1).clamp_min(1e-4))
 
     def forward(self, audio: torch.Tensor, sample: bool | None = None) -> AudioAEOutput:
         """Encode, draw latents (by default when training), decode to the input's length."""
         audio = _check_audio(audio)
         mean, logvar = self.posterior(audio)
         z = _draw(mean, logvar) if (self.training if sample is None else sample) else mean
-        return AudioAEOutput(recon=self.decode(z, length=audio.shape[-1]), mean=mean, logvar=logvar)
+        return AudioAEOutput(recon=self._decode_raw(z, audio.shape[-1]), mean=mean, logvar=logvar)
 
     # -- training --------------------------------------------------------------------------------
 

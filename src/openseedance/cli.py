@@ -1,4 +1,5 @@
-"""The `openseedance` command: `stage sample | render | probe`, `train video-ae | audio-ae`, `bench stage`."""
+"""The `openseedance` command: `generate`, `stage sample | render | probe`, `train video-ae | audio-ae | generator`,
+`bench stage`."""
 
 from __future__ import annotations
 
@@ -88,6 +89,27 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
+    p = sub.add_parser("generate", help="generate a clip (video with synchronized audio) from a prompt")
+    p.add_argument("prompt", help='what happens, e.g. "a red circle jumps and says hello"')
+    p.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="output mp4 (default out.mp4)")
+    p.add_argument("--model", type=Path, default=None, help="a model folder (default: the bundled tiny model)")
+    p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds (default 4)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same clip")
+    p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the model's, 8)")
+    p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver (default euler)")
+    p.add_argument("--guidance", type=float, default=None, help="text guidance scale for the video (default 3)")
+    p.add_argument("--audio-guidance", type=float, default=None, help="text guidance scale for the audio (default 3)")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's, 64x64)")
+    shape.add_argument("--ratio", default=None, help="aspect ratio such as 16:9 at the model's pixel count")
+    p.add_argument("--fps", type=_positive(float), default=None, help="frames per second (default: the model's, 12)")
+    p.add_argument("--no-audio", action="store_true", help="write the video without a sound track")
+    p.add_argument("--first-frame", type=Path, default=None, help="an image the clip starts from")
+    p.add_argument("--soundtrack", type=Path, default=None, help="audio (or a video's audio) the picture must follow")
+    p.add_argument("--for-video", type=Path, default=None, help="a video to make the sound for (video -> audio)")
+    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transformer")
+    p.set_defaults(func=_generate)
+
     stage = sub.add_parser("stage", help="the procedural audio-visual world")
     stage_sub = stage.add_subparsers(dest="stage_command", required=True, parser_class=_Parser)
 
@@ -140,10 +162,34 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--seconds", type=_positive(float), default=1.0, help="seconds per window (default 1)")
         p.set_defaults(func=_train_autoencoder, kind=kind)
 
+    p = train_sub.add_parser("generator", help="train the audio-video transformer on cached latents (resumable)")
+    p.add_argument("--preset", default="tiny", help="transformer preset: debug, tiny, small, 1b (default tiny)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, logs, latents/, pipeline/")
+    p.add_argument("--video-ae", required=True, help="trained video autoencoder folder")
+    p.add_argument("--audio-ae", required=True, help="trained audio autoencoder folder")
+    p.add_argument("--text-encoder", default="minilm", help="minilm (bundled in a package) or a local folder")
+    p.add_argument("--data", default="stage", help="'stage', or a folder of videos with .txt captions")
+    p.add_argument("--clips", type=_positive(int), default=1024, help="clips in the latent cache (default 1024)")
+    p.add_argument("--cache", default="", help="latent cache folder (default OUT/latents)")
+    p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds per training clip (default 4)")
+    p.add_argument("--steps", type=_positive(int), default=4000, help="total optimiser steps (default 4000)")
+    p.add_argument("--batch-size", type=_positive(int), default=8, help="clips per step and process (default 8)")
+    p.add_argument("--lr", type=_positive(float), default=5e-4, help="peak learning rate (default 5e-4)")
+    p.add_argument("--warmup", type=int, default=200, help="warmup steps (default 200)")
+    p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and noise (default 0)")
+    p.add_argument("--checkpoint-every", type=_positive(int), default=200, help="steps between checkpoints")
+    p.add_argument("--fp32", action="store_true", help="float32 instead of bfloat16 autocast")
+    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.set_defaults(func=_train_generator)
+
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     p = bench_sub.add_parser("stage", help="stage-bench: score a generator on the fixed Stage suite")
-    p.add_argument("--generator", default="truth", help="truth, shuffled, noise, or module:callable (default truth)")
+    p.add_argument(
+        "--generator",
+        default="truth",
+        help="truth, shuffled, noise, bundled, a model folder, or module:callable (default truth)",
+    )
     p.add_argument("--cases", type=_positive(int), default=8, help="cases per capability (default 8)")
     p.add_argument("--capabilities", default="all", help="comma-separated capabilities, or all")
     p.add_argument("--size", type=_size, default=(64, 64), help="WIDTHxHEIGHT (default 64x64)")
@@ -241,6 +287,56 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
     _writable_dir(args.out)
     model_dir = train(cfg, args.out, progress=sys.stderr.isatty())
     print(f"trained {args.kind}: {model_dir}")
+
+
+def _train_generator(args: argparse.Namespace) -> None:
+    from openseedance.train.generator import GenTrainConfig, train
+
+    cfg = GenTrainConfig(preset=args.preset, video_ae=args.video_ae, audio_ae=args.audio_ae,
+                         text_encoder=args.text_encoder, data=args.data, clips=args.clips, cache=args.cache,
+                         duration=args.duration, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+                         warmup=args.warmup, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                         bf16=not args.fp32, device=args.device)  # fmt: skip
+    _writable_dir(args.out)
+    folder = train(cfg, args.out, progress=sys.stderr.isatty())
+    print(f"trained generator: {folder}")
+
+
+def _generate(args: argparse.Namespace) -> None:
+    from openseedance import media
+    from openseedance.pipeline import Pipeline, resolve_size
+    from openseedance.request import GenerationRequest
+    from openseedance.sampling import SamplerConfig
+
+    output = _writable_file(args.output)
+    if output.suffix.lower() not in (".mp4", ".mov", ".mkv"):
+        raise UsageError(f"output must be an .mp4, .mov or .mkv file, got {output}")
+    pipe = Pipeline.from_pretrained(args.model)
+    pipe.bf16 = args.bf16
+    c = pipe.config
+    width, height = args.size or resolve_size(c, args.ratio)
+    fps = args.fps or c.fps
+    extra = {}
+    if args.first_frame is not None:
+        extra["first_frame"] = media.read_image(args.first_frame)
+    if args.soundtrack is not None:
+        extra["audio"] = media.read_audio(args.soundtrack, sample_rate=c.sample_rate, channels=1)[0]
+    if args.for_video is not None:
+        extra["video"] = media.read_video(args.for_video, fps=fps, size=(height, width)).video
+    request = GenerationRequest(prompt=args.prompt, duration=args.duration, width=width, height=height, fps=fps,
+                                sample_rate=c.sample_rate, seed=args.seed, generate_audio=not args.no_audio,
+                                **extra)  # fmt: skip
+    sampler = SamplerConfig(
+        steps=args.steps or c.steps,
+        solver=args.solver or c.solver,
+        guidance={"video": c.guidance if args.guidance is None else args.guidance,
+                  "audio": c.audio_guidance if args.audio_guidance is None else args.audio_guidance},
+    )  # fmt: skip
+    result = pipe(request, sampler, progress=sys.stderr.isatty())
+    result.write(output)
+    total = sum(result.seconds.values())
+    print(f"{output}: {width}x{height}, {args.duration:g} s at {fps:g} fps, {sampler.steps} steps, "
+          f"made in {total:.2f} s ({args.duration / total:.1f}x real time)")  # fmt: skip
 
 
 def _bench_stage(args: argparse.Namespace) -> None:

@@ -49,7 +49,7 @@ PRESETS: dict[str, VideoAEConfig] = {
     "debug": VideoAEConfig(latent_channels=4, channels=(8, 16, 16), blocks=(1, 1, 1)),
     # the bundled default: 64x64 Stage clips, 4x spatial and 4x temporal compression, small enough
     # to train on a laptop CPU
-    "tiny": VideoAEConfig(latent_channels=8, channels=(32, 64, 96), blocks=(1, 1, 1)),
+    "tiny": VideoAEConfig(latent_channels=8, channels=(32, 64, 128), blocks=(1, 1, 1)),
     # real scale: 8x spatial, 16 latent channels, for 480p-1080p on GPUs
     "base": VideoAEConfig(
         latent_channels=16, channels=(128, 256, 512, 512), time_down=(False, True, True), blocks=(2, 2, 3, 3)
@@ -116,29 +116,47 @@ class ResBlock(nn.Module):
 
 
 class Downsample(nn.Module):
-    """Halve H and W (and T when `time`): a strided causal convolution. With time, output frame 0
-    sees input frame 0 only and frame j sees frames 2j-2..2j."""
-
-    def __init__(self, c_in: int, c_out: int, time: bool):
-        super().__init__()
-        self.conv = CausalConv3d(c_in, c_out, (3 if time else 1, 3, 3), (2 if time else 1, 2, 2))
-
-    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
-        return self.conv(F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2)), cache)
-
-
-class Upsample(nn.Module):
-    """Double H and W (and T when `time`) by a convolution at the low resolution whose channels are
-    then moved into space and time. Latent frame 0 becomes one frame, every later one two."""
+    """Halve H and W (and T when `time`): a strided causal convolution plus a shortcut that moves
+    space (and time) into channels and averages them down to `c_out`, so the block starts close to
+    average pooling and learns what pooling misses. With time, output frame 0 sees input frame 0
+    only and frame j sees frames 2j-2..2j (the shortcut: 2j-1 and 2j)."""
 
     def __init__(self, c_in: int, c_out: int, time: bool):
         super().__init__()
         self.r = 2 if time else 1
+        if (c_in * 4 * self.r) % c_out:
+            raise ValueError(f"downsampling {c_in} -> {c_out} channels needs {c_in * 4 * self.r} divisible by {c_out}")
+        self.c_out = c_out
+        self.conv = CausalConv3d(c_in, c_out, (3 if time else 1, 3, 3), (2 if time else 1, 2, 2))
+
+    def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
+        x = F.pad(x, (0, x.shape[-1] % 2, 0, x.shape[-2] % 2))
+        first = cache is None or (self, "started") not in cache
+        if cache is not None:
+            cache[(self, "started")] = True
+        s = torch.cat([x[:, :, :1], x], dim=2) if first and self.r > 1 else x  # frame 0 pairs with itself
+        b, c, t, h, w = s.shape
+        s = s.view(b, c, t // self.r, self.r, h // 2, 2, w // 2, 2).permute(0, 1, 3, 5, 7, 2, 4, 6)
+        s = s.reshape(b, self.c_out, -1, t // self.r, h // 2, w // 2).mean(2)
+        return self.conv(x, cache) + s
+
+
+class Upsample(nn.Module):
+    """Double H and W (and T when `time`) by a convolution at the low resolution whose channels are
+    then moved into space and time, plus a shortcut that repeats the input's channels and moves
+    them the same way, so the block starts close to nearest-neighbour upsampling. Latent frame 0
+    becomes one frame, every later one two."""
+
+    def __init__(self, c_in: int, c_out: int, time: bool):
+        super().__init__()
+        self.r = 2 if time else 1
+        if (c_out * 4 * self.r) % c_in:
+            raise ValueError(f"upsampling {c_in} -> {c_out} channels needs {c_out * 4 * self.r} divisible by {c_in}")
         self.conv = CausalConv3d(c_in, c_out * 4 * self.r, (3, 3, 3))
 
     def forward(self, x: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
-        b, _, t, h, w = x.shape
-        y = self.conv(x, cache)  # (B, C*r*2*2, t, h, w)
+        b, c, t, h, w = x.shape
+        y = self.conv(x, cache) + x.repeat_interleave(self.conv.conv.out_channels // c, dim=1)  # (B, C*r*2*2, t, h, w)
         y = y.view(b, -1, self.r, 2, 2, t, h, w).permute(0, 1, 5, 2, 6, 3, 7, 4)
         y = y.reshape(b, -1, t * self.r, h * 2, w * 2)
         first = cache is None or self not in cache
@@ -151,6 +169,8 @@ class Encoder(nn.Module):
     def __init__(self, cfg: VideoAEConfig):
         super().__init__()
         ch = cfg.channels
+        if ch[-1] % cfg.latent_channels:
+            raise ValueError(f"the last width {ch[-1]} must be a multiple of latent_channels {cfg.latent_channels}")
         self.conv_in = CausalConv3d(3, ch[0], (1, 3, 3))
         self.levels = nn.ModuleList()
         for i, c in enumerate(ch):
@@ -166,7 +186,13 @@ class Encoder(nn.Module):
         for level in self.levels:
             for block in level:
                 x = block(x, cache)
-        return self.conv_out(F.silu(self.norm_out(x)), cache)  # (B, 2D, t, h, w)
+        h = self.conv_out(F.silu(self.norm_out(x)), cache)  # (B, 2D, t, h, w)
+        b, _, t, hh, ww = x.shape
+        mean, logvar = h.chunk(2, dim=1)
+        # the latent mean starts as a channel average of the last features (a shortcut, as in the
+        # downsamplings), so the bottleneck passes information from the first step
+        mean = mean + x.view(b, mean.shape[1], -1, t, hh, ww).mean(2)
+        return torch.cat([mean, logvar], dim=1)
 
 
 class Decoder(nn.Module):
@@ -187,6 +213,7 @@ class Decoder(nn.Module):
 
     def forward(self, z: torch.Tensor, cache: StreamCache | None = None) -> torch.Tensor:
         x = self.conv_in(z, cache)
+        x = x + z.repeat_interleave(x.shape[1] // z.shape[1], dim=1)
         for level in self.levels:
             for block in level:
                 x = block(x, cache)

@@ -1,0 +1,108 @@
+"""From latents and a task to token groups: patchify video latents and lay out audio latents as
+tokens, give every token its place on the one clock (seconds, y, x), and mark which tokens are
+clean conditions (t = 0) for each task.
+
+Legend: B batch, D latent channels, T latent frames, H W latent pixels, N tokens, C token
+channels, S audio latents.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+
+# the conditioning masks every model learns from the start (DESIGN §1)
+TASKS = ("t2av", "i2av", "a2v", "v2a", "extend")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a clip's latents sit on the clock: video latent grid (T, H, W) and patch, the frame
+    rate and the video autoencoder's temporal factor, and the audio latent count and rate."""
+
+    video_grid: tuple[int, int, int]
+    patch: tuple[int, int, int]
+    fps: float
+    temporal_factor: int
+    audio_latents: int
+    audio_rate: float  # latents per second
+
+    @property
+    def token_grid(self) -> tuple[int, int, int]:
+        (t, h, w), (pt, ph, pw) = self.video_grid, self.patch
+        if t % pt or h % ph or w % pw:
+            raise ValueError(f"latent grid {self.video_grid} is not divisible by the patch {self.patch}")
+        return t // pt, h // ph, w // pw
+
+    @property
+    def video_tokens(self) -> int:
+        t, h, w = self.token_grid
+        return t * h * w
+
+    def frame_times(self) -> torch.Tensor:
+        """Seconds of each latent frame: frame 0 alone at 0, then the middle of its group of frames."""
+        f = self.temporal_factor
+        j = torch.arange(self.video_grid[0], dtype=torch.float32)
+        return torch.where(j == 0, 0.0, (f * j - (f - 1) / 2) / self.fps)
+
+    def video_positions(self) -> torch.Tensor:
+        """(N, 3): seconds, y, x of every video token (patch centres, in token units)."""
+        t, h, w = self.token_grid
+        pt = self.patch[0]
+        times = self.frame_times().view(t, pt).mean(1)
+        tt, yy, xx = torch.meshgrid(times, torch.arange(h, dtype=torch.float32),
+                                    torch.arange(w, dtype=torch.float32), indexing="ij")  # fmt: skip
+        return torch.stack([tt, yy, xx], dim=-1).reshape(-1, 3)
+
+    def audio_positions(self) -> torch.Tensor:
+        """(S, 3): seconds of each audio latent's centre; audio sits at the centre of the picture."""
+        _, h, w = self.token_grid
+        s = (torch.arange(self.audio_latents, dtype=torch.float32) + 0.5) / self.audio_rate
+        return torch.stack([s, torch.full_like(s, (h - 1) / 2), torch.full_like(s, (w - 1) / 2)], dim=-1)
+
+
+def video_to_tokens(latents: torch.Tensor, patch: tuple[int, int, int]) -> torch.Tensor:
+    """(B, D, T, H, W) -> (B, N, D*pt*ph*pw)."""
+    pt, ph, pw = patch
+    return rearrange(latents, "b d (t pt) (h ph) (w pw) -> b (t h w) (d pt ph pw)", pt=pt, ph=ph, pw=pw)
+
+
+def tokens_to_video(tokens: torch.Tensor, layout: Layout) -> torch.Tensor:
+    """(B, N, C) -> (B, D, T, H, W)."""
+    (pt, ph, pw), (t, h, w) = layout.patch, layout.token_grid
+    return rearrange(tokens, "b (t h w) (d pt ph pw) -> b d (t pt) (h ph) (w pw)", t=t, h=h, w=w, pt=pt, ph=ph, pw=pw)
+
+
+def audio_to_tokens(latents: torch.Tensor) -> torch.Tensor:
+    """(B, D, S) -> (B, S, D)."""
+    return latents.transpose(1, 2)
+
+
+def tokens_to_audio(tokens: torch.Tensor) -> torch.Tensor:
+    return tokens.transpose(1, 2)
+
+
+def task_masks(task: str, layout: Layout, batch: int = 1, prefix: float = 0.5) -> dict[str, torch.Tensor]:
+    """Which tokens are clean conditions (True) for a task, per stream (B, N).
+
+    t2av: none. i2av: the first latent frame (the first frame, encoded alone). a2v: all audio.
+    v2a: all video. extend: everything before `prefix` (a fraction of the clip) in both streams.
+    """
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    video_t = layout.video_positions()[:, 0]
+    audio_t = layout.audio_positions()[:, 0]
+    video = torch.zeros(layout.video_tokens, dtype=torch.bool)
+    audio = torch.zeros(layout.audio_latents, dtype=torch.bool)
+    if task == "i2av":
+        video = video_t == 0
+    elif task == "a2v":
+        audio = torch.ones_like(audio)
+    elif task == "v2a":
+        video = torch.ones_like(video)
+    elif task == "extend":
+        cut = prefix * layout.audio_latents / layout.audio_rate
+        video, audio = video_t < cut, audio_t < cut
+    return {"video": video.expand(batch, -1).clone(), "audio": audio.expand(batch, -1).clone()}

@@ -1,0 +1,282 @@
+"""GenerationRequest -> GeneratedClip: text and conditions to tokens, the denoise loop, decoders.
+
+    pipe = Pipeline.from_pretrained()              # the bundled default model
+    clip = pipe(GenerationRequest("a red circle jumps and says hello"))
+    clip.write("out.mp4")
+
+A pipeline folder holds one sub-folder per component (`transformer/`, `video_ae/`, `audio_ae/`,
+each `config.json` + `model.safetensors`) and `pipeline.json` (formats, text encoder, sampler
+defaults).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from openseedance import conditioning as cond
+from openseedance import media
+from openseedance.audio_vae import AudioAutoencoder
+from openseedance.checkpoint import config_from_dict, load_component, save_component
+from openseedance.flow import RectifiedFlow
+from openseedance.media import Clip
+from openseedance.request import GenerationRequest
+from openseedance.sampling import SamplerConfig, denoise
+from openseedance.text import TextEncoder
+from openseedance.train.data import frames_to_tensor, tensor_to_frames
+from openseedance.transformer import AVTransformer, Text, Tokens
+from openseedance.video_vae import VideoAutoencoder
+
+log = logging.getLogger(__name__)
+
+BUNDLED = Path(__file__).resolve().parent / "weights" / "tiny"
+SUPPORTED_TASKS = ("t2av", "i2av", "a2v", "v2a")
+
+
+@dataclass(frozen=True)
+class PipelineConfig:
+    """The formats the model was trained on and the sampler's defaults."""
+
+    width: int = 64
+    height: int = 64
+    fps: float = 12.0
+    sample_rate: int = 16000
+    text_encoder: str = "minilm"
+    steps: int = 8
+    solver: str = "euler"
+    guidance: float = 3.0  # text guidance for the video stream
+    audio_guidance: float = 3.0  # text guidance for the audio stream
+    min_duration: float = 1.0
+    max_duration: float = 15.0
+    max_side: int = 512
+
+
+@dataclass
+class GeneratedClip:
+    clip: Clip
+    request: dict[str, Any]  # the resolved request: every setting that made this clip
+    seconds: dict[str, float] = field(default_factory=dict)  # time per stage
+
+    def write(self, path: str | os.PathLike) -> Path:
+        """H.264 + AAC mp4; the resolved request is stored in the file's metadata."""
+        return media.write_video(path, self.clip, metadata={"openseedance": json.dumps(self.request)})
+
+
+class Pipeline:
+    def __init__(self, config: PipelineConfig, transformer: AVTransformer, video_ae: VideoAutoencoder,
+                 audio_ae: AudioAutoencoder, text_encoder: TextEncoder | None = None) -> None:  # fmt: skip
+        self.config = config
+        self.transformer = transformer.eval()
+        self.video_ae = video_ae.eval()
+        self.audio_ae = audio_ae.eval()
+        self._text = text_encoder
+        self.flow = RectifiedFlow()
+        self.bf16 = False  # bfloat16 autocast for the transformer
+        self.source = "in memory"  # where the weights came from, recorded with every clip
+
+    # ------------------------------------------------------------ files
+
+    @classmethod
+    def from_pretrained(cls, path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32) -> Pipeline:
+        """Load a pipeline folder (default: the bundled model); a clear error when it is missing
+        or damaged."""
+        folder = Path(path) if path is not None else BUNDLED
+        meta = folder / "pipeline.json"
+        if not meta.is_file():
+            raise ValueError(f"{folder} is not a model folder (no pipeline.json)")
+        try:
+            config = config_from_dict(PipelineConfig, json.loads(meta.read_text()))
+            transformer = load_component(AVTransformer, folder / "transformer", dtype)
+            video_ae = load_component(VideoAutoencoder, folder / "video_ae", dtype)
+            audio_ae = load_component(AudioAutoencoder, folder / "audio_ae", dtype)
+        except ValueError as err:
+            raise ValueError(f"cannot load the model in {folder}: {err}") from None
+        except Exception as err:  # safetensors / json errors on damaged files
+            raise ValueError(f"cannot load the model in {folder}: {type(err).__name__}: {err}") from None
+        pipe = cls(config, transformer, video_ae, audio_ae)
+        pipe.source = "bundled:tiny" if path is None else str(folder)
+        return pipe
+
+    @classmethod
+    def untrained(cls, preset: str = "debug", config: PipelineConfig | None = None, seed: int = 0) -> Pipeline:
+        """Randomly initialised components of one preset, wired to fit each other (tests,
+        benchmarks of speed, the start of training)."""
+        from dataclasses import replace
+
+        from openseedance.audio_vae import audio_ae_config
+        from openseedance.transformer import transformer_config
+        from openseedance.video_vae import video_ae_config
+
+        torch.manual_seed(seed)
+        ae_preset = "debug" if preset == "debug" else "tiny"
+        video_ae = VideoAutoencoder(video_ae_config(ae_preset))
+        audio_ae = AudioAutoencoder(audio_ae_config(ae_preset))
+        tcfg = replace(transformer_config(preset), video_channels=video_ae.config.latent_channels,
+                       audio_channels=audio_ae.config.latent_channels, text_dim=384)  # fmt: skip
+        return cls(config or PipelineConfig(), AVTransformer(tcfg), video_ae, audio_ae)
+
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        save_component(self.transformer, folder / "transformer", dtype)
+        save_component(self.video_ae, folder / "video_ae", dtype)
+        save_component(self.audio_ae, folder / "audio_ae", dtype)
+        tmp = folder / "pipeline.json.tmp"
+        tmp.write_text(json.dumps(asdict(self.config), indent=2) + "\n")
+        os.replace(tmp, folder / "pipeline.json")
+        return folder
+
+    @property
+    def text_encoder(self) -> TextEncoder:
+        if self._text is None:
+            self._text = TextEncoder.load(self.config.text_encoder)
+        return self._text
+
+    # ------------------------------------------------------------ generation
+
+    def check(self, request: GenerationRequest) -> None:
+        """Raise ValueError for what this model cannot do, before any work."""
+        c = self.config
+        if not request.prompt.strip() and request.task == "t2av":
+            raise ValueError("the prompt is empty: describe the clip to generate")
+        if not c.min_duration <= request.duration <= c.max_duration:
+            raise ValueError(f"duration must be {c.min_duration:g}-{c.max_duration:g} s, got {request.duration:g}")
+        step = self.video_ae.config.spatial_factor * max(self.transformer.config.patch[1:])
+        for name, v in (("width", request.width), ("height", request.height)):
+            if v % step or not step <= v <= c.max_side:
+                raise ValueError(f"{name} must be a multiple of {step} between {step} and {c.max_side}, got {v}")
+        if request.task not in SUPPORTED_TASKS:
+            raise ValueError(f"this model does not do {request.task!r} requests yet; it does {SUPPORTED_TASKS}")
+
+    def layout(self, request: GenerationRequest) -> cond.Layout:
+        f = self.video_ae.config.temporal_factor
+        frames = round(request.duration * request.fps)
+        coded = 1 + f * math.ceil(max(frames - 1, 0) / f)
+        grid = self.video_ae.latent_shape(coded, request.height, request.width)
+        samples = round(request.duration * request.sample_rate)
+        return cond.Layout(grid, self.transformer.config.patch, request.fps, f,
+                           math.ceil(samples / self.audio_ae.config.hop), self.audio_ae.config.latent_rate)  # fmt: skip
+
+    @torch.no_grad()
+    def __call__(self, request: GenerationRequest, sampler: SamplerConfig | None = None,
+                 progress: bool = False) -> GeneratedClip:  # fmt: skip
+        self.check(request)
+        if request.sample_rate != self.audio_ae.config.sample_rate:
+            raise ValueError(f"this model makes {self.audio_ae.config.sample_rate} Hz audio, got {request.sample_rate}")
+        c = self.config
+        sampler = sampler or SamplerConfig(c.steps, c.solver, {"video": c.guidance, "audio": c.audio_guidance})
+        seconds: dict[str, float] = {}
+        clock = time.perf_counter()
+
+        def lap(name: str) -> None:
+            nonlocal clock
+            now = time.perf_counter()
+            seconds[name] = now - clock
+            clock = now
+
+        layout = self.layout(request)
+        states, mask = self.text_encoder.encode([request.prompt, ""])
+        text = Text(states, mask)
+        lap("text")
+        clean, keep = self._conditions(request, layout)
+        lap("encode")
+        gen = torch.Generator().manual_seed(request.seed)
+        noise = {s: torch.randn(x.shape, generator=gen) for s, x in clean.items()}
+        pos = {"video": layout.video_positions()[None], "audio": layout.audio_positions()[None]}
+        total = sum(x.shape[1] for x in clean.values())
+        shift = sampler.shift if sampler.shift is not None else self.flow.shift(total)
+
+        def velocity(x: dict[str, torch.Tensor], t: dict[str, torch.Tensor], branches: tuple[str, ...]):
+            n = len(branches)
+            rows = [0 if b == "cond" else 1 for b in branches]
+            streams = {s: Tokens(x[s].repeat(n, 1, 1), t[s].repeat(n, 1), pos[s].expand(n, -1, -1)) for s in x}
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+                v = self.transformer(streams, Text(text.states[rows], text.mask[rows]))
+            return [{s: v[s][i : i + 1].float() for s in v} for i in range(n)]
+
+        latents = denoise(velocity, noise, clean, keep, sampler, shift, progress)
+        lap("sample")
+        clip = self._decode(latents, layout, request)
+        lap("decode")
+        resolved = {k: v for k, v in asdict(request).items() if not isinstance(v, np.ndarray | tuple | Clip)}
+        resolved = {k: v for k, v in resolved.items() if v is not None}
+        resolved.update(task=request.task, steps=sampler.steps, solver=sampler.solver, guidance=sampler.guidance,
+                        shift=round(shift, 4), model=self.source)  # fmt: skip
+        return GeneratedClip(clip, resolved, seconds)
+
+    def _conditions(self, request: GenerationRequest, layout: cond.Layout):
+        """Clean latents (zeros where generated) and the masks of tokens that are given."""
+        task = request.task
+        keep = cond.task_masks(task, layout)
+        video = torch.zeros(1, layout.video_tokens, self.transformer.config.video_token_channels)
+        audio = torch.zeros(1, layout.audio_latents, self.transformer.config.audio_channels)
+        frames = (layout.video_grid[0] - 1) * layout.temporal_factor + 1
+        if task == "i2av":
+            image = media.resize_frames(request.first_frame[None], (request.height, request.width))
+            z = self.video_ae.encode(frames_to_tensor(image)[None])  # (1, D, 1, h, w)
+            first = cond.video_to_tokens(z, layout.patch)
+            video[:, : first.shape[1]] = first
+        elif task == "v2a":
+            given = media.resize_frames(request.video, (request.height, request.width))[:frames]
+            if len(given) < frames:
+                given = np.concatenate([given, np.repeat(given[-1:], frames - len(given), 0)])
+            video = cond.video_to_tokens(self.video_ae.encode(frames_to_tensor(given)[None], chunk_frames=16),
+                                         layout.patch)  # fmt: skip
+        elif task == "a2v":
+            samples = layout.audio_latents * self.audio_ae.config.hop
+            track = np.asarray(request.audio, dtype=np.float32)
+            track = track.mean(0, keepdims=True) if track.ndim == 2 else track[None]
+            track = np.pad(track[:, :samples], ((0, 0), (0, max(0, samples - track.shape[1]))))
+            audio = cond.audio_to_tokens(self.audio_ae.encode(torch.from_numpy(track)[None])[:, 0])
+        return {"video": video, "audio": audio}, keep
+
+    def _decode(self, latents: dict[str, torch.Tensor], layout: cond.Layout, request: GenerationRequest) -> Clip:
+        frames = round(request.duration * request.fps)
+        video = self.video_ae.decode(cond.tokens_to_video(latents["video"], layout), chunk_latents=4)
+        video = tensor_to_frames(video[0])[:frames]
+        if request.video is not None:  # video -> audio returns the given frames untouched
+            video = media.resize_frames(request.video, (request.height, request.width))[:frames]
+        audio = None
+        if request.generate_audio:
+            samples = round(request.duration * request.sample_rate)
+            if request.audio is not None:  # audio -> video keeps the given soundtrack
+                track = np.asarray(request.audio, dtype=np.float32)
+                audio = (track.mean(0, keepdims=True) if track.ndim == 2 else track[None])[:, :samples]
+            else:
+                wave = self.audio_ae.decode(cond.tokens_to_audio(latents["audio"])[:, None], length=samples)
+                audio = wave[0].float().clamp(-1, 1).numpy()
+        return Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
+
+
+def resolve_size(config: PipelineConfig, ratio: str | None, step: int = 8) -> tuple[int, int]:
+    """(width, height) with the model's pixel count at aspect `ratio` ("16:9", "1:1", ...),
+    rounded to multiples of `step`."""
+    if ratio is None:
+        return config.width, config.height
+    try:
+        a, b = (float(x) for x in ratio.split(":"))
+        if not (a > 0 and b > 0):
+            raise ValueError
+    except ValueError:
+        raise ValueError(f"ratio must look like 16:9, got {ratio!r}") from None
+    area = config.width * config.height
+    width = math.sqrt(area * a / b)
+    return max(step, round(width / step) * step), max(step, round(area / width / step) * step)
+
+
+def as_generator(pipe: Pipeline, sampler: SamplerConfig | None = None):
+    """A `GenerationRequest -> Clip` callable (what stage-bench runs)."""
+
+    def generate(request: GenerationRequest) -> Clip:
+        return pipe(request, sampler).clip
+
+    return generate

@@ -1,0 +1,330 @@
+"""Train the audio-video transformer by flow matching on cached latents.
+
+    openseedance train generator --preset tiny --out runs/gen --video-ae V --audio-ae A --steps 4000
+    torchrun --standalone --nproc_per_node=2 -m openseedance.cli train generator ...   (DDP)
+
+One loop for the CPU, one GPU and `torchrun` (DDP: gloo on CPU, NCCL on GPUs). Every step mixes
+the tasks of DESIGN §1 through per-token times: text -> AV (nothing clean), first frame clean,
+audio clean (-> video), video clean (-> audio) and a clean prefix (extension); clean tokens sit at
+t = 0 and are left out of the loss. Captions are dropped now and then so the sampler can guide.
+
+bfloat16 autocast, an EMA of the weights, gradient clipping, warmup + cosine. Every
+`checkpoint_every` steps: `checkpoint.pt` (weights, EMA, optimiser, step) and `pipeline/` (the
+EMA transformer with the autoencoders: loadable by `Pipeline.from_pretrained`), both by rename.
+Batches and noise depend only on (seed, step, rank), so a resumed run continues the trajectory
+of the one that stopped. Logs: `log.jsonl`, TensorBoard events in `tb/`, a progress bar.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import json
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from openseedance import conditioning as cond
+from openseedance.audio_vae import AudioAutoencoder
+from openseedance.checkpoint import config_to_dict, load_component
+from openseedance.flow import RectifiedFlow
+from openseedance.text import TextEncoder
+from openseedance.train.latents import CacheSpec, LatentCache
+from openseedance.transformer import AVTransformer, Text, Tokens, transformer_config
+from openseedance.video_vae import VideoAutoencoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GenTrainConfig:
+    preset: str = "tiny"
+    video_ae: str = ""  # a trained video autoencoder folder (config.json + safetensors)
+    audio_ae: str = ""
+    text_encoder: str = "minilm"
+    data: str = "stage"  # "stage", or a folder of video files with .txt captions
+    clips: int = 1024  # Stage clips in the latent cache
+    cache: str = ""  # latent cache folder; default: <out>/latents
+    duration: float = 4.0
+    width: int = 64
+    height: int = 64
+    fps: float = 12.0
+    sample_rate: int = 16000
+    steps: int = 4000
+    batch_size: int = 8  # per process
+    lr: float = 5e-4
+    warmup: int = 200
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.01
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    bf16: bool = True  # bfloat16 autocast: several times the float32 matmul rate on CPUs with AVX-512 BF16
+    text_dropout: float = 0.1
+    # task mix (DESIGN §1): weights over conditioning.TASKS
+    tasks: tuple[float, ...] = (0.5, 0.15, 0.1, 0.1, 0.15)
+    seed: int = 0
+    checkpoint_every: int = 200
+    log_every: int = 10
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        transformer_config(self.preset)
+        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
+            raise ValueError("steps, batch size and checkpoint interval must be positive")
+        if self.lr <= 0:
+            raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if len(self.tasks) != len(cond.TASKS) or min(self.tasks) < 0 or sum(self.tasks) <= 0:
+            raise ValueError(f"tasks needs {len(cond.TASKS)} non-negative weights for {cond.TASKS}")
+        if not self.video_ae or not self.audio_ae:
+            raise ValueError("training the generator needs trained autoencoders: --video-ae and --audio-ae")
+
+
+def learning_rate(cfg: GenTrainConfig, step: int) -> float:
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
+
+
+@dataclass
+class Batch:
+    x0: dict[str, torch.Tensor]  # (B, N, C)
+    keep: dict[str, torch.Tensor]  # (B, N) clean conditions
+    pos: dict[str, torch.Tensor]  # (B, N, 3)
+    text: Text
+    tasks: list[str]
+
+
+class Sampler:
+    """Draws training batches from the latent cache; a pure function of (seed, step, rank)."""
+
+    def __init__(self, cfg: GenTrainConfig, cache: LatentCache, layout: cond.Layout, empty_text: torch.Tensor):
+        self.cfg, self.cache, self.layout = cfg, cache, layout
+        self.empty = empty_text
+        self.pos = {"video": layout.video_positions(), "audio": layout.audio_positions()}
+        self.patch = layout.patch
+        self.weights = np.asarray(cfg.tasks, dtype=np.float64) / sum(cfg.tasks)
+
+    def __call__(self, step: int, rank: int = 0) -> Batch:
+        cfg, spec = self.cfg, self.cache.spec
+        rng = np.random.default_rng([cfg.seed, step, rank])
+        videos, audios, texts, keeps, tasks = [], [], [], [], []
+        for _ in range(cfg.batch_size):
+            i = int(rng.integers(spec.clips))
+            shard = self.cache.shard(i // spec.clips_per_shard)
+            j = i % spec.clips_per_shard
+            videos.append(shard["video"][j].float())
+            audios.append(shard["audio"][j].float())
+            wordings = shard["text"][j]
+            drop = rng.random() < cfg.text_dropout
+            texts.append(self.empty if drop else wordings[int(rng.integers(len(wordings)))].float())
+            task = cond.TASKS[int(rng.choice(len(cond.TASKS), p=self.weights))]
+            masks = cond.task_masks(task, self.layout, prefix=float(rng.uniform(0.2, 0.8)))
+            keeps.append(masks)
+            tasks.append(task)
+        video = cond.video_to_tokens(torch.stack(videos), self.patch)
+        audio = cond.audio_to_tokens(torch.stack(audios))
+        b = cfg.batch_size
+        return Batch(
+            x0={"video": video, "audio": audio},
+            keep={s: torch.cat([k[s] for k in keeps]) for s in ("video", "audio")},
+            pos={s: p.expand(b, -1, -1) for s, p in self.pos.items()},
+            text=pad_text(texts),
+            tasks=tasks,
+        )
+
+
+def pad_text(rows: list[torch.Tensor]) -> Text:
+    length = max(r.shape[0] for r in rows)
+    states = torch.zeros(len(rows), length, rows[0].shape[1])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        states[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
+    return Text(states, mask)
+
+
+def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generator: torch.Generator,
+              device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    b = batch.text.states.shape[0]
+    total = sum(x.shape[1] for x in batch.x0.values())
+    t = flow.sample_time(b, total, generator)
+    streams, targets, weights = {}, {}, {}
+    for s, x0 in batch.x0.items():
+        noise = torch.randn(x0.shape, generator=generator)
+        keep = batch.keep[s]
+        tt = torch.where(keep, 0.0, t[:, None].expand_as(keep))
+        xt = flow.noisy(x0, noise, tt)
+        streams[s] = Tokens(xt.to(device), tt.to(device), batch.pos[s].to(device))
+        targets[s] = flow.velocity(x0, noise).to(device)
+        weights[s] = (~keep).float().to(device)
+    text = Text(batch.text.states.to(device), batch.text.mask.to(device))
+    pred = model(streams, text)
+    losses = {s: flow.loss(pred[s], targets[s], weights[s]) for s in pred}
+    loss = sum(losses.values())
+    return loss, {"loss": float(loss.detach()), **{f"loss_{s}": float(v.detach()) for s, v in losses.items()}}
+
+
+def layout_for(cfg: GenTrainConfig, video_ae: VideoAutoencoder, audio_ae: AudioAutoencoder,
+               patch: tuple[int, int, int]) -> cond.Layout:  # fmt: skip
+    spec = CacheSpec(duration=cfg.duration, fps=cfg.fps)
+    frames = spec.frames(video_ae.config.temporal_factor)
+    grid = video_ae.latent_shape(frames, cfg.height, cfg.width)
+    samples = round(cfg.duration * cfg.sample_rate)
+    return cond.Layout(grid, patch, cfg.fps, video_ae.config.temporal_factor,
+                       math.ceil(samples / audio_ae.config.hop), audio_ae.config.latent_rate)  # fmt: skip
+
+
+def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) -> Path:
+    """Train (or resume) into `out`; returns the exported pipeline folder."""
+    out = Path(out)
+    rank, world = _init_distributed(cfg)
+    device = torch.device(cfg.device)
+    if world > 1 and device.type == "cuda":
+        device = torch.device(f"cuda:{rank % torch.cuda.device_count()}")
+    if rank == 0:
+        out.mkdir(parents=True, exist_ok=True)
+    video_ae = load_component(VideoAutoencoder, cfg.video_ae)
+    audio_ae = load_component(AudioAutoencoder, cfg.audio_ae)
+    text = TextEncoder.load(cfg.text_encoder)
+    spec = CacheSpec(cfg.data, cfg.clips, duration=cfg.duration, width=cfg.width, height=cfg.height,
+                     fps=cfg.fps, sample_rate=cfg.sample_rate)  # fmt: skip
+    _barrier(world)
+    cache = LatentCache(cfg.cache or out / "latents", spec, video_ae, audio_ae, text)
+    for index in range(rank, cache.spec.shards, world):  # processes share the encoding work
+        cache.build(index)
+    _barrier(world)
+
+    model_cfg = dataclasses.replace(transformer_config(cfg.preset), video_channels=video_ae.config.latent_channels,
+                                    audio_channels=audio_ae.config.latent_channels, text_dim=text.dim)  # fmt: skip
+    torch.manual_seed(cfg.seed)
+    model = AVTransformer(model_cfg).to(device)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
+    step = _resume(out, cfg, model, ema, opt, device)
+    layout = layout_for(cfg, video_ae, audio_ae, model_cfg.patch)
+    empty = text.encode([""])[0][0]
+    sampler = Sampler(cfg, cache, layout, empty)
+    flow = RectifiedFlow()
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    if rank == 0:
+        (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
+    logfile = (out / "log.jsonl").open("a") if rank == 0 else None
+    board = _tensorboard(out / "tb") if rank == 0 else None
+    bar = tqdm(total=cfg.steps, initial=step, desc="generator", disable=not progress or rank != 0, dynamic_ncols=True)
+    model.train()
+    try:
+        while step < cfg.steps:
+            t0 = time.perf_counter()
+            for group in opt.param_groups:
+                group["lr"] = learning_rate(cfg, step)
+            batch = sampler(step, rank)
+            generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)
+            autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
+            with autocast:
+                loss, metrics = flow_loss(wrapped, batch, flow, generator, device)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"loss became {float(loss)} at step {step}; last checkpoint is in {out}")
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            opt.step()
+            _update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+            step += 1
+            bar.update(1)
+            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+                record = {"step": step, **metrics, "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"],
+                          "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
+                logfile.write(json.dumps(record) + "\n")
+                logfile.flush()
+                if board is not None:
+                    for k, v in record.items():
+                        if k != "step":
+                            board.add_scalar(k, v, step)
+                bar.set_postfix(loss=f"{metrics['loss']:.4f}")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                if rank == 0:
+                    _save(out, cfg, model, ema, opt, step, video_ae, audio_ae, text.name)
+                _barrier(world)
+    finally:
+        bar.close()
+        if logfile is not None:
+            logfile.close()
+        if board is not None:
+            board.close()
+        if world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    return out / "pipeline"
+
+
+@torch.no_grad()
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+        e.lerp_(p.detach(), 1 - decay)
+
+
+def _save(out: Path, cfg: GenTrainConfig, model: AVTransformer, ema: AVTransformer, opt: torch.optim.Optimizer,
+          step: int, video_ae: VideoAutoencoder, audio_ae: AudioAutoencoder, text_name: str) -> None:  # fmt: skip
+    from openseedance.pipeline import Pipeline, PipelineConfig
+
+    state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+             "train_config": dataclasses.asdict(cfg), "model_config": config_to_dict(model.config)}  # fmt: skip
+    tmp = out / "checkpoint.pt.tmp"
+    torch.save(state, tmp)
+    os.replace(tmp, out / "checkpoint.pt")
+    config = PipelineConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, sample_rate=cfg.sample_rate,
+                            text_encoder=text_name)  # fmt: skip
+    exported = copy.deepcopy(ema).cpu()
+    Pipeline(config, exported, video_ae, audio_ae).save_pretrained(out / "pipeline")
+
+
+def _resume(out: Path, cfg: GenTrainConfig, model: AVTransformer, ema: AVTransformer,
+            opt: torch.optim.Optimizer, device: torch.device) -> int:  # fmt: skip
+    path = out / "checkpoint.pt"
+    if not path.is_file():
+        return 0
+    try:
+        state = torch.load(path, map_location=device, weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path} is unreadable ({err}); move it away to start over") from None
+    if state["model_config"] != config_to_dict(model.config):
+        raise ValueError(f"{path} holds a different transformer configuration; use another --out to start over")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    opt.load_state_dict(state["optimizer"])
+    log.info("resuming the generator from step %d", state["step"])
+    return int(state["step"])
+
+
+def _init_distributed(cfg: GenTrainConfig) -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world == 1:
+        return 0, 1
+    if not dist.is_initialized():
+        backend = "nccl" if cfg.device.startswith("cuda") else "gloo"
+        dist.init_process_group(backend)
+    if cfg.device.startswith("cuda"):
+        torch.cuda.set_device(dist.get_rank() % torch.cuda.device_count())
+    return dist.get_rank(), dist.get_world_size()
+
+
+def _barrier(world: int) -> None:
+    if world > 1:
+        dist.barrier()
+
+
+def _tensorboard(folder: Path):
+    with contextlib.suppress(ImportError):
+        from torch.utils.tensorboard import SummaryWriter
+
+        return SummaryWriter(str(folder))
+    log.warning("tensorboard is not installed; logging to log.jsonl only")
+    return None

@@ -1,0 +1,146 @@
+"""Latent cache for training the generator: clips encoded once by the frozen autoencoders and the
+text encoder, stored in shards.
+
+A shard holds `clips_per_shard` clips: video latents (n, D, T, H, W), audio latents (n, D, S), and
+for each clip a few caption wordings with their text states. Stage shards are a pure function of
+their index (scene seeds from TRAIN_SEED_BASE), so several processes can fill one cache at once;
+a folder source (mp4 files, each with a caption in a .txt file of the same name) is split into
+shards in sorted order. A cache records which autoencoders made it and refuses others.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openseedance import media
+from openseedance.audio_vae import AudioAutoencoder
+from openseedance.stage.captions import caption
+from openseedance.stage.render import RenderConfig, render
+from openseedance.stage.scene import sample_scene
+from openseedance.text import TextEncoder
+from openseedance.train.data import TRAIN_SEED_BASE, frames_to_tensor
+from openseedance.video_vae import VideoAutoencoder
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CacheSpec:
+    source: str = "stage"
+    clips: int = 1024
+    clips_per_shard: int = 64
+    duration: float = 4.0
+    width: int = 64
+    height: int = 64
+    fps: float = 12.0
+    sample_rate: int = 16000
+    wordings: int = 4  # caption variants per Stage clip
+
+    @property
+    def shards(self) -> int:
+        return math.ceil(self.clips / self.clips_per_shard)
+
+    def frames(self, temporal_factor: int) -> int:
+        """Frames encoded per clip: the clip's frames rounded up to 1 + k * factor."""
+        n = round(self.duration * self.fps)
+        return 1 + temporal_factor * math.ceil((n - 1) / temporal_factor)
+
+
+def component_hash(model: torch.nn.Module) -> str:
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().float().cpu().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class LatentCache:
+    def __init__(self, folder: str | os.PathLike, spec: CacheSpec, video_ae: VideoAutoencoder,
+                 audio_ae: AudioAutoencoder, text: TextEncoder) -> None:  # fmt: skip
+        self.folder = Path(folder)
+        if spec.source != "stage":
+            spec = replace(spec, clips=min(spec.clips, len(_folder_items(spec.source))))
+        self.spec = spec
+        self.video_ae, self.audio_ae, self.text = video_ae.eval(), audio_ae.eval(), text
+        self.identity = {"spec": asdict(spec), "video_ae": component_hash(video_ae),
+                         "audio_ae": component_hash(audio_ae), "text": text.name}  # fmt: skip
+        self.folder.mkdir(parents=True, exist_ok=True)
+        meta = self.folder / "cache.json"
+        if meta.is_file():
+            if json.loads(meta.read_text()) != self.identity:
+                raise ValueError(f"latent cache {self.folder} was made with other data or autoencoders; "
+                                 "delete it or choose another folder")  # fmt: skip
+        else:
+            meta.write_text(json.dumps(self.identity, indent=1))
+        self._shards: dict[int, dict] = {}
+
+    def shard_path(self, index: int) -> Path:
+        return self.folder / f"shard-{index:05d}.pt"
+
+    def shard(self, index: int) -> dict:
+        if index not in self._shards:
+            path = self.shard_path(index)
+            if not path.is_file():
+                self.build(index)
+            self._shards[index] = torch.load(path, weights_only=True)
+        return self._shards[index]
+
+    def build(self, index: int) -> Path:
+        """Encode shard `index` and write it atomically (a killed build leaves no half shard)."""
+        path = self.shard_path(index)
+        if path.is_file():
+            return path
+        spec = self.spec
+        first = index * spec.clips_per_shard
+        items = [self._clip(i) for i in range(first, min(first + spec.clips_per_shard, spec.clips))]
+        shard = {"video": torch.stack([it[0] for it in items]), "audio": torch.stack([it[1] for it in items]),
+                 "prompts": [it[2] for it in items], "text": [it[3] for it in items]}  # fmt: skip
+        tmp = path.with_suffix(".tmp")
+        torch.save(shard, tmp)
+        os.replace(tmp, path)
+        log.info("latent cache: wrote %s (%d clips)", path.name, len(items))
+        return path
+
+    @torch.no_grad()
+    def _clip(self, i: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[torch.Tensor]]:
+        spec = self.spec
+        if spec.source == "stage":
+            scene = sample_scene(TRAIN_SEED_BASE + i, duration=spec.duration)
+            clip = render(scene, RenderConfig(spec.width, spec.height, spec.fps, spec.sample_rate)).clip
+            prompts = list(dict.fromkeys(caption(scene, "train", v).prompt for v in range(spec.wordings)))
+        else:
+            path = _folder_items(spec.source)[i]
+            clip = media.read_video(path, fps=spec.fps, size=(spec.height, spec.width), sample_rate=spec.sample_rate)
+            prompts = [path.with_suffix(".txt").read_text().strip()]
+        frames = spec.frames(self.video_ae.config.temporal_factor)
+        video = clip.video[:frames]
+        if len(video) < frames:  # hold the last frame
+            video = np.concatenate([video, np.repeat(video[-1:], frames - len(video), 0)])
+        samples = round(spec.duration * spec.sample_rate)
+        audio = clip.audio[:1, :samples] if clip.audio is not None else np.zeros((1, samples), np.float32)
+        audio = np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
+        v = self.video_ae.encode(frames_to_tensor(video)[None])[0]
+        a = self.audio_ae.encode(torch.from_numpy(np.ascontiguousarray(audio))[None])[0, 0]  # (D, S)
+        states, mask = self.text.encode(prompts)
+        text = [states[k, mask[k]].to(torch.bfloat16) for k in range(len(prompts))]
+        return v.to(torch.bfloat16), a.to(torch.bfloat16), prompts, text
+
+
+def _folder_items(folder: str) -> list[Path]:
+    root = Path(folder)
+    if not root.is_dir():
+        raise ValueError(f"training data {folder!r} is neither 'stage' nor a folder")
+    items = sorted(p for p in root.rglob("*") if p.suffix.lower() in media.VIDEO_SUFFIXES)
+    items = [p for p in items if p.with_suffix(".txt").is_file()]
+    if not items:
+        raise ValueError(f"no video files with a caption (.txt of the same name) under {folder}")
+    return items

@@ -1,0 +1,270 @@
+"""The dual-stream audio-video transformer.
+
+Video, audio and text tokens attend to each other in one joint attention per block; everything
+else in a block (norms, projections, QK-norm, SwiGLU, modulation) has its own weights per stream,
+held in a `ModuleDict` keyed by stream, so one block class serves every modality. Each token
+carries its own diffusion time `t` (clean conditioning tokens have t = 0) and a position on one
+clock: (seconds, y, x) for video, (seconds, centre, centre) for audio, zeros for text.
+
+Modulation is adaLN-single with a per-block table: a stream's time embedding is projected once to
+six vectors per token, and every block adds its own learned offsets. All gates start at zero
+(adaLN-zero), so a new model is the identity plus zero-initialised output heads.
+
+Legend: B batch, N tokens of a stream, L text tokens, D width, H heads, Dh head dim, C token
+channels, A position axes (3).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from einops import rearrange
+from torch import nn
+
+from openseedance.layers import (
+    RMSNorm,
+    Rotary,
+    SwiGLU,
+    TimestepEmbedder,
+    apply_rotary,
+    attention,
+    split_modulation,
+)
+
+GENERATED = ("video", "audio")  # streams the model denoises
+STREAMS = (*GENERATED, "text")
+
+
+@dataclass(frozen=True)
+class AVTransformerConfig:
+    dim: int = 192
+    depth: int = 6
+    heads: int = 3
+    mlp_ratio: float = 8 / 3  # SwiGLU hidden width = mlp_ratio * dim: the FLOPs of a 4x GELU MLP
+    video_channels: int = 8  # latent channels of the video autoencoder
+    audio_channels: int = 32  # latent channels of the audio autoencoder
+    patch: tuple[int, int, int] = (1, 2, 2)  # latent (t, h, w) cells per video token
+    text_dim: int = 384  # width of the text encoder's states
+    rope_theta: float = 10_000.0
+    rope_time_unit: float = 0.04  # seconds per rotary unit on the time axis: 40 ms, one audio latent
+
+    def __post_init__(self) -> None:
+        if self.dim % self.heads:
+            raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
+        if self.head_dim % 8:
+            raise ValueError(f"head dim {self.head_dim} must be a multiple of 8 (rotary axes)")
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.heads
+
+    @property
+    def rope_axes(self) -> tuple[int, int, int]:
+        """Half of each head's channels rotate with time, a quarter each with y and x."""
+        quarter = self.head_dim // 4
+        return self.head_dim - 2 * quarter, quarter, quarter
+
+    @property
+    def mlp_hidden(self) -> int:
+        return 32 * math.ceil(self.mlp_ratio * self.dim / 32)
+
+    @property
+    def video_token_channels(self) -> int:
+        return self.video_channels * math.prod(self.patch)
+
+    def token_channels(self, stream: str) -> int:
+        return {"video": self.video_token_channels, "audio": self.audio_channels, "text": self.text_dim}[stream]
+
+
+PRESETS: dict[str, AVTransformerConfig] = {
+    "debug": AVTransformerConfig(dim=64, depth=2, heads=2, video_channels=4, audio_channels=8),
+    # the bundled default: ~8M parameters, trains on a CPU, samples a 4 s clip faster than real time
+    "tiny": AVTransformerConfig(),
+    "small": AVTransformerConfig(dim=768, depth=16, heads=12, video_channels=16, audio_channels=64),
+    # real scale, for GPUs: ~1.2B parameters
+    "1b": AVTransformerConfig(dim=1152, depth=24, heads=16, video_channels=16, audio_channels=64, text_dim=1024),
+}
+
+
+def transformer_config(name: str) -> AVTransformerConfig:
+    if name not in PRESETS:
+        raise ValueError(f"unknown transformer preset {name!r}; choose from {sorted(PRESETS)}")
+    return PRESETS[name]
+
+
+@dataclass
+class Tokens:
+    """One stream's tokens: features (B, N, C), diffusion time per token (B, N) and positions
+    (B, N, A) as (seconds, y, x)."""
+
+    x: torch.Tensor
+    t: torch.Tensor
+    pos: torch.Tensor
+
+    def __post_init__(self) -> None:
+        b, n = self.x.shape[:2]
+        if self.t.shape != (b, n) or self.pos.shape != (b, n, 3):
+            raise ValueError(f"tokens {tuple(self.x.shape)} need t (B, N) and pos (B, N, 3), "
+                             f"got {tuple(self.t.shape)} and {tuple(self.pos.shape)}")  # fmt: skip
+
+
+@dataclass
+class Text:
+    """Text encoder states (B, L, text_dim) and which of them are real (B, L) (False = padding)."""
+
+    states: torch.Tensor
+    mask: torch.Tensor
+
+
+class StreamLayers(nn.Module):
+    """One stream's weights in one block. A `pre_only` stream (text, in the last block) only offers
+    keys and values: nothing after the last block reads its outputs."""
+
+    def __init__(self, cfg: AVTransformerConfig, pre_only: bool = False):
+        super().__init__()
+        d = cfg.dim
+        self.pre_only = pre_only
+        self.norm1 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+        self.qkv = nn.Linear(d, (2 if pre_only else 3) * d)
+        self.k_norm = RMSNorm(cfg.head_dim)
+        # this block's offsets to the stream's adaLN parameters (shift, scale, gate) x 2
+        self.modulation = nn.Parameter(torch.zeros((2 if pre_only else 6) * d))
+        if not pre_only:
+            self.q_norm = RMSNorm(cfg.head_dim)
+            self.proj = nn.Linear(d, d)
+            self.norm2 = nn.LayerNorm(d, elementwise_affine=False, eps=1e-6)
+            self.mlp = SwiGLU(d, cfg.mlp_hidden)
+
+
+class AVBlock(nn.Module):
+    def __init__(self, cfg: AVTransformerConfig, last: bool = False):
+        super().__init__()
+        self.heads = cfg.heads
+        self.streams = nn.ModuleDict({s: StreamLayers(cfg, pre_only=last and s == "text") for s in STREAMS})
+
+    def forward(
+        self,
+        xs: dict[str, torch.Tensor],  # stream -> (B, N, D)
+        mods: dict[str, torch.Tensor],  # stream -> (B, N, 6D)
+        ropes: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        mask: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor]:
+        names = list(xs)
+        pre, post, qs, ks, vs = {}, {}, [], [], []
+        for s in names:
+            layers = self.streams[s]
+            params = mods[s][..., : layers.modulation.shape[0]] + layers.modulation
+            if layers.pre_only:
+                shift, scale = params.chunk(2, dim=-1)
+                k, v = rearrange(layers.qkv(layers.norm1(xs[s]) * (1 + scale) + shift),
+                                 "b n (two h d) -> two b h n d", two=2, h=self.heads)  # fmt: skip
+            else:
+                pre[s], post[s] = split_modulation(params, 2)
+                q, k, v = rearrange(layers.qkv(pre[s].apply(layers.norm1(xs[s]))),
+                                    "b n (three h d) -> three b h n d", three=3, h=self.heads)  # fmt: skip
+                qs.append(apply_rotary(layers.q_norm(q), ropes[s]))
+            ks.append(apply_rotary(layers.k_norm(k), ropes[s]))
+            vs.append(v)
+        out = attention(torch.cat(qs, 2), torch.cat(ks, 2), torch.cat(vs, 2), mask)  # (B, H, ΣN queries, Dh)
+        answered = [s for s in names if s in pre]
+        out = rearrange(out, "b h n d -> b n (h d)").split([xs[s].shape[1] for s in answered], dim=1)
+        result = {}
+        for s, o in zip(answered, out, strict=True):
+            layers = self.streams[s]
+            x = xs[s] + pre[s].gate * layers.proj(o)
+            result[s] = x + post[s].gate * layers.mlp(post[s].apply(layers.norm2(x)))
+        return result
+
+
+class OutputHead(nn.Module):
+    def __init__(self, dim: int, channels: int):
+        super().__init__()
+        self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
+        self.modulation = nn.Linear(dim, 2 * dim)
+        self.linear = nn.Linear(dim, channels)
+
+    def forward(self, x: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.modulation(nn.functional.silu(temb)).chunk(2, dim=-1)
+        return self.linear(self.norm(x) * (1 + scale) + shift)
+
+
+class AVTransformer(nn.Module):
+    config_class = AVTransformerConfig
+
+    def __init__(self, config: AVTransformerConfig):
+        super().__init__()
+        self.config = cfg = config
+        d = cfg.dim
+        self.inputs = nn.ModuleDict({s: nn.Linear(cfg.token_channels(s), d) for s in STREAMS})
+        self.text_norm = RMSNorm(cfg.text_dim)
+        self.time = TimestepEmbedder(d)
+        self.adaln = nn.ModuleDict({s: nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)) for s in STREAMS})
+        self.rotary = Rotary(cfg.rope_axes, cfg.rope_theta)
+        self.blocks = nn.ModuleList([AVBlock(cfg, last=i == cfg.depth - 1) for i in range(cfg.depth)])
+        self.heads = nn.ModuleDict({s: OutputHead(d, cfg.token_channels(s)) for s in GENERATED})
+        self.initialize_weights()
+
+    def initialize_weights(self) -> None:
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        nn.init.normal_(self.time.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.time.mlp[2].weight, std=0.02)
+        # adaLN-zero: every gate, shift and scale starts at zero, so each block starts as the identity
+        for seq in self.adaln.values():
+            nn.init.zeros_(seq[1].weight)
+            nn.init.zeros_(seq[1].bias)
+        # the velocity heads start at zero
+        for head in self.heads.values():
+            for lin in (head.modulation, head.linear):
+                nn.init.zeros_(lin.weight)
+                nn.init.zeros_(lin.bias)
+
+    def forward(self, streams: dict[str, Tokens], text: Text) -> dict[str, torch.Tensor]:
+        """Velocities (B, N, C) for every generated stream given (video and/or audio)."""
+        unknown = set(streams) - set(GENERATED)
+        if unknown or not streams:
+            raise ValueError(f"streams must be a non-empty subset of {GENERATED}, got {sorted(streams)}")
+        b, length = text.states.shape[:2]
+        text_pos = torch.zeros(b, length, 3, device=text.states.device)
+        xs = {s: self.inputs[s](tok.x) for s, tok in streams.items()}
+        xs["text"] = self.inputs["text"](self.text_norm(text.states))
+        temb = {s: self.time(tok.t) for s, tok in streams.items()}  # (B, N, D)
+        temb["text"] = self.time(torch.zeros(b, length, device=text.states.device))
+        mods = {s: self.adaln[s](e) for s, e in temb.items()}  # (B, N, 6D)
+        scale = torch.tensor([1 / self.config.rope_time_unit, 1.0, 1.0], device=text.states.device)
+        ropes = {s: self.rotary(tok.pos * scale) for s, tok in streams.items()}
+        ropes["text"] = self.rotary(text_pos)
+        mask = self._mask(streams, text)
+        for block in self.blocks:
+            xs = block(xs, mods, ropes, mask)
+        return {s: self.heads[s](xs[s], temb[s]) for s in streams}
+
+    @staticmethod
+    def _mask(streams: dict[str, Tokens], text: Text) -> torch.Tensor | None:
+        """Keys that are text padding are hidden from every query; None when there is none."""
+        if bool(text.mask.all()):
+            return None
+        b = text.mask.shape[0]
+        keep = [torch.ones(b, tok.x.shape[1], dtype=torch.bool, device=tok.x.device) for tok in streams.values()]
+        return torch.cat([*keep, text.mask.bool()], dim=1)[:, None, None, :]  # (B, 1, 1, ΣN)
+
+    # ------------------------------------------------------------ accounting
+
+    def num_parameters(self) -> int:
+        return sum(p.numel() for p in self.parameters())
+
+    def flops(self, tokens: dict[str, int]) -> int:
+        """Forward FLOPs for one sample with `tokens` per stream (e.g. {"video": 832, "audio":
+        100, "text": 32}): 2 per weight per token for the matrix products, plus attention."""
+        cfg = self.config
+        per_block = {s: sum(p.numel() for p in self.blocks[0].streams[s].parameters()) for s in STREAMS}
+        total = sum(tokens.values())
+        matmul = sum(2 * n * per_block[s] * cfg.depth for s, n in tokens.items())
+        matmul += sum(2 * n * (cfg.token_channels(s) * cfg.dim + 6 * cfg.dim * cfg.dim) for s, n in tokens.items())
+        attn = 4 * total * total * cfg.dim * cfg.depth  # QK^T and AV
+        return int(matmul + attn)

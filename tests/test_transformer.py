@@ -1,0 +1,133 @@
+"""The AV transformer on the debug preset: shapes, zero-init identity, per-token time, text padding,
+rotary positions, gradients, the 1B preset on the meta device."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from openseedance import layers
+from openseedance.transformer import PRESETS, AVTransformer, Text, Tokens, transformer_config
+
+
+def _inputs(b: int = 2, nv: int = 12, na: int = 5, nt: int = 4, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    cfg = transformer_config("debug")
+    video = Tokens(torch.randn(b, nv, cfg.video_token_channels, generator=g), torch.rand(b, nv, generator=g),
+                   torch.rand(b, nv, 3, generator=g) * 4)  # fmt: skip
+    audio = Tokens(torch.randn(b, na, cfg.audio_channels, generator=g), torch.rand(b, na, generator=g),
+                   torch.rand(b, na, 3, generator=g) * 4)  # fmt: skip
+    text = Text(torch.randn(b, nt, cfg.text_dim, generator=g), torch.ones(b, nt, dtype=torch.bool))
+    return {"video": video, "audio": audio}, text
+
+
+def _trained_like(seed: int = 0) -> AVTransformer:
+    """A debug model with every weight random (a fresh one is zero at the output by design)."""
+    torch.manual_seed(seed)
+    model = AVTransformer(transformer_config("debug"))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    return model.eval()
+
+
+def test_output_shapes_and_zero_init() -> None:
+    model = AVTransformer(transformer_config("debug"))
+    streams, text = _inputs()
+    out = model(streams, text)
+    assert out["video"].shape == streams["video"].x.shape
+    assert out["audio"].shape == streams["audio"].x.shape
+    assert all(float(v.detach().abs().max()) == 0.0 for v in out.values())  # adaLN-zero heads
+
+
+def test_one_stream_alone_and_unknown_stream() -> None:
+    model = _trained_like()
+    streams, text = _inputs()
+    assert set(model({"video": streams["video"]}, text)) == {"video"}
+    with pytest.raises(ValueError, match="subset"):
+        model({"text": streams["video"]}, text)
+
+
+def test_per_token_time_changes_only_through_t() -> None:
+    model = _trained_like()
+    streams, text = _inputs()
+    base = model(streams, text)["video"]
+    streams["video"].t[:, :3] = 0.0
+    changed = model(streams, text)["video"]
+    assert not torch.allclose(base, changed)
+
+
+def test_text_padding_is_ignored() -> None:
+    model = _trained_like()
+    streams, text = _inputs(b=1)
+    short = model(streams, text)
+    padded = Text(torch.cat([text.states, torch.randn(1, 3, text.states.shape[2])], 1),
+                  torch.cat([text.mask, torch.zeros(1, 3, dtype=torch.bool)], 1))  # fmt: skip
+    torch.testing.assert_close(model(streams, padded)["video"], short["video"], atol=1e-5, rtol=1e-5)
+
+
+def test_rotary_scores_depend_only_on_offsets() -> None:
+    rope = layers.Rotary((8, 4, 4))
+    q, k = torch.randn(1, 1, 1, 16), torch.randn(1, 1, 1, 16)
+    p, r = torch.tensor([[[1.3, 2.0, 5.0]]]), torch.tensor([[[0.2, 7.0, 1.0]]])
+    shift = torch.tensor([[[4.0, -3.0, 2.5]]])
+
+    def score(a, b):
+        return (layers.apply_rotary(q, rope(a)) * layers.apply_rotary(k, rope(b))).sum()
+
+    torch.testing.assert_close(score(p, r), score(p + shift, r + shift), atol=1e-4, rtol=1e-4)
+    assert abs(float(score(p, r) - score(p + shift, r))) > 1e-3
+
+
+def test_audio_against_video_timing_changes_the_output() -> None:
+    model = _trained_like()
+    streams, text = _inputs(b=1)
+    base = model(streams, text)["audio"]
+    streams["audio"].pos[..., 0] += 0.5
+    assert not torch.allclose(model(streams, text)["audio"], base, atol=1e-4)
+
+
+def test_gradients_reach_every_parameter() -> None:
+    model = AVTransformer(transformer_config("debug"))
+    streams, text = _inputs()
+    loss = sum(v.pow(2).mean() for v in model(streams, text).values())
+    # adaLN-zero: the heads move first, then the gates, then the weights behind them (text one block later)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for _ in range(4):
+        opt.zero_grad()
+        loss = sum((v - 1).pow(2).mean() for v in model(streams, text).values())
+        loss.backward()
+        opt.step()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or float(p.grad.abs().max()) == 0]
+    assert not missing, missing
+
+
+def test_attention_seam_is_used() -> None:
+    calls = []
+
+    def counting(q, k, v, mask):
+        calls.append(q.shape)
+        return layers.sdpa_attention(q, k, v, mask)
+
+    previous = layers.set_attention(counting)
+    try:
+        model = _trained_like()
+        streams, text = _inputs()
+        model(streams, text)
+    finally:
+        layers.set_attention(previous)
+    assert len(calls) == model.config.depth
+    assert calls[0][2] == 12 + 5 + 4  # joint over video, audio and text tokens
+
+
+def test_presets_build_on_meta_and_report_size() -> None:
+    with torch.device("meta"):
+        big = AVTransformer(PRESETS["1b"])
+    assert 0.9e9 < big.num_parameters() < 1.5e9
+    tokens = {"video": 4096, "audio": 250, "text": 64}
+    n, p, cfg = sum(tokens.values()), big.num_parameters(), big.config
+    attention = 4 * n * n * cfg.dim * cfg.depth
+    # each token passes through its own stream's weights: about a third of the model
+    assert 2 * (p / 3) * 4096 + attention < big.flops(tokens) < 2 * (p / 2) * n + attention
+    with pytest.raises(ValueError, match="unknown transformer preset"):
+        transformer_config("huge")
