@@ -23,6 +23,7 @@ HELP = [
     ["train", "video-ae"],
     ["train", "audio-ae"],
     ["train", "generator"],
+    ["export"],
     ["bench"],
     ["bench", "stage"],
 ]
@@ -162,3 +163,13 @@ def test_generate_missing_model_and_unwritable_output(tmp_path: Path, capsys: py
     assert "not a model folder" in capsys.readouterr().err
     assert main(["generate", "x", "-o", str(tmp_path / "missing" / "a.mp4")]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+def test_export_halves_the_weights(debug_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from openseedance.pipeline import Pipeline
+
+    assert main(["export", str(debug_model), str(tmp_path / "half")]) == 0
+    size = sum(f.stat().st_size for f in (tmp_path / "half").rglob("*.safetensors"))
+    full = sum(f.stat().st_size for f in debug_model.rglob("*.safetensors"))
+    assert size < 0.6 * full
+    assert Pipeline.from_pretrained(tmp_path / "half").transformer.inputs["video"].weight.dtype.is_floating_point

@@ -182,6 +182,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     p.set_defaults(func=_train_generator)
 
+    p = sub.add_parser("export", help="copy a model folder, storing its weights in another precision")
+    p.add_argument("model", type=Path, help="a model folder (pipeline.json + components)")
+    p.add_argument("out", type=Path, help="the new model folder")
+    p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="weight precision")
+    p.set_defaults(func=_export)
+
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     p = bench_sub.add_parser("stage", help="stage-bench: score a generator on the fixed Stage suite")
@@ -337,6 +343,18 @@ def _generate(args: argparse.Namespace) -> None:
     total = sum(result.seconds.values())
     print(f"{output}: {width}x{height}, {args.duration:g} s at {fps:g} fps, {sampler.steps} steps, "
           f"made in {total:.2f} s ({args.duration / total:.1f}x real time)")  # fmt: skip
+
+
+def _export(args: argparse.Namespace) -> None:
+    import torch
+
+    from openseedance.pipeline import Pipeline
+
+    pipe = Pipeline.from_pretrained(args.model)
+    _writable_dir(args.out)
+    pipe.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
+    size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
+    print(f"{args.out}: {size / 2**20:.1f} MiB ({args.dtype})")
 
 
 def _bench_stage(args: argparse.Namespace) -> None:

@@ -1,0 +1,134 @@
+"""How well and how fast does an audio autoencoder reconstruct held-out Stage sound?
+
+    python benchmarks/audio_ae.py --model runs/audio-ae-tiny/model [--clips 16] [--out benchmarks/audio_ae.json]
+
+Prints: quality (SI-SDR, multi-resolution STFT distance, onsets kept within 10 ms, and the Stage
+voice/sync probes with reconstructed audio against the original), then speed (encode and decode
+audio seconds per wall second, float32 and bfloat16 autocast).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from openseedance.audio_vae import AudioAutoencoder, multi_resolution_stft_distance, si_sdr
+from openseedance.checkpoint import load_component
+from openseedance.stage.detect import onsets
+from openseedance.stage.probes import probe
+from openseedance.stage.render import RenderConfig, render
+from openseedance.stage.scene import sample_scene
+
+HELD_OUT_SEED = 700_000  # training scenes start at 10_000_000
+TOLERANCE = 0.010  # seconds
+
+
+def onset_match(reference: np.ndarray, estimate: np.ndarray, tol: float = TOLERANCE) -> tuple[int, int, int, list]:
+    """(matched, missed, extra, errors in s) pairing each reference onset with the nearest unused
+    estimated onset within `tol`."""
+    used = np.zeros(len(estimate), dtype=bool)
+    errors = []
+    for t in reference:
+        if len(estimate) == 0:
+            break
+        d = np.abs(estimate - t) + used * 1e9
+        j = int(d.argmin())
+        if d[j] <= tol:
+            used[j] = True
+            errors.append(float(estimate[j] - t))
+    return len(errors), len(reference) - len(errors), int((~used).sum()), errors
+
+
+@torch.no_grad()
+def quality(model: AudioAutoencoder, clips: int) -> dict:
+    sr = model.config.sample_rate
+    config = RenderConfig(64, 64, 12.0, sr)
+    sdr, stft, matched, missed, extra, errors = [], [], 0, 0, 0, []
+    probe_names = ("sync", "voice")
+    truth = {p: [] for p in probe_names}
+    recon = {p: [] for p in probe_names}
+    for i in range(clips):
+        scene = sample_scene(HELD_OUT_SEED + i, duration=4.0)
+        r = render(scene, config)
+        x = torch.from_numpy(r.clip.audio)[None]  # (1, 1, S)
+        y = model.decode(model.encode(x), length=x.shape[-1]).clamp(-1, 1)
+        sdr.append(float(si_sdr(y[0], x[0]).mean()))
+        stft.append(float(multi_resolution_stft_distance(y[0], x[0], sr).mean()))
+        out = y[0].numpy()
+        m, mi, ex, err = onset_match(onsets(r.clip.audio[0], sr), onsets(out[0], sr))
+        matched, missed, extra = matched + m, missed + mi, extra + ex
+        errors += err
+        clip = r.clip.__class__(video=r.clip.video, audio=out, fps=r.clip.fps, sample_rate=sr)
+        for scores, c in ((truth, r.clip), (recon, clip)):
+            report = probe(c, scene, only=probe_names)
+            for name in probe_names:
+                if report.scores.get(name) is not None:
+                    scores[name].append(report.scores[name])
+    return {
+        "si_sdr_db": float(np.mean(sdr)),
+        "stft_distance": float(np.mean(stft)),
+        "onsets_kept": matched / max(1, matched + missed),
+        "onsets_extra": extra,
+        "onset_error_ms_median": 1000 * float(np.median(np.abs(errors))) if errors else None,
+        "probes": {
+            p: {"truth": float(np.mean(truth[p])), "recon": float(np.mean(recon[p]))} for p in probe_names if truth[p]
+        },
+    }
+
+
+@torch.no_grad()
+def speed(model: AudioAutoencoder, seconds: float = 4.0) -> dict:
+    sr = model.config.sample_rate
+    x = torch.from_numpy(render(sample_scene(HELD_OUT_SEED, duration=seconds), RenderConfig(sample_rate=sr)).clip.audio)
+    x = x[None]
+    out = {}
+    for name, bf16 in (("float32", False), ("bfloat16", True)):
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            model.decode(model.encode(x))  # warm up
+            t0 = time.perf_counter()
+            z = model.encode(x)
+            t1 = time.perf_counter()
+            model.decode(z)
+            t2 = time.perf_counter()
+        out[name] = {"encode_x_realtime": seconds / (t1 - t0), "decode_x_realtime": seconds / (t2 - t1),
+                     "decode_4s_seconds": t2 - t1}  # fmt: skip
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", required=True, help="a saved audio autoencoder folder")
+    parser.add_argument("--clips", type=int, default=16)
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/audio_ae.json"))
+    args = parser.parse_args()
+    model = load_component(AudioAutoencoder, args.model)
+    result: dict = {"model": args.model, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
+    q = quality(model, args.clips)
+    result["quality"] = q
+    print(f"quality on {args.clips} held-out Stage clips (4 s, {model.config.sample_rate} Hz)")
+    print("| SI-SDR dB | STFT distance | onsets kept (±10 ms) | extra onsets | median onset error |")
+    print("|---|---|---|---|---|")
+    err = "-" if q["onset_error_ms_median"] is None else f"{q['onset_error_ms_median']:.1f} ms"
+    print(f"| {q['si_sdr_db']:.2f} | {q['stft_distance']:.3f} | {100 * q['onsets_kept']:.1f}% | "
+          f"{q['onsets_extra']} | {err} |")  # fmt: skip
+    print("| probe | original | reconstruction | ratio |\n|---|---|---|---|")
+    for p, s in q["probes"].items():
+        print(f"| {p} | {100 * s['truth']:.1f}% | {100 * s['recon']:.1f}% | {s['recon'] / max(s['truth'], 1e-9):.3f} |")
+    s = speed(model)
+    result["speed"] = s
+    print("| precision | encode x real time | decode x real time | decode 4 s |\n|---|---|---|---|")
+    for name, v in s.items():
+        print(f"| {name} | {v['encode_x_realtime']:.0f} | {v['decode_x_realtime']:.0f} | "
+              f"{v['decode_4s_seconds']:.3f} s |")  # fmt: skip
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
