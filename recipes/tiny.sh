@@ -10,8 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cpu}
 RUNS=${RUNS:-runs}
-VIDEO_STEPS=${VIDEO_STEPS:-1700}
-AUDIO_STEPS=${AUDIO_STEPS:-3000}
+VIDEO_STEPS=${VIDEO_STEPS:-1300}
+AUDIO_STEPS=${AUDIO_STEPS:-2200}
 GEN_STEPS=${GEN_STEPS:-3000}
 
 openseedance train video-ae --preset tiny --out "$RUNS/video-ae-tiny" --steps "$VIDEO_STEPS" --batch-size 4 \

@@ -96,12 +96,14 @@ def transformer_config(name: str) -> AVTransformerConfig:
 
 @dataclass
 class Tokens:
-    """One stream's tokens: features (B, N, C), diffusion time per token (B, N) and positions
-    (B, N, A) as (seconds, y, x)."""
+    """One stream's tokens: features (B, N, C), diffusion time per token (B, N), positions
+    (B, N, A) as (seconds, y, x), and optionally which tokens are real (B, N) (False: padding,
+    hidden from attention)."""
 
     x: torch.Tensor
     t: torch.Tensor
     pos: torch.Tensor
+    valid: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         b, n = self.x.shape[:2]
@@ -246,11 +248,11 @@ class AVTransformer(nn.Module):
 
     @staticmethod
     def _mask(streams: dict[str, Tokens], text: Text) -> torch.Tensor | None:
-        """Keys that are text padding are hidden from every query; None when there is none."""
-        if bool(text.mask.all()):
+        """Keys that are padding are hidden from every query; None when there is none."""
+        if bool(text.mask.all()) and all(tok.valid is None or bool(tok.valid.all()) for tok in streams.values()):
             return None
-        b = text.mask.shape[0]
-        keep = [torch.ones(b, tok.x.shape[1], dtype=torch.bool, device=tok.x.device) for tok in streams.values()]
+        keep = [tok.valid.bool() if tok.valid is not None else torch.ones(tok.x.shape[:2], dtype=torch.bool,
+                device=tok.x.device) for tok in streams.values()]  # fmt: skip
         return torch.cat([*keep, text.mask.bool()], dim=1)[:, None, None, :]  # (B, 1, 1, ΣN)
 
     # ------------------------------------------------------------ accounting
