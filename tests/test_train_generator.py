@@ -50,7 +50,7 @@ def _log(run: Path) -> list[dict]:
 
 def test_loss_falls_and_the_export_generates(parts: Path, tmp_path: Path) -> None:
     # every task at once on two clips: the model must fit them
-    folder = train(_cfg(parts, steps=60, clips=2, checkpoint_every=60, cache=str(tmp_path / "lat")), tmp_path / "run",
+    folder = train(_cfg(parts, steps=60, clips=2, checkpoint_every=30, cache=str(tmp_path / "lat")), tmp_path / "run",
                    progress=False)  # fmt: skip
     losses = [r["loss"] for r in _log(tmp_path / "run")]
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
@@ -76,19 +76,28 @@ def test_changed_model_refuses_to_resume(parts: Path, tmp_path: Path) -> None:
         train(_cfg(parts, preset="tiny", steps=4), tmp_path / "run", progress=False)
 
 
-def test_ddp_two_cpu_processes(parts: Path, tmp_path: Path) -> None:
+def _torchrun(parts: Path, out: Path, *extra: str, steps: int = 4) -> None:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m",
-           "openseedance.cli", "train", "generator", "--preset", "debug", "--out", str(tmp_path / "ddp"),
+           "openseedance.cli", "train", "generator", "--preset", "debug", "--out", str(out),
            "--video-ae", str(parts / "video_ae"), "--audio-ae", str(parts / "audio_ae"), "--clips", "4",
-           "--cache", str(tmp_path / "ddp-latents"), "--duration", "1", "--steps", "4", "--batch-size", "1",
-           "--warmup", "1", "--checkpoint-every", "2"]  # fmt: skip
+           "--cache", str(out.parent / "latents-2p"), "--duration", "1", "--steps", str(steps), "--batch-size", "1",
+           "--warmup", "1", "--checkpoint-every", "2", *extra]  # fmt: skip
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert [r["step"] for r in _log(tmp_path / "ddp")][-1] == 4
-    assert (tmp_path / "ddp" / "pipeline" / "pipeline.json").is_file()
-    # the two processes encoded one shard each... of one shard: the cache holds every clip once
-    assert len(list((tmp_path / "ddp-latents").glob("shard-*.pt"))) == 1
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("mode", ["ddp", "fsdp"])
+def test_two_cpu_processes_then_resume_on_one(parts: Path, tmp_path: Path, mode: str) -> None:
+    extra = ("--fsdp", "--activation-checkpointing", "full") if mode == "fsdp" else ()
+    _torchrun(parts, tmp_path / "run", *extra)
+    assert [r["step"] for r in _log(tmp_path / "run")][-1] == 4
+    assert (tmp_path / "run" / "pipeline" / "pipeline.json").is_file()
+    assert len(list((tmp_path / "latents-2p").glob("shard-*.pt"))) == 1  # every clip encoded once
+    # the checkpoint written by two processes carries on in one
+    train(_cfg(parts, steps=6, clips=4, cache=str(tmp_path / "latents-2p"), batch_size=1, warmup=1,
+               checkpoint_every=2), tmp_path / "run", progress=False)  # fmt: skip
+    assert [r["step"] for r in _log(tmp_path / "run")][-2:] == [5, 6]
 
 
 def test_folder_of_mp4_and_captions(parts: Path, tmp_path: Path) -> None:

@@ -180,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint-every", type=_positive(int), default=200, help="steps between checkpoints")
     p.add_argument("--fp32", action="store_true", help="float32 instead of bfloat16 autocast")
     p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard with FSDP2 instead of replicating")
+    p.add_argument("--activation-checkpointing", choices=("none", "full", "selective"), default="none",
+                   help="recompute block activations in the backward pass (full: every block, selective: every "
+                        "second one)")  # fmt: skip
+    p.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
     p.set_defaults(func=_train_generator)
 
     p = sub.add_parser("export", help="copy a model folder, storing its weights in another precision")
@@ -302,7 +307,8 @@ def _train_generator(args: argparse.Namespace) -> None:
                          text_encoder=args.text_encoder, data=args.data, clips=args.clips, cache=args.cache,
                          duration=args.duration, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup=args.warmup, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                         bf16=not args.fp32, device=args.device)  # fmt: skip
+                         bf16=not args.fp32, device=args.device, fsdp=args.fsdp,
+                         activation_checkpointing=args.activation_checkpointing, compile=args.compile)  # fmt: skip
     _writable_dir(args.out)
     folder = train(cfg, args.out, progress=sys.stderr.isatty())
     print(f"trained generator: {folder}")

@@ -8,9 +8,11 @@ the tasks of DESIGN §1 through per-token times: text -> AV (nothing clean), fir
 audio clean (-> video), video clean (-> audio) and a clean prefix (extension); clean tokens sit at
 t = 0 and are left out of the loss. Captions are dropped now and then so the sampler can guide.
 
-bfloat16 autocast, an EMA of the weights, gradient clipping, warmup + cosine. Every
-`checkpoint_every` steps: `checkpoint.pt` (weights, EMA, optimiser, step) and `pipeline/` (the
-EMA transformer with the autoencoders: loadable by `Pipeline.from_pretrained`), both by rename.
+bfloat16 autocast, an EMA of the weights, gradient clipping, warmup + cosine; optionally FSDP2,
+activation checkpointing and compiled blocks (`parallel.py`). Every `checkpoint_every` steps:
+`checkpoint/` (a sharded checkpoint of weights, EMA, optimiser and step, which loads on any number
+of processes) and `pipeline/` (the EMA transformer with the autoencoders: loadable by
+`Pipeline.from_pretrained`), both replaced by rename.
 Batches and noise depend only on (seed, step, rank), so a resumed run continues the trajectory
 of the one that stopped. Logs: `log.jsonl`, TensorBoard events in `tb/`, a progress bar.
 """
@@ -18,22 +20,26 @@ of the one that stopped. Logs: `log.jsonl`, TensorBoard events in `tb/`, a progr
 from __future__ import annotations
 
 import contextlib
-import copy
 import dataclasses
 import json
 import logging
 import math
 import os
+import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
+from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from tqdm import tqdm
 
 from openseedance import conditioning as cond
+from openseedance import parallel
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_to_dict, load_component
 from openseedance.flow import RectifiedFlow
@@ -75,6 +81,10 @@ class GenTrainConfig:
     checkpoint_every: int = 200
     log_every: int = 10
     device: str = "cpu"
+    # scale (applied from outside the model, parallel.py)
+    fsdp: bool = False  # under torchrun: FSDP2 sharding instead of DDP replication
+    activation_checkpointing: str = "none"  # none, full (every block) or selective (every second block)
+    compile: bool = False  # torch.compile each block
 
     def __post_init__(self) -> None:
         transformer_config(self.preset)
@@ -207,14 +217,17 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) ->
                                     audio_channels=audio_ae.config.latent_channels, text_dim=text.dim)  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = AVTransformer(model_cfg).to(device)
-    ema = copy.deepcopy(model).requires_grad_(False)
+    parallel.parallelize(model, fsdp=cfg.fsdp and world > 1, activation_checkpointing=cfg.activation_checkpointing,
+                         compile=cfg.compile, param_dtype=torch.bfloat16 if cfg.bf16 else None)  # fmt: skip
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
-    step = _resume(out, cfg, model, ema, opt, device)
+    ema = [p.detach().clone() for p in model.parameters()]  # shards under FSDP, like the weights
+    step = _resume(out, model, opt, ema, world)
     layout = layout_for(cfg, video_ae, audio_ae, model_cfg.patch)
     empty = text.encode([""])[0][0]
     sampler = Sampler(cfg, cache, layout, empty)
     flow = RectifiedFlow()
-    wrapped = torch.nn.parallel.DistributedDataParallel(model) if world > 1 else model
+    ddp = world > 1 and not cfg.fsdp
+    wrapped = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
     if rank == 0:
         (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     logfile = (out / "log.jsonl").open("a") if rank == 0 else None
@@ -228,8 +241,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) ->
                 group["lr"] = learning_rate(cfg, step)
             batch = sampler(step, rank)
             generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009 + rank)
-            autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16)
-            with autocast:
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
                 loss, metrics = flow_loss(wrapped, batch, flow, generator, device)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss)} at step {step}; last checkpoint is in {out}")
@@ -241,7 +253,8 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) ->
             step += 1
             bar.update(1)
             if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
-                record = {"step": step, **metrics, "grad_norm": float(grad_norm), "lr": opt.param_groups[0]["lr"],
+                record = {"step": step, **metrics, "grad_norm": float(grad_norm.full_tensor() if hasattr(
+                          grad_norm, "full_tensor") else grad_norm), "lr": opt.param_groups[0]["lr"],
                           "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
                 logfile.write(json.dumps(record) + "\n")
                 logfile.flush()
@@ -251,9 +264,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) ->
                             board.add_scalar(k, v, step)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                if rank == 0:
-                    _save(out, cfg, model, ema, opt, step, video_ae, audio_ae, text.name)
-                _barrier(world)
+                _save(out, cfg, model, opt, ema, step, world, (video_ae, audio_ae, text.name))
     finally:
         bar.close()
         if logfile is not None:
@@ -266,42 +277,97 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) ->
 
 
 @torch.no_grad()
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters(), strict=True):
+def _update_ema(ema: list[torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+    for e, p in zip(ema, model.parameters(), strict=True):
         e.lerp_(p.detach(), 1 - decay)
 
 
-def _save(out: Path, cfg: GenTrainConfig, model: AVTransformer, ema: AVTransformer, opt: torch.optim.Optimizer,
-          step: int, video_ae: VideoAutoencoder, audio_ae: AudioAutoencoder, text_name: str) -> None:  # fmt: skip
+def _state(model: torch.nn.Module, opt: torch.optim.Optimizer, ema: list[torch.Tensor], step: int) -> dict:
+    model_state, optim_state = get_state_dict(model, opt)
+    names = [n for n, _ in model.named_parameters()]
+    return {"model": model_state, "optimizer": optim_state, "ema": dict(zip(names, ema, strict=True)),
+            "step": torch.tensor(step)}  # fmt: skip
+
+
+def _save(out: Path, cfg: GenTrainConfig, model: AVTransformer, opt: torch.optim.Optimizer, ema: list[torch.Tensor],
+          step: int, world: int, parts: tuple) -> None:  # fmt: skip
+    """A sharded checkpoint (every process writes its shards) in `checkpoint/`, replaced by rename,
+    and the EMA weights exported as a model folder in `pipeline/`."""
+    rank = dist.get_rank() if world > 1 else 0
+    tmp, final = out / "checkpoint.tmp", out / "checkpoint"
+    if rank == 0 and tmp.exists():
+        shutil.rmtree(tmp)
+    _barrier(world)
+    with _quiet_single_process():
+        dcp.save(_state(model, opt, ema, step), checkpoint_id=str(tmp))
+    _barrier(world)
+    weights = _ema_weights(model, ema)  # collective under FSDP
+    if rank == 0:
+        (tmp / "model_config.json").write_text(json.dumps(config_to_dict(model.config)))
+        old = out / "checkpoint.old"
+        if final.exists():
+            os.replace(final, old)
+        os.replace(tmp, final)
+        if old.exists():
+            shutil.rmtree(old)
+        _export(out, cfg, model.config, weights, parts)
+    _barrier(world)
+
+
+def _ema_weights(model: torch.nn.Module, ema: list[torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The EMA as a whole state dict on rank 0: swap it into the model, gather, swap back."""
+    with torch.no_grad():
+        for p, e in zip(model.parameters(), ema, strict=True):
+            held = p.detach().clone()
+            p.copy_(e)
+            e.copy_(held)
+        weights = parallel.full_state_dict(model)
+        for p, e in zip(model.parameters(), ema, strict=True):
+            held = p.detach().clone()
+            p.copy_(e)
+            e.copy_(held)
+    return weights
+
+
+def _export(out: Path, cfg: GenTrainConfig, model_cfg, weights: dict[str, torch.Tensor], parts: tuple) -> None:
     from openseedance.pipeline import Pipeline, PipelineConfig
 
-    state = {"step": step, "model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-             "train_config": dataclasses.asdict(cfg), "model_config": config_to_dict(model.config)}  # fmt: skip
-    tmp = out / "checkpoint.pt.tmp"
-    torch.save(state, tmp)
-    os.replace(tmp, out / "checkpoint.pt")
+    video_ae, audio_ae, text_name = parts
+    exported = AVTransformer(model_cfg)
+    exported.load_state_dict(weights)
     config = PipelineConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, sample_rate=cfg.sample_rate,
                             text_encoder=text_name)  # fmt: skip
-    exported = copy.deepcopy(ema).cpu()
     Pipeline(config, exported, video_ae, audio_ae).save_pretrained(out / "pipeline")
 
 
-def _resume(out: Path, cfg: GenTrainConfig, model: AVTransformer, ema: AVTransformer,
-            opt: torch.optim.Optimizer, device: torch.device) -> int:  # fmt: skip
-    path = out / "checkpoint.pt"
-    if not path.is_file():
+def _resume(out: Path, model: AVTransformer, opt: torch.optim.Optimizer, ema: list[torch.Tensor], world: int) -> int:
+    folder = out / "checkpoint"
+    if not folder.is_dir():
         return 0
     try:
-        state = torch.load(path, map_location=device, weights_only=True)
-    except Exception as err:
-        raise ValueError(f"{path} is unreadable ({err}); move it away to start over") from None
-    if state["model_config"] != config_to_dict(model.config):
-        raise ValueError(f"{path} holds a different transformer configuration; use another --out to start over")
-    model.load_state_dict(state["model"])
-    ema.load_state_dict(state["ema"])
-    opt.load_state_dict(state["optimizer"])
-    log.info("resuming the generator from step %d", state["step"])
-    return int(state["step"])
+        saved = json.loads((folder / "model_config.json").read_text())
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{folder} is unreadable ({err}); move it away to start over") from None
+    if saved != config_to_dict(model.config):
+        raise ValueError(f"{folder} holds a different transformer configuration; use another --out to start over")
+    state = _state(model, opt, ema, 0)
+    try:
+        with _quiet_single_process():
+            dcp.load(state, checkpoint_id=str(folder))
+    except Exception as err:  # a damaged checkpoint must not be silently replaced by a fresh run
+        raise ValueError(f"{folder} is unreadable ({err}); move it away to start over") from None
+    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    step = int(state["step"])
+    log.info("resuming the generator from step %d (saved by any number of processes, loaded on %d)", step, world)
+    return step
+
+
+@contextlib.contextmanager
+def _quiet_single_process():
+    """torch.distributed.checkpoint warns when used without a process group, which is our 1-process case."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        yield
 
 
 def _init_distributed(cfg: GenTrainConfig) -> tuple[int, int]:
