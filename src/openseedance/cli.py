@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=_positive(int), default=8, help="clips per step and process (default 8)")
     p.add_argument("--lr", type=_positive(float), default=5e-4, help="peak learning rate (default 5e-4)")
     p.add_argument("--warmup", type=int, default=200, help="warmup steps (default 200)")
+    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay per step (default 0.999)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and noise (default 0)")
     p.add_argument("--checkpoint-every", type=_positive(int), default=200, help="steps between checkpoints")
     p.add_argument("--fp32", action="store_true", help="float32 instead of bfloat16 autocast")
@@ -306,7 +307,8 @@ def _train_generator(args: argparse.Namespace) -> None:
     cfg = GenTrainConfig(preset=args.preset, video_ae=args.video_ae, audio_ae=args.audio_ae,
                          text_encoder=args.text_encoder, data=args.data, clips=args.clips, cache=args.cache,
                          duration=args.duration, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup=args.warmup, seed=args.seed, checkpoint_every=args.checkpoint_every,
+                         warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
+                         checkpoint_every=args.checkpoint_every,
                          bf16=not args.fp32, device=args.device, fsdp=args.fsdp,
                          activation_checkpointing=args.activation_checkpointing, compile=args.compile)  # fmt: skip
     _writable_dir(args.out)
