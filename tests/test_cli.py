@@ -173,3 +173,29 @@ def test_export_halves_the_weights(debug_model: Path, tmp_path: Path, capsys: py
     full = sum(f.stat().st_size for f in debug_model.rglob("*.safetensors"))
     assert size < 0.6 * full
     assert Pipeline.from_pretrained(tmp_path / "half").transformer.inputs["video"].weight.dtype.is_floating_point
+
+
+def test_bundled_model_is_small_and_half_precision() -> None:
+    from safetensors import safe_open
+
+    from openseedance.pipeline import BUNDLED
+
+    files = list(BUNDLED.rglob("*.safetensors"))
+    assert {f.parent.name for f in files} == {"transformer", "video_ae", "audio_ae"}
+    assert sum(f.stat().st_size for f in BUNDLED.rglob("*") if f.is_file()) < 50 * 2**20
+    for f in files:
+        with safe_open(str(f), "pt") as weights:
+            names = list(weights.keys())
+            assert all(weights.get_slice(k).get_dtype() == "BF16" for k in names)
+
+
+def test_generate_with_no_other_argument(tmp_path: Path) -> None:
+    """The README's main job: the console script, the bundled model, only a prompt and -o."""
+    done = subprocess.run(["openseedance", "generate", "a red circle jumps and says hello", "-o", "out.mp4"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    with av.open(str(tmp_path / "out.mp4")) as container:
+        video = container.streams.video[0]
+        assert {s.type for s in container.streams} == {"video", "audio"}
+        assert (video.codec_context.width, video.codec_context.height) == (64, 64)
+        assert abs(float(container.duration / av.time_base) - 4.0) < 0.2
