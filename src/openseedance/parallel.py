@@ -216,22 +216,24 @@ def save_sharded(folder: str | os.PathLike, model: nn.Module, optimizer: torch.o
                  extra: dict | None = None) -> Path:  # fmt: skip
     """Every process writes its shards of the model (and optimiser) state into `folder`."""
     folder = Path(folder)
-    if optimizer is not None:
-        model_state, optim_state = get_state_dict(model, optimizer)
-        state = {"model": model_state, "optimizer": optim_state}
-    else:
-        state = {"model": get_model_state_dict(model)}
-    if extra:
-        state["extra"] = extra
-    dcp.save(state, checkpoint_id=str(folder))
+    dcp.save(_sharded_state(model, optimizer, extra), checkpoint_id=str(folder))
     return folder
 
 
 def load_sharded(folder: str | os.PathLike, model: nn.Module, optimizer: torch.optim.Optimizer | None = None,
                  extra: dict | None = None) -> None:  # fmt: skip
     """Load a sharded checkpoint into `model` (and `optimizer`), resharding to however many
-    processes are running now (one process needs no process group)."""
-    folder = str(folder)
+    processes are running now (one process needs no process group). Tensors in `extra` are
+    filled in place."""
+    state = _sharded_state(model, optimizer, extra)
+    dcp.load(state, checkpoint_id=str(folder))
+    if optimizer is not None:
+        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    else:
+        set_model_state_dict(model, state["model"])
+
+
+def _sharded_state(model: nn.Module, optimizer: torch.optim.Optimizer | None, extra: dict | None) -> dict:
     if optimizer is not None:
         model_state, optim_state = get_state_dict(model, optimizer)
         state = {"model": model_state, "optimizer": optim_state}
@@ -239,11 +241,7 @@ def load_sharded(folder: str | os.PathLike, model: nn.Module, optimizer: torch.o
         state = {"model": get_model_state_dict(model)}
     if extra is not None:
         state["extra"] = extra
-    dcp.load(state, checkpoint_id=folder)
-    if optimizer is not None:
-        set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    else:
-        set_model_state_dict(model, state["model"])
+    return state
 
 
 def full_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:

@@ -32,7 +32,7 @@ from openseedance.media import Clip
 from openseedance.request import GenerationRequest
 from openseedance.sampling import SamplerConfig, denoise
 from openseedance.text import TextEncoder
-from openseedance.train.data import frames_to_tensor, tensor_to_frames
+from openseedance.train.data import frames_to_tensor, hold_last, tensor_to_frames
 from openseedance.transformer import AVTransformer, Text, Tokens
 from openseedance.video_vae import VideoAutoencoder
 
@@ -226,35 +226,38 @@ class Pipeline:
             first = cond.video_to_tokens(z, layout.patch)
             video[:, : first.shape[1]] = first
         elif task == "v2a":
-            given = media.resize_frames(request.video, (request.height, request.width))[:frames]
-            if len(given) < frames:
-                given = np.concatenate([given, np.repeat(given[-1:], frames - len(given), 0)])
+            given = hold_last(media.resize_frames(request.video, (request.height, request.width))[:frames], frames)
             video = cond.video_to_tokens(self.video_ae.encode(frames_to_tensor(given)[None], chunk_frames=16),
                                          layout.patch)  # fmt: skip
         elif task == "a2v":
             samples = layout.audio_latents * self.audio_ae.config.hop
-            track = np.asarray(request.audio, dtype=np.float32)
-            track = track.mean(0, keepdims=True) if track.ndim == 2 else track[None]
+            track = _mono(request.audio)
             track = np.pad(track[:, :samples], ((0, 0), (0, max(0, samples - track.shape[1]))))
             audio = cond.audio_to_tokens(self.audio_ae.encode(torch.from_numpy(track)[None])[:, 0])
         return {"video": video, "audio": audio}, keep
 
     def _decode(self, latents: dict[str, torch.Tensor], layout: cond.Layout, request: GenerationRequest) -> Clip:
         frames = round(request.duration * request.fps)
-        video = self.video_ae.decode(cond.tokens_to_video(latents["video"], layout), chunk_latents=4)
-        video = tensor_to_frames(video[0])[:frames]
         if request.video is not None:  # video -> audio returns the given frames untouched
             video = media.resize_frames(request.video, (request.height, request.width))[:frames]
+        else:
+            video = self.video_ae.decode(cond.tokens_to_video(latents["video"], layout), chunk_latents=4)
+            video = tensor_to_frames(video[0])[:frames]
         audio = None
         if request.generate_audio:
             samples = round(request.duration * request.sample_rate)
             if request.audio is not None:  # audio -> video keeps the given soundtrack
-                track = np.asarray(request.audio, dtype=np.float32)
-                audio = (track.mean(0, keepdims=True) if track.ndim == 2 else track[None])[:, :samples]
+                audio = _mono(request.audio)[:, :samples]
             else:
                 wave = self.audio_ae.decode(cond.tokens_to_audio(latents["audio"])[:, None], length=samples)
                 audio = wave[0].float().clamp(-1, 1).numpy()
         return Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
+
+
+def _mono(track: np.ndarray) -> np.ndarray:
+    """(S,) or (C, S) -> (1, S) float32, channels averaged."""
+    track = np.asarray(track, dtype=np.float32)
+    return track.mean(0, keepdims=True) if track.ndim == 2 else track[None]
 
 
 def resolve_size(config: PipelineConfig, ratio: str | None, step: int = 8) -> tuple[int, int]:

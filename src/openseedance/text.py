@@ -127,13 +127,7 @@ class TextEncoder(nn.Module):
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        rows = [self._one(p) for p in prompts]
-        length = max(r.shape[0] for r in rows)
-        states = torch.zeros(len(rows), length, self.dim)
-        mask = torch.zeros(len(rows), length, dtype=torch.bool)
-        for i, r in enumerate(rows):
-            states[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
-        return states, mask
+        return pad_states([self._one(p) for p in prompts])
 
     def _one(self, prompt: str) -> torch.Tensor:
         if prompt not in self._cache:
@@ -165,3 +159,13 @@ class _HFWrapper(nn.Module):
     def forward(self, prompt: str, tokenizer, max_tokens: int) -> torch.Tensor:
         batch = self.hf_tokenizer([prompt], return_tensors="pt", truncation=True, max_length=max_tokens)
         return self.model(**batch).last_hidden_state[0].float()
+
+
+def pad_states(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-prompt states (L_i, D) -> zero-padded states (B, L, D) float32 and a mask of real tokens."""
+    length = max(r.shape[0] for r in rows)
+    states = torch.zeros(len(rows), length, rows[0].shape[1])
+    mask = torch.zeros(len(rows), length, dtype=torch.bool)
+    for i, r in enumerate(rows):
+        states[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
+    return states, mask

@@ -15,7 +15,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import math
 import os
 import time
 from collections.abc import Callable
@@ -28,6 +27,7 @@ from tqdm import tqdm
 from openseedance import audio_vae, video_vae
 from openseedance.checkpoint import config_to_dict, save_component
 from openseedance.train.data import AudioWindows, VideoWindows
+from openseedance.train.schedule import learning_rate
 
 log = logging.getLogger(__name__)
 
@@ -82,14 +82,6 @@ def _audio(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], torch.T
 
 KINDS = {"video-ae": _video, "audio-ae": _audio}
 CALIBRATION_STEP = 1 << 40  # batches no training step draws
-
-
-def learning_rate(cfg: AETrainConfig, step: int) -> float:
-    """Linear warmup, then cosine decay to `min_lr_ratio` of the peak."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * min(progress, 1.0))))
 
 
 def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> Path:

@@ -34,6 +34,13 @@ def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
     return v.permute(1, 2, 3, 0).cpu().numpy()
 
 
+def hold_last(frames: np.ndarray, count: int) -> np.ndarray:
+    """At least `count` frames: a short clip is extended by repeating its last frame."""
+    if len(frames) >= count:
+        return frames
+    return np.concatenate([frames, np.repeat(frames[-1:], count - len(frames), 0)])
+
+
 def _rng(seed: int, step: int, item: int = 0) -> np.random.Generator:
     return np.random.default_rng([seed, step, item])
 
@@ -60,8 +67,7 @@ class VideoWindows:
         else:
             path = _pick(self.source, media.VIDEO_SUFFIXES, rng)
             frames = media.read_video(path, fps=self.fps, size=(self.height, self.width)).video
-        if len(frames) < self.frames:  # hold the last frame rather than drop a short clip
-            frames = np.concatenate([frames, np.repeat(frames[-1:], self.frames - len(frames), 0)])
+        frames = hold_last(frames, self.frames)  # rather than drop a short clip
         start = int(rng.integers(len(frames) - self.frames + 1))
         return frames[start : start + self.frames]
 

@@ -34,8 +34,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.distributed as dist
-import torch.distributed.checkpoint as dcp
-from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 from tqdm import tqdm
 
 from openseedance import conditioning as cond
@@ -43,8 +41,9 @@ from openseedance import parallel
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_to_dict, load_component
 from openseedance.flow import RectifiedFlow
-from openseedance.text import TextEncoder
+from openseedance.text import TextEncoder, pad_states
 from openseedance.train.latents import CacheSpec, LatentCache
+from openseedance.train.schedule import learning_rate
 from openseedance.transformer import AVTransformer, Text, Tokens, transformer_config
 from openseedance.video_vae import VideoAutoencoder
 
@@ -100,13 +99,6 @@ class GenTrainConfig:
             raise ValueError("training the generator needs trained autoencoders: --video-ae and --audio-ae")
 
 
-def learning_rate(cfg: GenTrainConfig, step: int) -> float:
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = min(1.0, (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
-
-
 @dataclass
 class Batch:
     x0: dict[str, torch.Tensor]  # (B, N, C)
@@ -150,18 +142,9 @@ class Sampler:
             x0={"video": video, "audio": audio},
             keep={s: torch.cat([k[s] for k in keeps]) for s in ("video", "audio")},
             pos={s: p.expand(b, -1, -1) for s, p in self.pos.items()},
-            text=pad_text(texts),
+            text=Text(*pad_states(texts)),
             tasks=tasks,
         )
-
-
-def pad_text(rows: list[torch.Tensor]) -> Text:
-    length = max(r.shape[0] for r in rows)
-    states = torch.zeros(len(rows), length, rows[0].shape[1])
-    mask = torch.zeros(len(rows), length, dtype=torch.bool)
-    for i, r in enumerate(rows):
-        states[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
-    return Text(states, mask)
 
 
 def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generator: torch.Generator,
@@ -285,11 +268,10 @@ def _update_ema(ema: list[torch.Tensor], model: torch.nn.Module, decay: float) -
         e.lerp_(p.detach(), 1 - decay)
 
 
-def _state(model: torch.nn.Module, opt: torch.optim.Optimizer, ema: list[torch.Tensor], step: int) -> dict:
-    model_state, optim_state = get_state_dict(model, opt)
+def _extra(model: torch.nn.Module, ema: list[torch.Tensor], step: int) -> dict:
+    """What a checkpoint holds besides weights and optimiser: the EMA (by parameter name) and the step."""
     names = [n for n, _ in model.named_parameters()]
-    return {"model": model_state, "optimizer": optim_state, "ema": dict(zip(names, ema, strict=True)),
-            "step": torch.tensor(step)}  # fmt: skip
+    return {"ema": dict(zip(names, ema, strict=True)), "step": torch.tensor(step)}
 
 
 def _save(out: Path, cfg: GenTrainConfig, model: AVTransformer, opt: torch.optim.Optimizer, ema: list[torch.Tensor],
@@ -302,7 +284,7 @@ def _save(out: Path, cfg: GenTrainConfig, model: AVTransformer, opt: torch.optim
         shutil.rmtree(tmp)
     _barrier(world)
     with _quiet_single_process():
-        dcp.save(_state(model, opt, ema, step), checkpoint_id=str(tmp))
+        parallel.save_sharded(tmp, model, opt, _extra(model, ema, step))
     _barrier(world)
     weights = _ema_weights(model, ema)  # collective under FSDP
     if rank == 0:
@@ -319,17 +301,19 @@ def _save(out: Path, cfg: GenTrainConfig, model: AVTransformer, opt: torch.optim
 
 def _ema_weights(model: torch.nn.Module, ema: list[torch.Tensor]) -> dict[str, torch.Tensor]:
     """The EMA as a whole state dict on rank 0: swap it into the model, gather, swap back."""
-    with torch.no_grad():
-        for p, e in zip(model.parameters(), ema, strict=True):
-            held = p.detach().clone()
-            p.copy_(e)
-            e.copy_(held)
-        weights = parallel.full_state_dict(model)
-        for p, e in zip(model.parameters(), ema, strict=True):
-            held = p.detach().clone()
-            p.copy_(e)
-            e.copy_(held)
-    return weights
+    _swap(model, ema)
+    try:
+        return parallel.full_state_dict(model)
+    finally:
+        _swap(model, ema)
+
+
+@torch.no_grad()
+def _swap(model: torch.nn.Module, ema: list[torch.Tensor]) -> None:
+    for p, e in zip(model.parameters(), ema, strict=True):
+        held = p.detach().clone()
+        p.copy_(e)
+        e.copy_(held)
 
 
 def _export(out: Path, cfg: GenTrainConfig, model_cfg, weights: dict[str, torch.Tensor], parts: tuple) -> None:
@@ -353,14 +337,13 @@ def _resume(out: Path, model: AVTransformer, opt: torch.optim.Optimizer, ema: li
         raise ValueError(f"{folder} is unreadable ({err}); move it away to start over") from None
     if saved != config_to_dict(model.config):
         raise ValueError(f"{folder} holds a different transformer configuration; use another --out to start over")
-    state = _state(model, opt, ema, 0)
+    extra = _extra(model, ema, 0)
     try:
         with _quiet_single_process():
-            dcp.load(state, checkpoint_id=str(folder))
+            parallel.load_sharded(folder, model, opt, extra)
     except Exception as err:  # a damaged checkpoint must not be silently replaced by a fresh run
         raise ValueError(f"{folder} is unreadable ({err}); move it away to start over") from None
-    set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    step = int(state["step"])
+    step = int(extra["step"])
     log.info("resuming the generator from step %d (saved by any number of processes, loaded on %d)", step, world)
     return step
 

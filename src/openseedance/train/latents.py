@@ -27,7 +27,7 @@ from openseedance.stage.captions import caption
 from openseedance.stage.render import RenderConfig, render
 from openseedance.stage.scene import sample_scene
 from openseedance.text import TextEncoder
-from openseedance.train.data import TRAIN_SEED_BASE, frames_to_tensor
+from openseedance.train.data import TRAIN_SEED_BASE, frames_to_tensor, hold_last
 from openseedance.video_vae import VideoAutoencoder
 
 log = logging.getLogger(__name__)
@@ -122,9 +122,7 @@ class LatentCache:
             clip = media.read_video(path, fps=spec.fps, size=(spec.height, spec.width), sample_rate=spec.sample_rate)
             prompts = [path.with_suffix(".txt").read_text().strip()]
         frames = spec.frames(self.video_ae.config.temporal_factor)
-        video = clip.video[:frames]
-        if len(video) < frames:  # hold the last frame
-            video = np.concatenate([video, np.repeat(video[-1:], frames - len(video), 0)])
+        video = hold_last(clip.video[:frames], frames)
         samples = round(spec.duration * spec.sample_rate)
         audio = clip.audio[:1, :samples] if clip.audio is not None else np.zeros((1, samples), np.float32)
         audio = np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
