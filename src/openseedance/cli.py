@@ -199,6 +199,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="weight precision")
     p.set_defaults(func=_export)
 
+    for name, what in (("serve", "serve the Ark-compatible and OpenAI-compatible video APIs and the web page"),
+                       ("worker", "run generation jobs from a server's job store (no HTTP)")):  # fmt: skip
+        p = sub.add_parser(name, help=what)
+        p.add_argument("--model", default=None, help="a model folder (default: the bundled model)")
+        p.add_argument("--data", type=Path, default=Path("openseedance-data"), help="job store and results folder")
+        p.add_argument("--allow-faces", action="store_true", help="accept references that show real faces")
+        p.add_argument("--threads", type=_positive(int), default=None, help="torch threads per worker")
+        if name == "serve":
+            p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+            p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+            p.add_argument("--workers", type=int, default=1, help="generation processes (default 1; 0: API only)")
+            p.add_argument("--api-key", action="append", default=[],
+                           help="a key clients must send (repeatable; also $OPENSEEDANCE_API_KEYS; default: "
+                           "a key made on first start in DATA/api_keys)")  # fmt: skip
+            p.add_argument("--max-pending", type=_positive(int), default=8, help="queued+running tasks per key")
+            p.add_argument("--result-ttl", type=_positive(float), default=86400.0, help="seconds results are kept")
+            p.add_argument("--allow-http-inputs", action="store_true",
+                           help="fetch http(s) media URLs (public addresses only); default: data: URLs and uploads")
+            p.add_argument("--stale-after", type=_positive(float), default=20.0,
+                           help="seconds without a heartbeat before a running job is re-queued (default 20)")
+            p.add_argument("--callback-host", action="append", default=[],
+                           help="a private host callbacks may reach (repeatable; public hosts are always allowed)")
+        p.set_defaults(func=_serve)
+
     bench = sub.add_parser("bench", help="benchmarks")
     bench_sub = bench.add_subparsers(dest="bench_command", required=True, parser_class=_Parser)
     p = bench_sub.add_parser("stage", help="stage-bench: score a generator on the fixed Stage suite")
@@ -387,6 +411,30 @@ def _bench_stage(args: argparse.Namespace) -> None:
     if args.out is not None:
         bench.save(result, args.out)
         print(f"results: {args.out}")
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from openseedance.serve import server
+    from openseedance.serve.api import ServeSettings
+    from openseedance.serve.inputs import InputLimits
+
+    serving = args.command == "serve"
+    settings = ServeSettings(
+        data_dir=args.data, model=args.model, allow_faces=args.allow_faces, threads_per_worker=args.threads,
+        api_keys=server.api_keys(args.api_key, args.data) if serving else (),
+        workers=args.workers if serving else 1,
+        max_pending_per_key=args.max_pending if serving else 8,
+        result_ttl=args.result_ttl if serving else 86400.0,
+        limits=InputLimits(allow_http=serving and args.allow_http_inputs),
+        stale_after=args.stale_after if serving else 20.0,
+        callback_hosts=frozenset(args.callback_host) if serving else frozenset(),
+    )  # fmt: skip
+    if serving:
+        if not 0 <= args.port <= 65535:
+            raise UsageError(f"port must be 0..65535, got {args.port}")
+        server.serve(settings, args.host, args.port)
+    else:
+        server.work(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

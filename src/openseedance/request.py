@@ -39,6 +39,7 @@ class GenerationRequest:
     source: Clip | None = None  # a clip to extend or edit
     extend: str | None = None  # "forward" or "backward" (with source)
     edit_window: tuple[float, float] | None = None  # seconds of source to redo (with source)
+    visible_watermark: bool = False  # a visible mark drawn into the frames (the invisible one is always there)
 
     def __post_init__(self) -> None:
         if not isinstance(self.prompt, str):

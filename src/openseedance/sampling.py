@@ -20,6 +20,7 @@ from openseedance.flow import RectifiedFlow
 Latents = dict[str, torch.Tensor]  # stream -> (B, N, C)
 # (latents, per-token times, branches) -> one velocity dict per branch ("cond", "uncond")
 VelocityFn = Callable[[Latents, Latents, tuple[str, ...]], list[Latents]]
+Progress = Callable[[int, int], None]  # (steps done, steps)
 
 SOLVERS = ("euler", "heun")
 
@@ -58,9 +59,10 @@ def guided(fn: VelocityFn, scales: dict[str, float]) -> Callable[[Latents, Laten
 
 
 def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torch.Tensor],
-            config: SamplerConfig, shift: float, progress: bool = False) -> Latents:  # fmt: skip
+            config: SamplerConfig, shift: float, progress: bool | Progress = False) -> Latents:  # fmt: skip
     """Integrate from `noise` at t = 1 to data at t = 0. `keep[s]` (B, N) marks tokens that are
-    conditions: they hold `clean[s]` at t = 0 the whole way."""
+    conditions: they hold `clean[s]` at t = 0 the whole way. `progress`: True for a progress bar, or
+    a callable told (steps done, steps) after each step (it may raise to stop the loop)."""
     velocity = guided(fn, config.guidance)
     times = schedule(config.steps, shift)
 
@@ -71,7 +73,7 @@ def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torc
         return {s: torch.where(keep[s][..., None], clean[s], z[s]) for s in z}
 
     x = hold(noise)
-    for i in tqdm(range(config.steps), desc="sampling", disable=not progress):
+    for i in tqdm(range(config.steps), desc="sampling", disable=progress is not True):
         t, t_next = float(times[i]), float(times[i + 1])
         tt, tn = at(t), at(t_next)
         v = velocity(x, tt)
@@ -80,4 +82,6 @@ def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torc
             v_next = velocity(x_pred, tn)
             v = {s: 0.5 * (v[s] + v_next[s]) for s in x}
         x = hold({s: RectifiedFlow.step(x[s], v[s], tt[s], tn[s]) for s in x})
+        if callable(progress):
+            progress(i + 1, config.steps)
     return x

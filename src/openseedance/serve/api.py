@@ -1,0 +1,183 @@
+"""What both HTTP APIs share: settings, keys, the submission path, and errors a client can act on."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import logging
+import secrets
+import shutil
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+
+from openseedance.pipeline import Pipeline
+from openseedance.serve import inputs
+from openseedance.serve.jobs import Job, JobStore, new_id
+from openseedance.serve.spec import build_request, decode, size_for
+
+log = logging.getLogger("openseedance.serve")
+
+_SUFFIX = {"image": ".img", "video": ".vid", "audio": ".aud"}
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    data_dir: Path  # jobs.db and each job's files
+    model: str | None = None  # a model folder; None: the bundled model
+    api_keys: tuple[str, ...] = ()
+    workers: int = 1  # generation processes started with the server (0: API only)
+    max_pending_per_key: int = 8  # queued + running tasks one key may have; 429 beyond
+    max_body_bytes: int = 64 * 2**20
+    limits: inputs.InputLimits = field(default_factory=inputs.InputLimits)
+    result_ttl: float = 24 * 3600.0  # how long finished clips stay downloadable
+    heartbeat: float = 1.0  # seconds between a worker's heartbeats
+    stale_after: float = 20.0  # a running job whose worker is silent this long is re-queued
+    max_attempts: int = 3  # runs a job gets before a lost worker fails it
+    callback_timeout: float = 5.0
+    callback_retries: int = 5
+    callback_hosts: frozenset[str] = frozenset()  # hosts exempt from the private-address refusal
+    allow_faces: bool = False
+    threads_per_worker: int | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "jobs.db"
+
+    @property
+    def files_dir(self) -> Path:
+        return self.data_dir / "files"
+
+
+class ApiError(Exception):
+    """An error to answer with `status` in the calling API's own shape."""
+
+    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.param = status, code, message, param
+
+
+def owner_of(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
+
+
+async def read_json(request: Request) -> dict[str, Any]:
+    body = await request.body()
+    try:
+        value = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ApiError(400, "InvalidParameter", f"the request body is not valid JSON: {e}") from None
+    if not isinstance(value, dict):
+        raise ApiError(400, "InvalidParameter", "the request body must be a JSON object")
+    return value
+
+
+class Service:
+    """The server's state: settings, the job store, and the model (to refuse impossible requests
+    before they are queued)."""
+
+    def __init__(self, settings: ServeSettings, store: JobStore, pipe: Pipeline) -> None:
+        self.settings, self.store, self.pipe = settings, store, pipe
+        self._owners = {owner_of(k) for k in settings.api_keys}
+        self.native = (pipe.config.width, pipe.config.height)
+        self.native_fps = pipe.config.fps
+        self.default_duration = 4.0
+        self.step = pipe.video_ae.config.spatial_factor * max(pipe.transformer.config.patch[1:])
+        self.sample_rate = pipe.audio_ae.config.sample_rate
+        # callbacks go to public addresses only, unless the operator named a private host
+        self.callback_limits = replace(settings.limits, allow_http=True, allow_hosts=settings.callback_hosts,
+                                       fetch_timeout=settings.callback_timeout)  # fmt: skip
+
+    def authorize(self, request: Request) -> str:
+        header = request.headers.get("authorization", "")
+        scheme, _, key = header.partition(" ")
+        if scheme.lower() != "bearer" or not key.strip():
+            raise ApiError(401, "AuthenticationError", "missing API key: send 'Authorization: Bearer <key>'")
+        owner = owner_of(key.strip())
+        if not any(secrets.compare_digest(owner, o) for o in self._owners):
+            raise ApiError(401, "AuthenticationError", "the API key is not valid for this server")
+        return owner
+
+    def folder(self, job_id: str) -> Path:
+        return self.settings.files_dir / job_id
+
+    def stored_url(self, job: Job, file: str) -> str:
+        """A stored reference of `job`, re-read as a data: URL (a draft's or a remix's inputs)."""
+        data = (self.folder(job.id) / file).read_bytes()
+        return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
+
+    async def submit(self, api: str, owner: str, settings: dict[str, Any],
+                     refs: list[tuple[str, str, str, str]], fields: dict[str, Any], base_url: str) -> Job:  # fmt: skip
+        """Fetch and check the references, check the request against the model, then queue it."""
+        if self.store.pending(owner) >= self.settings.max_pending_per_key:
+            limit = self.settings.max_pending_per_key
+            raise ApiError(429, "RateLimitExceeded.QueuedTasks",
+                           f"this key already has {limit} tasks queued or running; wait for one to finish")
+        job_id = new_id("cgt-" if api == "ark" else "video_")
+        try:
+            if fields.get("callback_url") is not None:
+                await run_in_threadpool(inputs.check_url, fields["callback_url"], self.callback_limits, "callback_url")
+            spec, blobs = await run_in_threadpool(self._prepare, settings, refs)
+        except inputs.InputError as e:
+            raise ApiError(e.http_status, "InvalidParameter", str(e), e.field) from None
+        folder = self.folder(job_id)
+        (folder / "inputs").mkdir(parents=True, exist_ok=True)
+        for ref, blob in zip(spec["references"], blobs, strict=True):
+            (folder / ref["file"]).write_bytes(blob)
+        spec["base_url"] = base_url
+        now = time.time()
+        job = Job(id=job_id, api=api, owner=owner, model=fields["model"], spec=spec, priority=fields["priority"],
+                  callback_url=fields.get("callback_url"), created_at=now,
+                  deadline=now + fields["expires_after"] if fields.get("expires_after") else None)  # fmt: skip
+        self.store.create(job)
+        log.info("queued %s (%s, %.1f s %dx%d)", job_id, api, spec["duration"], spec["width"], spec["height"])
+        return job
+
+    def _prepare(self, settings: dict[str, Any], refs: list[tuple[str, str, str, str]]) -> tuple[dict, list[bytes]]:
+        limits = self.settings.limits
+        decoded, blobs, references = [], [], []
+        for i, (kind, role, url, where) in enumerate(refs):
+            blob, _ = inputs.load_bytes(url, limits, where)
+            decoded.append(decode(kind, blob, limits, where))
+            blobs.append(blob)
+            references.append({"kind": kind, "role": role, "file": f"inputs/{i}{_SUFFIX[kind]}"})
+        spec = dict(settings)
+        spec["references"] = references
+        if "width" not in spec:
+            first = next((m for r, m in zip(references, decoded, strict=True) if r["role"] == "first_frame"), None)
+            spec["width"], spec["height"] = size_for(spec.get("resolution"), spec.get("ratio"), self.native,
+                                                     self.step, first)  # fmt: skip
+        spec.setdefault("resolution_label", spec.get("resolution") or f"{min(spec['width'], spec['height'])}p")
+        spec.setdefault("ratio_label", _ratio(spec["width"], spec["height"]))
+        try:
+            request = build_request(spec, decoded, self.sample_rate)
+            self.pipe.check(request)
+        except inputs.InputError:
+            raise
+        except ValueError as e:
+            raise inputs.InputError(_param_of(str(e)), str(e)) from None
+        return spec, blobs
+
+    def remove(self, job: Job) -> None:
+        """Delete a finished job: its record and its files."""
+        self.store.delete(job.id)
+        shutil.rmtree(self.folder(job.id), ignore_errors=True)
+
+
+def _ratio(width: int, height: int) -> str:
+    from math import gcd
+
+    g = gcd(width, height)
+    return f"{width // g}:{height // g}"
+
+
+def _param_of(message: str) -> str:
+    for name in ("duration", "width", "height", "fps", "prompt", "first frame", "image", "video", "audio"):
+        if message.startswith(name) or f" {name}" in message[:40]:
+            return name.replace(" ", "_")
+    return "content"

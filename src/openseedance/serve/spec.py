@@ -1,0 +1,106 @@
+"""A job's spec: what to generate, in plain JSON both APIs write and the worker reads.
+
+    {"prompt": str, "duration": s, "width": px, "height": px, "fps": f, "seed": int,
+     "generate_audio": bool, "visible_watermark": bool, "steps": int | None,
+     "return_last_frame": bool, "references": [{"kind", "role", "file"}], "echo": {...}}
+
+`references` point at the request's media, stored as received in the job's folder; `echo` holds
+the API fields to report back unchanged. `build_request` turns a spec into a `GenerationRequest`
+(used at submission, to refuse what the model cannot do before queueing, and again by the worker).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from openseedance import media
+from openseedance.request import GenerationRequest
+from openseedance.serve import inputs
+
+KINDS = {"image": "images", "video": "videos", "audio": "audios"}  # kind -> GenerationRequest field
+ROLES = {
+    "first_frame": "image",
+    "last_frame": "image",
+    "reference_image": "image",
+    "reference_video": "video",
+    "reference_audio": "audio",
+}
+_REF = re.compile(r"@(image|video|audio)(\d+)\b")
+
+
+def check_refs(prompt: str, counts: dict[str, int]) -> None:
+    """Every `@image2`-style mention in the prompt must name a reference that was given."""
+    for kind, number in _REF.findall(prompt):
+        n = int(number)
+        if not 1 <= n <= counts.get(kind, 0):
+            given = counts.get(kind, 0)
+            have = f"only {given} reference {kind}{'s' if given != 1 else ''} were given" if given else \
+                f"no reference {kind}s were given"  # fmt: skip
+            raise inputs.InputError("prompt", f"the prompt cites @{kind}{n} but {have}")
+
+
+def decode(kind: str, data: bytes, limits: inputs.InputLimits, field: str) -> Any:
+    if kind == "image":
+        return inputs.decode_image(data, limits, field)
+    if kind == "video":
+        return inputs.decode_video(data, limits, field)
+    return inputs.decode_audio(data, limits, field)
+
+
+def build_request(spec: dict[str, Any], media_by_ref: list[Any], sample_rate: int) -> GenerationRequest:
+    """`media_by_ref[i]` is the decoded media of `spec["references"][i]`."""
+    fields: dict[str, Any] = {"images": [], "videos": [], "audios": []}
+    for ref, item in zip(spec["references"], media_by_ref, strict=True):
+        role = ref["role"]
+        if role in ("first_frame", "last_frame"):
+            fields[role] = item
+        elif ref["kind"] == "audio":
+            track, rate = item
+            track = media.resample_audio(track, rate, sample_rate) if rate != sample_rate else track
+            fields["audios"].append(np.ascontiguousarray(track, dtype=np.float32))
+        else:
+            fields[KINDS[ref["kind"]]].append(item)
+    check_refs(spec["prompt"], {k: len(fields[v]) for k, v in KINDS.items()})
+    return GenerationRequest(
+        prompt=spec["prompt"], duration=spec["duration"], width=spec["width"], height=spec["height"],
+        fps=spec["fps"], sample_rate=sample_rate, seed=spec["seed"], generate_audio=spec["generate_audio"],
+        first_frame=fields.get("first_frame"), last_frame=fields.get("last_frame"),
+        images=tuple(fields["images"]), videos=tuple(fields["videos"]), audios=tuple(fields["audios"]),
+        visible_watermark=spec.get("visible_watermark", False),
+    )  # fmt: skip
+
+
+def load_references(spec: dict[str, Any], folder: Path, limits: inputs.InputLimits) -> list[Any]:
+    """Decode a stored job's references (the worker's side)."""
+    return [decode(ref["kind"], (folder / ref["file"]).read_bytes(), limits, ref["role"]) for ref in spec["references"]]
+
+
+def size_for(resolution: str | None, ratio: str | None, native: tuple[int, int], step: int,
+             adaptive_from: np.ndarray | None = None) -> tuple[int, int]:  # fmt: skip
+    """(width, height) for an Ark `resolution` ("480p": the short side) and `ratio` ("16:9", or
+    "adaptive": the first frame's shape), rounded to multiples of `step`. Unset: the model's own."""
+    if ratio in (None, "adaptive", "keep_ratio"):
+        if adaptive_from is not None and ratio is not None:
+            a, b = adaptive_from.shape[1], adaptive_from.shape[0]
+        else:
+            a, b = native
+    else:
+        match = re.fullmatch(r"(\d+(?:\.\d+)?):(\d+(?:\.\d+)?)", ratio)
+        if not match or not float(match[1]) > 0 or not float(match[2]) > 0:
+            raise inputs.InputError("ratio", f"ratio must look like 16:9 or be 'adaptive', got {ratio!r}")
+        a, b = float(match[1]), float(match[2])
+    if resolution is None:
+        area = native[0] * native[1]
+        width = (area * a / b) ** 0.5
+        height = area / width
+    else:
+        match = re.fullmatch(r"(\d+)p", resolution.strip().lower())
+        if not match:
+            raise inputs.InputError("resolution", f"resolution must look like 480p, got {resolution!r}")
+        short = int(match[1])
+        width, height = (short * a / b, short) if a >= b else (short, short * b / a)
+    return max(step, round(width / step) * step), max(step, round(height / step) * step)

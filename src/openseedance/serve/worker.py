@@ -1,0 +1,221 @@
+"""Generation workers: processes that take jobs from the store, run the pipeline, and store the clip.
+
+A worker beats while it runs a job; if the job stops being its own (a reaper decided it was lost) or
+passes its deadline, the next sampling step stops it. `WorkerPool` runs workers as child processes
+of the server and notices at once when one dies: its job goes straight back to the queue.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing as mp
+import os
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from openseedance import media
+from openseedance.pipeline import GeneratedClip, Pipeline
+from openseedance.sampling import SamplerConfig
+from openseedance.serve.api import ServeSettings
+from openseedance.serve.jobs import Job, JobStore, SQLiteJobStore
+from openseedance.serve.spec import build_request, load_references
+
+log = logging.getLogger("openseedance.serve")
+
+
+class Stopped(Exception):
+    """The job was taken away from this worker, or ran past its deadline."""
+
+    def __init__(self, expired: bool) -> None:
+        super().__init__("expired" if expired else "lost")
+        self.expired = expired
+
+
+def worker_id(pid: int | None = None) -> str:
+    return f"{socket.gethostname()}:{pid or os.getpid()}"
+
+
+class _Heartbeat(threading.Thread):
+    """Beats for one job every `interval` s; `check` (called between sampling steps) raises when
+    the job must stop."""
+
+    def __init__(self, store: JobStore, job: Job, worker: str, interval: float) -> None:
+        super().__init__(daemon=True)
+        self.store, self.job, self.worker, self.interval = store, job, worker, interval
+        self.progress = 0.0
+        self.stop_reason: Stopped | None = None
+        self._done = threading.Event()
+
+    def run(self) -> None:
+        while not self._done.wait(self.interval):
+            self.beat()
+
+    def beat(self) -> None:
+        try:
+            alive = self.store.beat(self.job.id, self.worker, self.progress)
+        except Exception:  # a busy or briefly unreachable store: try again next beat
+            log.exception("heartbeat for %s failed", self.job.id)
+            return
+        if alive is None:
+            self.stop_reason = Stopped(expired=False)
+        elif alive.deadline is not None and time.time() > alive.deadline:
+            self.stop_reason = Stopped(expired=True)
+
+    def step(self, done: int, total: int) -> None:
+        self.progress = 0.05 + 0.85 * done / total
+        if self.stop_reason is not None:
+            raise self.stop_reason
+
+    def close(self) -> None:
+        self._done.set()
+
+
+class Worker:
+    def __init__(self, store: JobStore, pipe: Pipeline, settings: ServeSettings) -> None:
+        self.store, self.pipe, self.settings = store, pipe, settings
+        self.id = worker_id()
+
+    def serve(self, stop: threading.Event | Any, poll: float = 0.2) -> None:
+        log.info("worker %s ready", self.id)
+        while not stop.is_set():
+            job = self.store.claim(self.id)
+            if job is None:
+                stop.wait(poll)
+                continue
+            self.run(job)
+
+    def run(self, job: Job) -> None:
+        log.info("worker %s runs %s (attempt %d)", self.id, job.id, job.attempts)
+        heart = _Heartbeat(self.store, job, self.id, self.settings.heartbeat)
+        heart.start()
+        try:
+            result = self._generate(job, heart)
+            heart.step(1, 1)  # a last look: the job may have been taken away meanwhile
+            if not self.store.finish(job.id, self.id, result):
+                log.warning("%s finished elsewhere; result dropped", job.id)
+        except Stopped as e:
+            if e.expired:
+                self.store.fail(job.id, self.id, {"code": "Expired", "message": "the task ran past its "
+                                "execution_expires_after"}, status="expired")  # fmt: skip
+            log.warning("%s stopped: %s", job.id, e)
+        except ValueError as e:
+            self.store.fail(job.id, self.id, {"code": "InvalidParameter", "message": str(e)})
+        except Exception as e:
+            log.exception("%s failed", job.id)
+            self.store.fail(job.id, self.id, {"code": "InternalServiceError", "message": f"generation failed: {e}"})
+        finally:
+            heart.close()
+
+    def _generate(self, job: Job, heart: _Heartbeat) -> dict[str, Any]:
+        folder = self.settings.files_dir / job.id
+        spec = job.spec
+        request = build_request(spec, load_references(spec, folder, self.settings.limits),
+                                self.pipe.audio_ae.config.sample_rate)  # fmt: skip
+        sampler = None
+        if spec.get("steps"):
+            c = self.pipe.config
+            sampler = SamplerConfig(spec["steps"], c.solver, {"video": c.guidance, "audio": c.audio_guidance})
+        out = self.pipe(request, sampler, progress=heart.step)
+        heart.progress = 0.95
+        files = write_outputs(out, folder, spec.get("return_last_frame", False))
+        layout = self.pipe.layout(request)
+        tokens = layout.video_tokens + layout.audio_latents
+        return {"files": files, "keep_until": time.time() + self.settings.result_ttl, "seconds": out.seconds,
+                "usage": {"completion_tokens": tokens, "total_tokens": tokens}, "resolved": out.request}  # fmt: skip
+
+
+def write_outputs(out: GeneratedClip, folder: Path, last_frame: bool) -> dict[str, str]:
+    """The clip, a thumbnail, a sprite sheet, and the last frame when asked."""
+    folder.mkdir(parents=True, exist_ok=True)
+    out.write(folder / "video.mp4")
+    frames = out.clip.video
+    files = {"video": "video.mp4", "thumbnail": "thumbnail.jpg", "spritesheet": "spritesheet.jpg"}
+    _jpeg(frames[len(frames) // 2], folder / "thumbnail.jpg")
+    _jpeg(_sheet(frames), folder / "spritesheet.jpg")
+    if last_frame:
+        media.write_image(folder / "last_frame.png", frames[-1])
+        files["last_frame"] = "last_frame.png"
+    return files
+
+
+def _jpeg(image: np.ndarray, path: Path) -> None:
+    tmp = path.with_suffix(".part")
+    Image.fromarray(image).save(tmp, format="JPEG", quality=90)
+    tmp.replace(path)
+
+
+def _sheet(frames: np.ndarray, columns: int = 4, count: int = 16) -> np.ndarray:
+    """Up to `count` evenly spaced frames in a grid."""
+    picks = frames[np.linspace(0, len(frames) - 1, min(count, len(frames))).round().astype(int)]
+    rows = -(-len(picks) // columns)
+    h, w = picks.shape[1:3]
+    sheet = np.zeros((rows * h, columns * w, 3), np.uint8)
+    for i, frame in enumerate(picks):
+        sheet[(i // columns) * h : (i // columns + 1) * h, (i % columns) * w : (i % columns + 1) * w] = frame
+    return sheet
+
+
+def load_pipeline(settings: ServeSettings) -> Pipeline:
+    pipe = Pipeline.from_pretrained(settings.model)
+    pipe.allow_faces = settings.allow_faces
+    return pipe
+
+
+def run_worker(settings: ServeSettings, stop: threading.Event | Any) -> None:
+    """A worker process's main: load the model once, then serve jobs until `stop` is set."""
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    threads = settings.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, settings.workers))
+    torch.set_num_threads(threads)
+    pipe = load_pipeline(settings)
+    pipe.text_encoder  # noqa: B018 - load it before the first job, not during it
+    Worker(SQLiteJobStore(settings.db_path), pipe, settings).serve(stop)
+
+
+class WorkerPool:
+    """`settings.workers` worker processes; one that dies has its job re-queued and is replaced."""
+
+    def __init__(self, settings: ServeSettings, store: JobStore) -> None:
+        self.settings, self.store = settings, store
+        self._ctx = mp.get_context("spawn")
+        self._stop = self._ctx.Event()
+        self.processes: list[mp.process.BaseProcess] = []
+        self._closing = False
+
+    def start(self) -> None:
+        self.processes = [self._spawn() for _ in range(self.settings.workers)]
+
+    def _spawn(self) -> mp.process.BaseProcess:
+        process = self._ctx.Process(target=run_worker, args=(self.settings, self._stop), daemon=True)
+        process.start()
+        return process
+
+    def check(self) -> None:
+        """Replace dead workers, first giving their jobs back to the queue."""
+        for i, process in enumerate(self.processes):
+            if process.is_alive() or self._closing:
+                continue
+            requeued = self.store.release(worker_id(process.pid), self.settings.max_attempts)
+            log.warning("worker %s exited (%s); re-queued %s", process.pid, process.exitcode, requeued or "nothing")
+            self.processes[i] = self._spawn()
+
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.processes if p.is_alive()]
+
+    def close(self, timeout: float = 10.0) -> None:
+        self._closing = True
+        self._stop.set()
+        deadline = time.time() + timeout
+        for process in self.processes:
+            process.join(max(0.1, deadline - time.time()))
+            if process.is_alive():
+                process.kill()
+                process.join(1.0)
+            self.store.release(worker_id(process.pid), self.settings.max_attempts)
