@@ -130,6 +130,7 @@ class Service:
         for ref, blob in zip(spec["references"], blobs, strict=True):
             (folder / ref["file"]).write_bytes(blob)
         spec["base_url"] = base_url
+        spec["expires_after"] = fields.get("expires_after")
         now = time.time()
         job = Job(id=job_id, api=api, owner=owner, model=fields["model"], spec=spec, priority=fields["priority"],
                   callback_url=fields.get("callback_url"), created_at=now,

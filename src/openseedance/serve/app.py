@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -68,17 +68,17 @@ class Every(threading.Thread):
     def __init__(self, interval: float, fn: Callable[[], object], name: str) -> None:
         super().__init__(daemon=True, name=name)
         self.interval, self.fn = interval, fn
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def run(self) -> None:
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             try:
                 self.fn()
             except Exception:
                 log.exception("%s failed", self.name)
 
     def close(self) -> None:
-        self._stop.set()
+        self._halt.set()
         self.join(10.0)
 
 
@@ -159,6 +159,10 @@ def create_app(settings: ServeSettings, pipe: Pipeline | None = None, store: Job
     async def health() -> dict[str, Any]:
         pool = app.state.pool
         return {"status": "ok", "workers": pool.pids() if pool else []}
+
+    @app.get("/favicon.ico")
+    async def favicon() -> Response:
+        return Response(status_code=204)
 
     @app.get("/", response_class=HTMLResponse)
     async def page() -> HTMLResponse:

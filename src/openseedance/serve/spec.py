@@ -38,8 +38,8 @@ def check_refs(prompt: str, counts: dict[str, int]) -> None:
         n = int(number)
         if not 1 <= n <= counts.get(kind, 0):
             given = counts.get(kind, 0)
-            have = f"only {given} reference {kind}{'s' if given != 1 else ''} were given" if given else \
-                f"no reference {kind}s were given"  # fmt: skip
+            have = {0: f"no reference {kind}s were given", 1: f"only 1 reference {kind} was given"}.get(
+                given, f"only {given} reference {kind}s were given")
             raise inputs.InputError("prompt", f"the prompt cites @{kind}{n} but {have}")
 
 
