@@ -26,6 +26,8 @@ HELP = [
     ["export"],
     ["bench"],
     ["bench", "stage"],
+    ["serve"],
+    ["worker"],
 ]
 
 
