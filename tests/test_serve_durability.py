@@ -7,6 +7,7 @@ import os
 import signal
 import sqlite3
 
+import httpx
 import pytest
 from volcenginesdkarkruntime import Ark
 
@@ -39,8 +40,8 @@ def _all_done(srv: Server, ids: list[str]) -> list[str]:
     return statuses if all(s in FINAL for s in statuses) else None
 
 
-def test_a_killed_worker_loses_no_job(tmp_path):
-    srv = Server(tmp_path / "srv", args=("--stale-after", "5")).start()
+def test_a_killed_worker_loses_no_job_and_results_expire(tmp_path):
+    srv = Server(tmp_path / "srv", args=("--stale-after", "5", "--result-ttl", "3")).start()
     try:
         (task,) = _submit(srv, 1, duration=12)
         wait_for(lambda: _row(srv, task)["status"] == "running", 120)
@@ -50,6 +51,10 @@ def test_a_killed_worker_loses_no_job(tmp_path):
         assert statuses == ["succeeded"]
         row = _row(srv, task)
         assert row["attempts"] == 2 and row["worker"] != worker  # run again by the replacement worker
+        url = _client(srv).content_generation.tasks.get(task_id=task).content.video_url
+        assert httpx.get(url, timeout=30).status_code == 200
+        wait_for(lambda: httpx.get(url, timeout=30).status_code == 404, 30)  # kept --result-ttl seconds, then gone
+        assert _client(srv).content_generation.tasks.get(task_id=task).status == "succeeded"  # the record stays
     finally:
         srv.stop()
 
