@@ -1,5 +1,5 @@
 """The `openseedance` command: `generate`, `stage sample | render | probe`, `train video-ae | audio-ae | generator`,
-`bench stage`."""
+`bench stage`, `verify`."""
 
 from __future__ import annotations
 
@@ -108,6 +108,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soundtrack", type=Path, default=None, help="audio (or a video's audio) the picture must follow")
     p.add_argument("--for-video", type=Path, default=None, help="a video to make the sound for (video -> audio)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transformer")
+    p.add_argument("--visible-watermark", action="store_true", help='also draw a small "AI" label into the frames')
+    p.add_argument("--allow-faces", action="store_true", help="accept references that show real people (with consent)")
     p.set_defaults(func=_generate)
 
     stage = sub.add_parser("stage", help="the procedural audio-visual world")
@@ -238,6 +240,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-rate", type=_positive(int), default=16000, help="audio sample rate (default 16000)")
     p.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     p.set_defaults(func=_bench_stage)
+
+    p = sub.add_parser("verify", help="check a file for the invisible marks and the signed provenance manifest")
+    p.add_argument("file", type=Path, help="a video (mp4, mov, webm, mkv) or audio file")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=_verify)
     return parser
 
 
@@ -355,7 +362,7 @@ def _generate(args: argparse.Namespace) -> None:
     output = _writable_file(args.output)
     if output.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise UsageError(f"output must be an .mp4, .mov or .mkv file, got {output}")
-    pipe = Pipeline.from_pretrained(args.model)
+    pipe = Pipeline.from_pretrained(args.model, allow_faces=args.allow_faces)
     pipe.bf16 = args.bf16
     c = pipe.config
     width, height = args.size or resolve_size(c, args.ratio)
@@ -369,7 +376,7 @@ def _generate(args: argparse.Namespace) -> None:
         extra["video"] = media.read_video(args.for_video, fps=fps, size=(height, width)).video
     request = GenerationRequest(prompt=args.prompt, duration=args.duration, width=width, height=height, fps=fps,
                                 sample_rate=c.sample_rate, seed=args.seed, generate_audio=not args.no_audio,
-                                **extra)  # fmt: skip
+                                visible_watermark=args.visible_watermark, **extra)  # fmt: skip
     sampler = SamplerConfig(
         steps=args.steps or c.steps,
         solver=args.solver or c.solver,
@@ -435,6 +442,13 @@ def _serve(args: argparse.Namespace) -> None:
         server.serve(settings, args.host, args.port)
     else:
         server.work(settings)
+
+
+def _verify(args: argparse.Namespace) -> None:
+    from openseedance.provenance import verify
+
+    report = verify(args.file)
+    print(json.dumps(report.to_dict(), indent=1) if args.json else report.text())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -11,6 +11,7 @@ defaults).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -24,13 +25,13 @@ import numpy as np
 import torch
 
 from openseedance import conditioning as cond
-from openseedance import media
+from openseedance import media, provenance
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_from_dict, load_component, save_component
 from openseedance.flow import RectifiedFlow
 from openseedance.media import Clip
 from openseedance.request import GenerationRequest
-from openseedance.sampling import SamplerConfig, denoise
+from openseedance.sampling import Progress, SamplerConfig, denoise
 from openseedance.text import TextEncoder
 from openseedance.train.data import frames_to_tensor, hold_last, tensor_to_frames
 from openseedance.transformer import AVTransformer, Text, Tokens
@@ -67,8 +68,11 @@ class GeneratedClip:
     seconds: dict[str, float] = field(default_factory=dict)  # time per stage
 
     def write(self, path: str | os.PathLike) -> Path:
-        """H.264 + AAC mp4; the resolved request is stored in the file's metadata."""
-        return media.write_video(path, self.clip, metadata={"openseedance": json.dumps(self.request)})
+        """H.264 + AAC mp4; the resolved request is stored in the file's metadata, and a signed
+        provenance manifest is added (C2PA, or signed metadata where C2PA cannot sign)."""
+        path = media.write_video(path, self.clip, metadata={"openseedance": json.dumps(self.request)})
+        provenance.sign_file(path, provenance.claims(self.request))
+        return path
 
 
 class Pipeline:
@@ -82,13 +86,17 @@ class Pipeline:
         self.flow = RectifiedFlow()
         self.bf16 = False  # bfloat16 autocast for the transformer
         self.source = "in memory"  # where the weights came from, recorded with every clip
+        self.mark = True  # invisible video and audio marks on every clip (off only to measure them)
+        self.allow_faces = False  # accept references that show real human faces
+        self._model_id: str | None = None
 
     # ------------------------------------------------------------ files
 
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32) -> Pipeline:
+    def from_pretrained(cls, path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
+                        allow_faces: bool = False) -> Pipeline:  # fmt: skip
         """Load a pipeline folder (default: the bundled model); a clear error when it is missing
-        or damaged."""
+        or damaged. `allow_faces` accepts references that show real human faces."""
         folder = Path(path) if path is not None else BUNDLED
         meta = folder / "pipeline.json"
         if not meta.is_file():
@@ -104,6 +112,7 @@ class Pipeline:
             raise ValueError(f"cannot load the model in {folder}: {type(err).__name__}: {err}") from None
         pipe = cls(config, transformer, video_ae, audio_ae)
         pipe.source = "bundled:tiny" if path is None else str(folder)
+        pipe.allow_faces = allow_faces
         return pipe
 
     @classmethod
@@ -144,7 +153,8 @@ class Pipeline:
     # ------------------------------------------------------------ generation
 
     def check(self, request: GenerationRequest) -> None:
-        """Raise ValueError for what this model cannot do, before any work."""
+        """Raise ValueError for what this model cannot do, and provenance.FaceError for a reference
+        that shows a real face (unless `allow_faces`), before any work."""
         c = self.config
         if not request.prompt.strip() and request.task == "t2av":
             raise ValueError("the prompt is empty: describe the clip to generate")
@@ -154,6 +164,8 @@ class Pipeline:
         for name, v in (("width", request.width), ("height", request.height)):
             if v % step or not step <= v <= c.max_side:
                 raise ValueError(f"{name} must be a multiple of {step} between {step} and {c.max_side}, got {v}")
+        if not self.allow_faces:
+            provenance.check_references(request)
         if request.task not in SUPPORTED_TASKS:
             raise ValueError(f"this model does not do {request.task!r} requests yet; it does {SUPPORTED_TASKS}")
 
@@ -168,7 +180,9 @@ class Pipeline:
 
     @torch.no_grad()
     def __call__(self, request: GenerationRequest, sampler: SamplerConfig | None = None,
-                 progress: bool = False) -> GeneratedClip:  # fmt: skip
+                 progress: bool | Progress = False, job_id: str | None = None) -> GeneratedClip:  # fmt: skip
+        """Generate one clip. Its marks carry the model id and `job_id`; without one, an id derived from
+        the request, so that the same request still gives the same clip."""
         self.check(request)
         if request.sample_rate != self.audio_ae.config.sample_rate:
             raise ValueError(f"this model makes {self.audio_ae.config.sample_rate} Hz audio, got {request.sample_rate}")
@@ -211,7 +225,46 @@ class Pipeline:
         resolved = {k: v for k, v in resolved.items() if v is not None}
         resolved.update(task=request.task, steps=sampler.steps, solver=sampler.solver, guidance=sampler.guidance,
                         shift=round(shift, 4), model=self.source)  # fmt: skip
+        if job_id is None:
+            settings = json.dumps({**resolved, "model": self.model_id}, sort_keys=True)
+            job_id = "request-" + hashlib.sha256(settings.encode()).hexdigest()[:16]
+        clip, resolved["provenance"] = self._provenance(clip, request, job_id)
+        lap("mark")
         return GeneratedClip(clip, resolved, seconds)
+
+    @property
+    def model_id(self) -> str:
+        """What the marks name as the model: "bundled:tiny", or a fingerprint of the weights (the same
+        after a save and load, whatever the folder)."""
+        if self._model_id is None:
+            if self.source == "bundled:tiny":
+                self._model_id = self.source
+            else:
+                digest = hashlib.sha256()
+                for part in (self.transformer, self.video_ae, self.audio_ae):
+                    for name, tensor in sorted(part.state_dict().items()):
+                        flat = tensor.detach().flatten()
+                        sample = flat[:: max(1, flat.numel() // 4096)].float().cpu().numpy()
+                        digest.update(f"{name}{tuple(tensor.shape)}".encode() + sample.tobytes())
+                self._model_id = f"weights:{digest.hexdigest()[:16]}"
+        return self._model_id
+
+    def _provenance(self, clip: Clip, request: GenerationRequest, job_id: str) -> tuple[Clip, dict[str, Any]]:
+        """The visible label when asked for, then the invisible marks on each generated stream (a given
+        video or soundtrack is kept as it was); and what was embedded."""
+        payload = provenance.Payload.make(self.model_id, job_id)
+        video, audio = clip.video, clip.audio
+        if request.visible_watermark:
+            video = provenance.visible_mark(video)
+        marked = {"video": self.mark and request.video is None, "audio": self.mark and request.audio is None}
+        if marked["video"]:
+            video = provenance.embed_video(video, payload)
+        if marked["audio"] and audio is not None:
+            audio = provenance.embed_audio(audio, clip.sample_rate, payload)
+        record = {"payload": payload.hex, "model_id": self.model_id, "job_id": job_id,
+                  "invisible_marks": [s for s in ("video", "audio") if marked[s] and getattr(clip, s) is not None],
+                  "visible_mark": request.visible_watermark}  # fmt: skip
+        return Clip(video=video, audio=audio, fps=clip.fps, sample_rate=clip.sample_rate), record
 
     def _conditions(self, request: GenerationRequest, layout: cond.Layout):
         """Clean latents (zeros where generated) and the masks of tokens that are given."""
