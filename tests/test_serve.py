@@ -21,6 +21,7 @@ from PIL import Image
 from volcenginesdkarkruntime import Ark
 from volcenginesdkarkruntime._exceptions import ArkAPIStatusError
 
+from openseedance import provenance
 from serve_util import KEY, Server, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning")
@@ -100,7 +101,7 @@ def _wait_ark(client: Ark, task_id: str, timeout: float = 180.0):
                     not in ("queued", "running") and t, timeout)  # fmt: skip
 
 
-def test_ark_client_from_request_to_mp4(server, hooks):
+def test_ark_client_from_request_to_mp4(server, hooks, tmp_path):
     client = ark(server)
     created = client.content_generation.tasks.create(
         model="openseedance",
@@ -118,6 +119,11 @@ def test_ark_client_from_request_to_mp4(server, hooks):
         size = (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height)
     assert size[0] > size[1]  # 16:9
     _check_mp4(video.content, 2.0, size)
+    clip_path = tmp_path / "clip.mp4"
+    clip_path.write_bytes(video.content)
+    report = provenance.verify(clip_path)  # marked with this task's id, and signed
+    assert report.video.found and report.audio.found and report.manifest.intact
+    assert provenance.Payload.from_hex(report.payload) == provenance.Payload.make("bundled:tiny", created.id)
     last = httpx.get(task.content.last_frame_url, timeout=30)
     assert last.status_code == 200 and Image.open(io.BytesIO(last.content)).size == size
 
@@ -279,6 +285,17 @@ def test_hostile_openai_requests(idle):
         client.videos.download_content(video.id)
     assert e.value.status_code == 409  # not ready
     assert client.videos.delete(video.id).deleted  # a queued video is cancelled and removed
+
+
+def test_real_faces_are_refused_as_references(idle):
+    data = pytest.importorskip("skimage.data")
+    buffer = io.BytesIO()
+    Image.fromarray(data.astronaut()).resize((256, 256)).save(buffer, format="PNG")
+    url = "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+    with pytest.raises(ArkAPIStatusError) as e:
+        ark(idle).content_generation.tasks.create(model="m", content=[
+            {"type": "text", "text": "she waves"}, {"type": "image_url", "image_url": {"url": url}}])  # fmt: skip
+    assert e.value.status_code == 400 and "face" in e.value.message
 
 
 def test_web_page_is_served(idle):

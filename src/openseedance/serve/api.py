@@ -17,6 +17,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from openseedance.pipeline import Pipeline
+from openseedance.provenance import FaceError
 from openseedance.serve import inputs
 from openseedance.serve.jobs import Job, JobStore, new_id
 from openseedance.serve.spec import build_request, decode, size_for
@@ -125,6 +126,8 @@ class Service:
             spec, blobs = await run_in_threadpool(self._prepare, settings, refs)
         except inputs.InputError as e:
             raise ApiError(e.http_status, "InvalidParameter", str(e), e.field) from None
+        except FaceError as e:  # a real person's likeness, refused unless the server allows it
+            raise ApiError(400, "InputImageSensitiveContentDetected.PrivacyInformation", str(e), "content") from None
         folder = self.folder(job_id)
         (folder / "inputs").mkdir(parents=True, exist_ok=True)
         for ref, blob in zip(spec["references"], blobs, strict=True):
@@ -158,7 +161,7 @@ class Service:
         try:
             request = build_request(spec, decoded, self.sample_rate)
             self.pipe.check(request)
-        except inputs.InputError:
+        except (inputs.InputError, FaceError):
             raise
         except ValueError as e:
             raise inputs.InputError(_param_of(str(e)), str(e)) from None

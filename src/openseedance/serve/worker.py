@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import multiprocessing as mp
 import os
+import signal
 import socket
 import threading
 import time
@@ -121,7 +122,7 @@ class Worker:
         if spec.get("steps"):
             c = self.pipe.config
             sampler = SamplerConfig(spec["steps"], c.solver, {"video": c.guidance, "audio": c.audio_guidance})
-        out = self.pipe(request, sampler, progress=heart.step)
+        out = self.pipe(request, sampler, progress=heart.step, job_id=job.id)
         heart.progress = 0.95
         files = write_outputs(out, folder, spec.get("return_last_frame", False))
         layout = self.pipe.layout(request)
@@ -179,6 +180,12 @@ def run_worker(settings: ServeSettings, stop: threading.Event | Any) -> None:
     Worker(SQLiteJobStore(settings.db_path), pipe, settings).serve(stop)
 
 
+def _child(settings: ServeSettings, stop: Any) -> None:
+    """A pool worker: Ctrl-C reaches the whole process group, but the server decides when workers stop."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    run_worker(settings, stop)
+
+
 class WorkerPool:
     """`settings.workers` worker processes; one that dies has its job re-queued and is replaced."""
 
@@ -193,7 +200,7 @@ class WorkerPool:
         self.processes = [self._spawn() for _ in range(self.settings.workers)]
 
     def _spawn(self) -> mp.process.BaseProcess:
-        process = self._ctx.Process(target=run_worker, args=(self.settings, self._stop), daemon=True)
+        process = self._ctx.Process(target=_child, args=(self.settings, self._stop), daemon=True)
         process.start()
         return process
 
