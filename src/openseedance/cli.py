@@ -37,6 +37,16 @@ def _size(text: str) -> tuple[int, int]:
     return w, h
 
 
+def _window(text: str) -> tuple[float, float]:
+    try:
+        a, b = (float(v) for v in text.split(":"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"window must look like 1.5:3 (seconds A:B), got {text!r}") from None
+    if not 0 <= a < b:
+        raise argparse.ArgumentTypeError(f"window must have 0 <= A < B, got {text!r}")
+    return a, b
+
+
 def _positive(kind: type) -> object:
     def parse(text: str) -> float | int:
         try:
@@ -105,6 +115,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--fps", type=_positive(float), default=None, help="frames per second (default: the model's, 12)")
     p.add_argument("--no-audio", action="store_true", help="write the video without a sound track")
     p.add_argument("--first-frame", type=Path, default=None, help="an image the clip starts from")
+    p.add_argument("--last-frame", type=Path, default=None, help="an image the clip ends on")
+    source = p.add_mutually_exclusive_group()
+    source.add_argument("--extend", type=Path, default=None,
+                        help="a clip to extend by --duration seconds (kept as it is; see --backward)")  # fmt: skip
+    source.add_argument("--edit", type=Path, default=None, help="a clip to retake within --window, the rest kept")
+    p.add_argument("--backward", action="store_true", help="with --extend: add the new part before the clip")
+    p.add_argument("--window", type=_window, default=None, help="with --edit: A:B, the seconds to redo")
     p.add_argument("--soundtrack", type=Path, default=None, help="audio (or a video's audio) the picture must follow")
     p.add_argument("--for-video", type=Path, default=None, help="a video to make the sound for (video -> audio)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transformer")
@@ -374,7 +391,23 @@ def _generate(args: argparse.Namespace) -> None:
         extra["audio"] = media.read_audio(args.soundtrack, sample_rate=c.sample_rate, channels=1)[0]
     if args.for_video is not None:
         extra["video"] = media.read_video(args.for_video, fps=fps, size=(height, width)).video
-    request = GenerationRequest(prompt=args.prompt, duration=args.duration, width=width, height=height, fps=fps,
+    if args.last_frame is not None:
+        extra["last_frame"] = media.read_image(args.last_frame)
+    duration = args.duration
+    if (args.edit is None) != (args.window is None):
+        raise UsageError("--edit and --window go together: --edit CLIP --window A:B")
+    if args.backward and args.extend is None:
+        raise UsageError("--backward goes with --extend CLIP")
+    if args.extend is not None or args.edit is not None:
+        clip = media.read_video(args.extend or args.edit, fps=fps, size=(height, width), sample_rate=c.sample_rate,
+                                channels=1)  # fmt: skip
+        length = len(clip.video) / fps
+        extra["source"] = clip
+        if args.extend is not None:  # the output is the whole clip: the source and what is added
+            extra["extend"], duration = "backward" if args.backward else "forward", length + args.duration
+        else:
+            extra["edit_window"], duration = args.window, length
+    request = GenerationRequest(prompt=args.prompt, duration=duration, width=width, height=height, fps=fps,
                                 sample_rate=c.sample_rate, seed=args.seed, generate_audio=not args.no_audio,
                                 visible_watermark=args.visible_watermark, **extra)  # fmt: skip
     sampler = SamplerConfig(
@@ -386,8 +419,8 @@ def _generate(args: argparse.Namespace) -> None:
     result = pipe(request, sampler, progress=sys.stderr.isatty())
     result.write(output)
     total = sum(result.seconds.values())
-    print(f"{output}: {width}x{height}, {args.duration:g} s at {fps:g} fps, {sampler.steps} steps, "
-          f"made in {total:.2f} s ({args.duration / total:.1f}x real time)")  # fmt: skip
+    print(f"{output}: {width}x{height}, {duration:g} s at {fps:g} fps, {sampler.steps} steps, "
+          f"made in {total:.2f} s ({duration / total:.1f}x real time)")  # fmt: skip
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from einops import rearrange
 
@@ -106,3 +107,28 @@ def task_masks(task: str, layout: Layout, batch: int = 1, prefix: float = 0.5) -
         cut = prefix * layout.audio_latents / layout.audio_rate
         video, audio = video_t < cut, audio_t < cut
     return {"video": video.expand(batch, -1).clone(), "audio": audio.expand(batch, -1).clone()}
+
+
+def given_masks(layout: Layout, frames: np.ndarray, samples: np.ndarray, hop: int,
+                margin: int = 2) -> dict[str, torch.Tensor]:  # fmt: skip
+    """Token masks (1, N) from what is given in pixel time: `frames` (F,) and `samples` (S,) booleans.
+
+    A latent frame is given when every frame it codes is (frame 0 alone, then groups of
+    `temporal_factor`; frames past the clip count as their last frame); a video token when all its
+    latent frames are. An audio latent is given when its `hop` samples are, and so are `margin`
+    latents on each side (the audio encoder sees that far into its neighbours).
+    """
+    f, t_latent = layout.temporal_factor, layout.video_grid[0]
+    index = np.minimum(np.arange(1 + f * (t_latent - 1)), len(frames) - 1)
+    coded = frames[index]
+    latent = np.array([coded[0]] + [coded[1 + f * (j - 1) : 1 + f * j].all() for j in range(1, t_latent)])
+    t, h, w = layout.token_grid
+    per_token_frame = latent.reshape(t, layout.patch[0]).all(1)
+    video = torch.from_numpy(np.repeat(per_token_frame, h * w))
+    padded = np.zeros(layout.audio_latents * hop, dtype=bool)
+    padded[: min(len(samples), len(padded))] = samples[: len(padded)]
+    audio = padded.reshape(layout.audio_latents, hop).all(1)
+    if margin:
+        ok = np.pad(audio, margin, mode="edge")  # the clip's own ends are no seam
+        audio = np.lib.stride_tricks.sliding_window_view(ok, 2 * margin + 1).all(1)
+    return {"video": video[None].clone(), "audio": torch.from_numpy(audio.copy())[None]}

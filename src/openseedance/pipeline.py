@@ -17,12 +17,13 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from scipy.ndimage import distance_transform_edt
 
 from openseedance import conditioning as cond
 from openseedance import media, provenance
@@ -40,7 +41,7 @@ from openseedance.video_vae import VideoAutoencoder
 log = logging.getLogger(__name__)
 
 BUNDLED = Path(__file__).resolve().parent / "weights" / "tiny"
-SUPPORTED_TASKS = ("t2av", "i2av", "a2v", "v2a")
+SUPPORTED_TASKS = ("t2av", "i2av", "a2v", "v2a", "extend", "edit")
 
 
 @dataclass(frozen=True)
@@ -168,6 +169,22 @@ class Pipeline:
             provenance.check_references(request)
         if request.task not in SUPPORTED_TASKS:
             raise ValueError(f"this model does not do {request.task!r} requests yet; it does {SUPPORTED_TASKS}")
+        if request.source is not None:
+            self._check_source(request)
+
+    def _check_source(self, request: GenerationRequest) -> None:
+        src = request.source
+        length = len(src.video) / src.fps
+        if request.task == "extend":
+            room = request.duration - length
+            group = self.video_ae.config.temporal_factor / request.fps
+            if room < group:
+                raise ValueError(f"the clip to extend is {length:.2f} s: ask for a duration of at least "
+                                 f"{length + group:.2f} s (the whole clip, extension included)")  # fmt: skip
+        else:
+            a, b = request.edit_window
+            if b > length + 1e-6 or b - a > request.duration:
+                raise ValueError(f"the edit window {a:g}:{b:g} s must lie within the {length:.2f} s clip")
 
     def layout(self, request: GenerationRequest) -> cond.Layout:
         f = self.video_ae.config.temporal_factor
@@ -221,7 +238,10 @@ class Pipeline:
         lap("sample")
         clip = self._decode(latents, layout, request)
         lap("decode")
-        resolved = {k: v for k, v in asdict(request).items() if not isinstance(v, np.ndarray | tuple | Clip)}
+        resolved = {f.name: getattr(request, f.name) for f in fields(request)}
+        resolved = {k: v for k, v in resolved.items() if not isinstance(v, np.ndarray | tuple | Clip)}
+        if request.edit_window is not None:
+            resolved["edit_window"] = list(request.edit_window)
         resolved = {k: v for k, v in resolved.items() if v is not None}
         resolved.update(task=request.task, steps=sampler.steps, solver=sampler.solver, guidance=sampler.guidance,
                         shift=round(shift, 4), model=self.source)  # fmt: skip
@@ -266,9 +286,49 @@ class Pipeline:
                   "visible_mark": request.visible_watermark}  # fmt: skip
         return Clip(video=video, audio=audio, fps=clip.fps, sample_rate=clip.sample_rate), record
 
+    def _given(self, request: GenerationRequest) -> Given:
+        """What is given in pixel time: a full-length clip and, per frame and per sample, whether it
+        is given. A clip to extend sits at the start (forward) or the end (backward); a clip to edit
+        fills the length with its window marked to redo; a last frame fills the final latent group."""
+        n, samples = round(request.duration * request.fps), round(request.duration * request.sample_rate)
+        size = (request.height, request.width)
+        video, frames = np.zeros((n, *size, 3), np.uint8), np.zeros(n, bool)
+        audio, heard = np.zeros((1, samples), np.float32), np.zeros(samples, bool)
+        if request.source is not None:
+            src = request.source
+            sv = media.resize_frames(media.resample_frames(src.video, src.fps, request.fps), size)[:n]
+            sa = np.zeros((1, 0), np.float32) if src.audio is None else \
+                _mono(media.resample_audio(src.audio, src.sample_rate, request.sample_rate))[:, :samples]  # fmt: skip
+            if request.extend == "backward":
+                video[n - len(sv) :], video[: n - len(sv)] = sv, sv[0]
+                frames[n - len(sv) :] = True
+                audio[:, samples - sa.shape[1] :] = sa
+                heard[samples - sa.shape[1] :] = True
+            else:  # forward, or an edit: the source from the start
+                video[: len(sv)], video[len(sv) :] = sv, sv[-1]
+                frames[: len(sv)] = True
+                audio[:, : sa.shape[1]] = sa
+                heard[: sa.shape[1]] = True
+            if request.edit_window is not None:
+                a, b = request.edit_window
+                frames[round(a * request.fps) : round(b * request.fps)] = False
+                heard[round(a * request.sample_rate) : round(b * request.sample_rate)] = False
+        verbatim = frames.copy() if request.source is not None else None
+        if request.first_frame is not None:
+            video[0], frames[0] = media.resize_frames(request.first_frame[None], size)[0], True
+        if request.last_frame is not None:
+            f = self.video_ae.config.temporal_factor
+            group = slice(max(1, 1 + f * ((n - 2) // f)), n)  # the frames the last latent frame codes
+            video[group], frames[group] = media.resize_frames(request.last_frame[None], size)[0], True
+            if request.first_frame is None:
+                video[: group.start] = video[group.start]
+        return Given(video, frames, audio, heard, verbatim)
+
     def _conditions(self, request: GenerationRequest, layout: cond.Layout):
         """Clean latents (zeros where generated) and the masks of tokens that are given."""
         task = request.task
+        if task in ("extend", "edit") or request.last_frame is not None:
+            return self._given_latents(self._given(request), layout)
         keep = cond.task_masks(task, layout)
         video = torch.zeros(1, layout.video_tokens, self.transformer.config.video_token_channels)
         audio = torch.zeros(1, layout.audio_latents, self.transformer.config.audio_channels)
@@ -289,6 +349,15 @@ class Pipeline:
             audio = cond.audio_to_tokens(self.audio_ae.encode(torch.from_numpy(track)[None])[:, 0])
         return {"video": video, "audio": audio}, keep
 
+    def _given_latents(self, given: Given, layout: cond.Layout):
+        coded = (layout.video_grid[0] - 1) * layout.temporal_factor + 1
+        z = self.video_ae.encode(frames_to_tensor(hold_last(given.video, coded)[:coded])[None], chunk_frames=16)
+        hop = self.audio_ae.config.hop
+        track = np.pad(given.audio, ((0, 0), (0, max(0, layout.audio_latents * hop - given.audio.shape[1]))))
+        audio = self.audio_ae.encode(torch.from_numpy(track[:, : layout.audio_latents * hop])[None])[:, 0]
+        keep = cond.given_masks(layout, given.frames, given.samples, hop)
+        return {"video": cond.video_to_tokens(z, layout.patch), "audio": cond.audio_to_tokens(audio)}, keep
+
     def _decode(self, latents: dict[str, torch.Tensor], layout: cond.Layout, request: GenerationRequest) -> Clip:
         frames = round(request.duration * request.fps)
         if request.video is not None:  # video -> audio returns the given frames untouched
@@ -304,7 +373,36 @@ class Pipeline:
             else:
                 wave = self.audio_ae.decode(cond.tokens_to_audio(latents["audio"])[:, None], length=samples)
                 audio = wave[0].float().clamp(-1, 1).numpy()
-        return Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
+        clip = Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
+        return _composite(clip, self._given(request)) if request.source is not None else clip
+
+
+@dataclass
+class Given:
+    video: np.ndarray  # (F, H, W, 3) uint8: given frames, and placeholders elsewhere
+    frames: np.ndarray  # (F,) bool: given
+    audio: np.ndarray  # (1, S) float32
+    samples: np.ndarray  # (S,) bool: given
+    verbatim: np.ndarray | None  # (F,) bool: frames of a source clip to keep exactly
+
+
+def _composite(clip: Clip, given: Given, fade_frames: int = 2, fade_seconds: float = 0.02) -> Clip:
+    """The kept parts of a clip to extend or edit, exactly as given, blended into the generated
+    parts over a short fade (so the seam neither jumps nor clicks)."""
+
+    def weights(mask: np.ndarray, fade: float) -> np.ndarray:
+        if mask.all() or not mask.any():
+            return mask.astype(np.float32)
+        distance = distance_transform_edt(~mask)
+        return np.clip(1.0 - distance / (fade + 1.0), 0.0, 1.0).astype(np.float32)
+
+    w = weights(given.verbatim, fade_frames)[:, None, None, None]
+    video = (w * given.video + (1 - w) * clip.video.astype(np.float32)).round().astype(np.uint8)
+    audio = clip.audio
+    if audio is not None:
+        a = weights(given.samples, fade_seconds * clip.sample_rate)[None]
+        audio = (a * given.audio + (1 - a) * audio).astype(np.float32)
+    return Clip(video=video, audio=audio, fps=clip.fps, sample_rate=clip.sample_rate)
 
 
 def _mono(track: np.ndarray) -> np.ndarray:
