@@ -158,6 +158,13 @@ def test_ark_first_frame_and_draft(server):
     assert task.status == "succeeded" and task.seed == draft.seed and not task.draft
 
 
+def openai_api_json(srv: Server, path: str, body: dict):
+    """A JSON call the client cannot make (it sends `video` only as a file upload)."""
+    response = httpx.post(srv.url + path, json=body, headers={"authorization": f"Bearer {KEY}"}, timeout=30)
+    assert response.status_code == 200, response.text
+    return openai(srv).videos.retrieve(response.json()["id"])
+
+
 def test_openai_client_from_request_to_mp4(server):
     client = openai(server)
     video = client.videos.create(prompt="a green triangle spins and a drum beats", seconds="2", size="64x64")
@@ -180,6 +187,14 @@ def test_openai_client_from_request_to_mp4(server):
     for v in (remix, later):
         assert wait_for(lambda v=v: client.videos.retrieve(v.id).status in ("completed", "failed")
                         and client.videos.retrieve(v.id), 180).status == "completed"  # fmt: skip
+    longer = openai_api_json(server, "/v1/videos/extensions",
+                             {"prompt": "the triangle keeps spinning", "seconds": "1", "video": {"id": video.id}})
+    uploaded = client.videos.extend(prompt="and then stops", seconds="1",
+                                    video=("clip.mp4", client.videos.download_content(video.id).read(), "video/mp4"))
+    for v in (longer, uploaded):
+        v = wait_for(lambda v=v: (r := client.videos.retrieve(v.id)).status in ("completed", "failed") and r, 180)
+        assert v.status == "completed" and v.seconds == "3", v.error  # the whole clip: 2 s given + 1 s new
+        _check_mp4(client.videos.download_content(v.id).read(), 3.0, (64, 64))
     deleted = client.videos.delete(video.id)
     assert deleted.deleted and deleted.id == video.id
     with pytest.raises(Exception) as e:

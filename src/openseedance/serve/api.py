@@ -152,6 +152,12 @@ class Service:
             references.append({"kind": kind, "role": role, "file": f"inputs/{i}{_SUFFIX[kind]}"})
         spec = dict(settings)
         spec["references"] = references
+        source = next((m for r, m in zip(references, decoded, strict=True) if r["role"] == "source_video"), None)
+        if source is not None:  # an extension: the whole clip is the source and what is added, at its size
+            spec["duration"] = len(source.video) / source.fps + spec.pop("extend_by")
+            h, w = source.video.shape[1:3]
+            fits = all(v % self.step == 0 and self.step <= v <= self.pipe.config.max_side for v in (w, h))
+            spec["width"], spec["height"] = (w, h) if fits else self.native
         if "width" not in spec:
             first = next((m for r, m in zip(references, decoded, strict=True) if r["role"] == "first_frame"), None)
             spec["width"], spec["height"] = size_for(spec.get("resolution"), spec.get("ratio"), self.native,

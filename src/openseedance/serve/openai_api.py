@@ -104,19 +104,23 @@ async def _reference(value: Any) -> str | None:
     raise ApiError(400, "invalid_value", "input_reference must be an image upload or {image_url}", "input_reference")
 
 
-@router.post("/videos")
-async def create_video(request: Request) -> dict[str, Any]:
-    service: Service = request.app.state.service
-    owner = service.authorize(request)
+async def _body(request: Request) -> dict[str, Any]:
+    """A multipart / form body (as the client sends files) or a JSON one."""
     kind = request.headers.get("content-type", "")
     if kind.startswith("multipart/form-data") or kind.startswith("application/x-www-form-urlencoded"):
         try:
             form = await request.form(max_files=1, max_fields=16)
         except Exception as e:  # malformed multipart: the parser's own exceptions vary
             raise ApiError(400, "invalid_value", f"could not read the form body: {e}") from None
-        body: dict[str, Any] = dict(form)
-    else:
-        body = await read_json(request)
+        return dict(form)
+    return await read_json(request)
+
+
+@router.post("/videos")
+async def create_video(request: Request) -> dict[str, Any]:
+    service: Service = request.app.state.service
+    owner = service.authorize(request)
+    body = await _body(request)
     settings = _settings(service, body.get("prompt"), body.get("seconds"), body.get("size"))
     reference = await _reference(body.get("input_reference"))
     refs = [("image", "first_frame", reference, "input_reference")] if reference else []
@@ -214,3 +218,31 @@ def _png_url(frame: np.ndarray) -> str:
     buffer = io.BytesIO()
     Image.fromarray(frame).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+@router.post("/videos/extensions")
+async def extend_video(request: Request) -> dict[str, Any]:
+    """A clip continued by `seconds` more: an upload, or `{"id"}` of a completed video. The result is
+    the whole clip, the source kept as it was."""
+    service: Service = request.app.state.service
+    owner = service.authorize(request)
+    body = await _body(request)
+    video = body.get("video")
+    if video is None and "video[id]" in body:  # a nested object sent as multipart
+        video = {"id": body["video[id]"]}
+    if isinstance(video, dict) and isinstance(video.get("id"), str):
+        source = _owned(service, owner, video["id"])
+        files = (source.result or {}).get("files") or {}
+        if source.status != "succeeded" or "video" not in files:
+            raise ApiError(409, "video_not_ready", f"video {video['id']} must be completed to extend it", "video")
+        url, model = service.stored_url(source, files["video"]), source.model
+    elif isinstance(video, UploadFile):
+        url, model = await _reference(video), body.get("model") or "openseedance"
+    else:
+        raise ApiError(400, "invalid_value", "video must be an uploaded clip or {id} of a completed video", "video")
+    settings = _settings(service, body.get("prompt"), body.get("seconds"), None)
+    settings.update(extend="forward", extend_by=settings.pop("duration"))
+    refs = [("video", "source_video", url, "video")]
+    fields = {"model": model, "priority": 0, "expires_after": None}
+    job = await service.submit("openai", owner, settings, refs, fields, base_url=str(request.base_url))
+    return render(job)

@@ -28,7 +28,7 @@ ROLES = {
     "reference_image": "image",
     "reference_video": "video",
     "reference_audio": "audio",
-}
+}  # the Ark roles; "source_video" (a clip to extend) comes from the OpenAI extensions endpoint
 _REF = re.compile(r"@(image|video|audio)(\d+)\b")
 
 
@@ -58,6 +58,8 @@ def build_request(spec: dict[str, Any], media_by_ref: list[Any], sample_rate: in
         role = ref["role"]
         if role in ("first_frame", "last_frame"):
             fields[role] = item
+        elif role == "source_video":  # a clip to extend (spec["extend"]: forward or backward)
+            fields["source"] = item
         elif ref["kind"] == "audio":
             track, rate = item
             track = media.resample_audio(track, rate, sample_rate) if rate != sample_rate else track
@@ -71,6 +73,7 @@ def build_request(spec: dict[str, Any], media_by_ref: list[Any], sample_rate: in
         first_frame=fields.get("first_frame"), last_frame=fields.get("last_frame"),
         images=tuple(fields["images"]), videos=tuple(fields["videos"]), audios=tuple(fields["audios"]),
         visible_watermark=spec.get("visible_watermark", False),
+        source=fields.get("source"), extend=spec.get("extend") if "source" in fields else None,
     )  # fmt: skip
 
 
