@@ -79,9 +79,14 @@ def test_editing_redoes_only_the_window(pipe):
 
 def test_first_and_last_frames(pipe):
     first, last = _clip(1.0).video[0], _clip(1.0, seed=5).video[-1]
-    for kw in ({"last_frame": last}, {"first_frame": first, "last_frame": last}):
+    for kw in ({"first_frame": first}, {"last_frame": last}, {"first_frame": first, "last_frame": last}):
         out = pipe(_req(duration=1.5, **kw), FAST).clip
         assert out.video.shape == (18, 64, 64, 3)
+        if "first_frame" in kw:  # shown as given (up to the invisible mark), then faded into the clip
+            assert psnr(out.video[0], first) > 35
+        if "last_frame" in kw:
+            assert psnr(out.video[-1], last) > 35
+        assert psnr(out.video[8], first) < 30 and psnr(out.video[8], last) < 30  # the middle is generated
 
 
 def test_given_masks_follow_the_latent_groups():

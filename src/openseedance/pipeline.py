@@ -313,15 +313,18 @@ class Pipeline:
                 a, b = request.edit_window
                 frames[round(a * request.fps) : round(b * request.fps)] = False
                 heard[round(a * request.sample_rate) : round(b * request.sample_rate)] = False
-        verbatim = frames.copy() if request.source is not None else None
+        verbatim = frames.copy()
         if request.first_frame is not None:
-            video[0], frames[0] = media.resize_frames(request.first_frame[None], size)[0], True
+            video[0], frames[0], verbatim[0] = media.resize_frames(request.first_frame[None], size)[0], True, True
         if request.last_frame is not None:
             f = self.video_ae.config.temporal_factor
             group = slice(max(1, 1 + f * ((n - 2) // f)), n)  # the frames the last latent frame codes
             video[group], frames[group] = media.resize_frames(request.last_frame[None], size)[0], True
-            if request.first_frame is None:
-                video[: group.start] = video[group.start]
+            verbatim[-1] = True
+        if request.source is None and frames.any():  # the frames between: the nearest given one, held
+            known = np.flatnonzero(frames)
+            nearest = known[np.abs(np.arange(n)[:, None] - known[None]).argmin(1)]
+            video = video[nearest]
         return Given(video, frames, audio, heard, verbatim)
 
     def _conditions(self, request: GenerationRequest, layout: cond.Layout):
@@ -374,7 +377,8 @@ class Pipeline:
                 wave = self.audio_ae.decode(cond.tokens_to_audio(latents["audio"])[:, None], length=samples)
                 audio = wave[0].float().clamp(-1, 1).numpy()
         clip = Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
-        return _composite(clip, self._given(request)) if request.source is not None else clip
+        given = request.source is not None or request.first_frame is not None or request.last_frame is not None
+        return _composite(clip, self._given(request)) if given and request.video is None else clip
 
 
 @dataclass
@@ -383,12 +387,12 @@ class Given:
     frames: np.ndarray  # (F,) bool: given
     audio: np.ndarray  # (1, S) float32
     samples: np.ndarray  # (S,) bool: given
-    verbatim: np.ndarray | None  # (F,) bool: frames of a source clip to keep exactly
+    verbatim: np.ndarray  # (F,) bool: frames to show exactly as given (a source clip's, a first or last frame)
 
 
 def _composite(clip: Clip, given: Given, fade_frames: int = 2, fade_seconds: float = 0.02) -> Clip:
-    """The kept parts of a clip to extend or edit, exactly as given, blended into the generated
-    parts over a short fade (so the seam neither jumps nor clicks)."""
+    """The given frames (of a clip to extend or edit, a first or last frame) and sound, exactly as
+    given, blended into the generated parts over a short fade (so a seam neither jumps nor clicks)."""
 
     def weights(mask: np.ndarray, fade: float) -> np.ndarray:
         if mask.all() or not mask.any():
