@@ -83,6 +83,15 @@ def test_video_mark_found_after_a_crop(marked_file: Path, tmp_path: Path) -> Non
     assert result.found and result.where["shift"] != [0, 0]
 
 
+def test_video_mark_survives_cuts_between_shots(tmp_path: Path) -> None:
+    shots = [render(sample_scene(seed, duration=1.0), RenderConfig()).clip.video for seed in (21, 22, 23, 24)]
+    cut = np.concatenate(shots)  # a new shot every 12 frames, not aligned with the mark's sign flips
+    marked = provenance.embed_video(cut[3:], PAYLOAD)
+    path = media.write_video(tmp_path / "cuts.mp4", Clip(marked, None, 12.0), crf=28)
+    result = provenance.detect_video(media.read_video(path).video)
+    assert result.found and result.payload == PAYLOAD.hex, result
+
+
 def test_audio_mark_survives_lossy_codecs_and_resampling(marked_file: Path, tmp_path: Path) -> None:
     low = _reencode(marked_file, tmp_path / "aac32.mp4", audio_bitrate=32_000)
     audio, rate = media.read_audio(low)
