@@ -218,7 +218,8 @@ class Pipeline:
         states, mask = self.text_encoder.encode([request.prompt, ""])
         text = Text(states, mask)
         lap("text")
-        clean, keep = self._conditions(request, layout)
+        given = self._given(request) if _has_given_frames(request) else None
+        clean, keep = self._conditions(request, layout, given)
         lap("encode")
         gen = torch.Generator().manual_seed(request.seed)
         noise = {s: torch.randn(x.shape, generator=gen) for s, x in clean.items()}
@@ -236,7 +237,7 @@ class Pipeline:
 
         latents = denoise(velocity, noise, clean, keep, sampler, shift, progress)
         lap("sample")
-        clip = self._decode(latents, layout, request)
+        clip = self._decode(latents, layout, request, given)
         lap("decode")
         resolved = {f.name: getattr(request, f.name) for f in fields(request)}
         resolved = {k: v for k, v in resolved.items() if not isinstance(v, np.ndarray | tuple | Clip)}
@@ -327,11 +328,11 @@ class Pipeline:
             video = video[nearest]
         return Given(video, frames, audio, heard, verbatim)
 
-    def _conditions(self, request: GenerationRequest, layout: cond.Layout):
+    def _conditions(self, request: GenerationRequest, layout: cond.Layout, given: Given | None):
         """Clean latents (zeros where generated) and the masks of tokens that are given."""
         task = request.task
         if task in ("extend", "edit") or request.last_frame is not None:
-            return self._given_latents(self._given(request), layout)
+            return self._given_latents(given, layout)
         keep = cond.task_masks(task, layout)
         video = torch.zeros(1, layout.video_tokens, self.transformer.config.video_token_channels)
         audio = torch.zeros(1, layout.audio_latents, self.transformer.config.audio_channels)
@@ -361,7 +362,8 @@ class Pipeline:
         keep = cond.given_masks(layout, given.frames, given.samples, hop)
         return {"video": cond.video_to_tokens(z, layout.patch), "audio": cond.audio_to_tokens(audio)}, keep
 
-    def _decode(self, latents: dict[str, torch.Tensor], layout: cond.Layout, request: GenerationRequest) -> Clip:
+    def _decode(self, latents: dict[str, torch.Tensor], layout: cond.Layout, request: GenerationRequest,
+                given: Given | None = None) -> Clip:  # fmt: skip
         frames = round(request.duration * request.fps)
         if request.video is not None:  # video -> audio returns the given frames untouched
             video = media.resize_frames(request.video, (request.height, request.width))[:frames]
@@ -377,8 +379,7 @@ class Pipeline:
                 wave = self.audio_ae.decode(cond.tokens_to_audio(latents["audio"])[:, None], length=samples)
                 audio = wave[0].float().clamp(-1, 1).numpy()
         clip = Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
-        given = request.source is not None or request.first_frame is not None or request.last_frame is not None
-        return _composite(clip, self._given(request)) if given and request.video is None else clip
+        return _composite(clip, given) if given is not None else clip
 
 
 @dataclass
@@ -388,6 +389,13 @@ class Given:
     audio: np.ndarray  # (1, S) float32
     samples: np.ndarray  # (S,) bool: given
     verbatim: np.ndarray  # (F,) bool: frames to show exactly as given (a source clip's, a first or last frame)
+
+
+def _has_given_frames(request: GenerationRequest) -> bool:
+    """Frames to place on the clip's timeline and show as given: a clip to extend or edit, a first or
+    last frame (not when the whole video is given, as in video -> audio)."""
+    framed = request.source is not None or request.first_frame is not None or request.last_frame is not None
+    return framed and request.video is None
 
 
 def _composite(clip: Clip, given: Given, fade_frames: int = 2, fade_seconds: float = 0.02) -> Clip:

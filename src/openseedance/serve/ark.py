@@ -36,7 +36,7 @@ _COMMANDS = {
     "frames": "frames",
 }  # fmt: skip
 _ECHOED = ("camera_fixed", "service_tier", "safety_identifier", "draft", "omni_reference_task_type")
-_COMMAND = re.compile(r"(?:^|\s)--([a-z_]+)\s+(\S+)", re.IGNORECASE)
+_COMMAND = re.compile(r"(?<!\S)--([a-z_]+)\s+(\S+)", re.IGNORECASE)
 
 
 def error(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
@@ -57,13 +57,7 @@ def _commands(text: str) -> tuple[str, dict[str, str]]:
         found[_COMMANDS[name]] = match[2]
         return " "
 
-    prompt = _COMMAND.sub(take, text)
-    while True:  # adjacent commands share whitespace, so one pass can leave some behind
-        again = _COMMAND.sub(take, prompt)
-        if again == prompt:
-            break
-        prompt = again
-    return " ".join(prompt.split()), found
+    return " ".join(_COMMAND.sub(take, text).split()), found
 
 
 def _typed(value: Any, kind: type, name: str) -> Any:

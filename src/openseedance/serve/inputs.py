@@ -34,7 +34,7 @@ import ssl
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,14 +148,20 @@ def load_bytes(url: str, limits: InputLimits, field: str) -> tuple[bytes, str | 
 
 def read_upload(stream: BinaryIO, limits: InputLimits, field: str) -> bytes:
     """Read an uploaded file (e.g. starlette's ``UploadFile.file``), stopping once it exceeds ``max_bytes``."""
+    data = _read_limited(stream.read, limits, field, "the upload is")
+    if not data:
+        raise InputError(field, "the upload is empty")
+    return data
+
+
+def _read_limited(read: Callable[[int], bytes], limits: InputLimits, field: str, what: str) -> bytes:
+    """Chunks from `read` until it is exhausted; InputTooLarge as soon as they pass ``max_bytes``."""
     chunks, total = [], 0
-    while chunk := stream.read(_CHUNK):
+    while chunk := read(_CHUNK):
         total += len(chunk)
         if total > limits.max_bytes:
-            raise _too_large(field, limits, "the upload is")
+            raise _too_large(field, limits, what)
         chunks.append(chunk)
-    if not total:
-        raise InputError(field, "the upload is empty")
     return b"".join(chunks)
 
 
@@ -536,14 +542,8 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
 
 
 def _read_capped(response: http.client.HTTPResponse, limits: InputLimits, field: str) -> bytes:
-    chunks, total = [], 0
     # read1 returns after one socket read, so the deadline watchdog can interrupt a slow body between chunks.
-    while chunk := response.read1(_CHUNK):
-        total += len(chunk)
-        if total > limits.max_bytes:
-            raise _too_large(field, limits, "the response is")
-        chunks.append(chunk)
-    return b"".join(chunks)
+    return _read_limited(response.read1, limits, field, "the response is")
 
 
 # ---------------------------------------------------------------------------------------------------------------

@@ -17,9 +17,11 @@ import numpy as np
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 from PIL import Image
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from openseedance import media
+from openseedance.serve import inputs
 from openseedance.serve.api import ApiError, Service, read_json
 from openseedance.serve.jobs import FINISHED, Job, JobError
 
@@ -86,12 +88,15 @@ def _owned(service: Service, owner: str, video_id: str) -> Job:
     return job
 
 
-async def _reference(value: Any) -> str | None:
+async def _reference(value: Any, limits: inputs.InputLimits, field: str) -> str | None:
     """`input_reference` as a URL the input loader takes (uploads become data: URLs)."""
     if value is None or value == "":
         return None
     if isinstance(value, UploadFile):
-        data = await value.read()
+        try:
+            data = await run_in_threadpool(inputs.read_upload, value.file, limits, field)
+        except inputs.InputError as e:
+            raise ApiError(e.http_status, "invalid_value", str(e), field) from None
         return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
     if isinstance(value, dict):
         if isinstance(value.get("image_url"), str):
@@ -122,7 +127,7 @@ async def create_video(request: Request) -> dict[str, Any]:
     owner = service.authorize(request)
     body = await _body(request)
     settings = _settings(service, body.get("prompt"), body.get("seconds"), body.get("size"))
-    reference = await _reference(body.get("input_reference"))
+    reference = await _reference(body.get("input_reference"), service.settings.limits, "input_reference")
     refs = [("image", "first_frame", reference, "input_reference")] if reference else []
     model = body.get("model") or "openseedance"
     if not isinstance(model, str):
@@ -237,7 +242,7 @@ async def extend_video(request: Request) -> dict[str, Any]:
             raise ApiError(409, "video_not_ready", f"video {video['id']} must be completed to extend it", "video")
         url, model = service.stored_url(source, files["video"]), source.model
     elif isinstance(video, UploadFile):
-        url, model = await _reference(video), body.get("model") or "openseedance"
+        url, model = await _reference(video, service.settings.limits, "video"), body.get("model") or "openseedance"
     else:
         raise ApiError(400, "invalid_value", "video must be an uploaded clip or {id} of a completed video", "video")
     settings = _settings(service, body.get("prompt"), body.get("seconds"), None)

@@ -163,9 +163,7 @@ def _sheet(frames: np.ndarray, columns: int = 4, count: int = 16) -> np.ndarray:
 
 
 def load_pipeline(settings: ServeSettings) -> Pipeline:
-    pipe = Pipeline.from_pretrained(settings.model)
-    pipe.allow_faces = settings.allow_faces
-    return pipe
+    return Pipeline.from_pretrained(settings.model, allow_faces=settings.allow_faces)
 
 
 def run_worker(settings: ServeSettings, stop: threading.Event | Any) -> None:
