@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -22,6 +22,7 @@ from openseedance.pipeline import Pipeline
 from openseedance.serve import ark, openai_api
 from openseedance.serve.api import ApiError, ServeSettings, Service
 from openseedance.serve.callbacks import Callbacks
+from openseedance.serve.files import file_response
 from openseedance.serve.jobs import JobStore, SQLiteJobStore
 from openseedance.serve.worker import WorkerPool, load_pipeline
 
@@ -148,12 +149,14 @@ def create_app(settings: ServeSettings, pipe: Pipeline | None = None, store: Job
         return _error(request.url.path, 500, "InternalServiceError", "the server failed on this request")
 
     @app.get("/files/{job_id}/{name}")
-    async def files(job_id: str, name: str) -> FileResponse:
+    async def files(job_id: str, name: str, request: Request) -> Response:
         """Finished clips: the job id (random, 96 bits) is the capability, as with a signed URL."""
-        path = service.folder(job_id) / name
-        if name not in _FILES or "/" in job_id or ".." in job_id or not path.is_file():
+        found = None
+        if name in _FILES and "/" not in job_id and ".." not in job_id:
+            found = file_response(service.folder(job_id) / name, request.headers.get("range"))
+        if found is None:
             raise ApiError(404, "NotFound", "no such file (it may have expired)")
-        return FileResponse(path)
+        return found
 
     @app.get("/health")
     async def health() -> dict[str, Any]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import JSONResponse, Response
 from PIL import Image
 from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
@@ -23,6 +23,7 @@ from starlette.datastructures import UploadFile
 from openseedance import media
 from openseedance.serve import inputs
 from openseedance.serve.api import ApiError, Service, read_json
+from openseedance.serve.files import file_response
 from openseedance.serve.jobs import FINISHED, Job, JobError
 
 router = APIRouter(prefix="/v1")
@@ -184,7 +185,7 @@ async def delete_video(video_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/videos/{video_id}/content")
-async def download_content(video_id: str, request: Request) -> FileResponse:
+async def download_content(video_id: str, request: Request) -> Response:
     service: Service = request.app.state.service
     job = _owned(service, service.authorize(request), video_id)
     variant = request.query_params.get("variant", "video")
@@ -194,9 +195,12 @@ async def download_content(video_id: str, request: Request) -> FileResponse:
     if job.status != "succeeded":
         raise ApiError(409, "video_not_ready", f"video {video_id} is {_STATUS[job.status]}, not completed", "video_id")
     name, media_type = _VARIANTS[variant]
-    if name not in files:
+    found = None
+    if name in files:
+        found = file_response(service.folder(job.id) / files[name], request.headers.get("range"), media_type)
+    if found is None:
         raise ApiError(404, "content_expired", f"the {variant} of video {video_id} has expired", "video_id")
-    return FileResponse(service.folder(job.id) / files[name], media_type=media_type)
+    return found
 
 
 @router.post("/videos/{video_id}/remix")
