@@ -27,6 +27,9 @@ def pipe() -> Pipeline:
     return p
 
 
+FACELESS = np.full((64, 64, 3), 90, np.uint8)
+
+
 def _req(**kw) -> GenerationRequest:
     return GenerationRequest(**{"prompt": "a red circle jumps and says hello", "duration": 1.5, **kw})
 
@@ -81,12 +84,57 @@ def test_save_and_load_round_trip(pipe: Pipeline, tmp_path: Path) -> None:
         ({"width": 60}, "multiple of 8"),
         ({"width": 1024}, "between 8 and 512"),
         ({"sample_rate": 48000}, "16000 Hz"),
-        ({"images": (np.zeros((64, 64, 3), np.uint8),)}, "does not do 'references'"),
+        ({"videos": (media.Clip(np.zeros((24, 64, 64, 3), np.uint8), None),)}, "reference videos"),
+        (
+            {
+                "prompt": "@image1 waves",
+                "images": (np.zeros((64, 64, 3), np.uint8),),
+                "first_frame": FACELESS,
+                "audios": (np.zeros((1, 16000), np.float32),),
+            },
+            "@audio1 lasts 1.00 s",
+        ),
+        ({"prompt": "Image 2 waves", "images": (np.zeros((64, 64, 3), np.uint8),)}, "cites Image 2 \\(@image2\\)"),
+        ({"prompt": "@audio1 sings"}, "cites @audio1 but no reference audios were given"),
+        ({"images": (np.zeros((64, 64), np.uint8),)}, "@image1 must be an \\(H, W, 3\\) uint8 picture"),
     ],
 )
 def test_bad_requests_are_refused_clearly(pipe: Pipeline, request_kw: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         pipe(_req(**request_kw), FAST)
+
+
+def test_references_condition_the_clip(pipe: Pipeline) -> None:
+    from openseedance.stage.render import portrait, voice_sample
+    from openseedance.stage.scene import Identity, Voice
+
+    red = portrait(Identity("red", "circle", "plain", "round"))
+    blue = portrait(Identity("blue", "square", "striped", "big"))
+    voice = voice_sample(Voice("high", "warm"), seconds=2.0)
+
+    def make(images, prompt="@image1 jumps; image 1 speaks like @audio1"):
+        return pipe(_req(prompt=prompt, images=images, audios=(voice,)), FAST)
+
+    a, b = make((red,)), make((blue,))
+    assert a.clip.video.shape == (18, 64, 64, 3) and a.clip.audio.shape == (1, 24000)
+    assert a.request["task"] == "references"
+    assert not np.array_equal(a.clip.video, b.clip.video)  # the picture follows the reference
+    assert np.array_equal(a.clip.video, make((red,)).clip.video)  # and is seeded
+    # the plain citation "image 1" is read as @image1: the same clip (but for the marks, which name the request)
+    pipe.mark = False
+    try:
+        plain, cited = make((red,)), make((red,), "@image1 jumps; @image1 speaks like @audio1")
+    finally:
+        pipe.mark = True
+    assert np.array_equal(plain.clip.video, cited.clip.video)
+    both = pipe(_req(prompt="@image1 and @image2", images=(red, blue), first_frame=FACELESS), FAST)
+    assert both.clip.video.shape == (18, 64, 64, 3) and both.request["task"] == "i2av"
+
+
+def test_a_model_without_reference_training_refuses_references() -> None:
+    fresh = Pipeline.untrained("debug")
+    with pytest.raises(ValueError, match="trained without references"):
+        fresh(_req(prompt="@image1 jumps", images=(FACELESS,)), FAST)
 
 
 def test_missing_or_damaged_model_folder(tmp_path: Path, pipe: Pipeline) -> None:

@@ -16,22 +16,25 @@ from safetensors.torch import load_file
 
 from openseedance import media
 from openseedance.audio_vae import AudioAutoencoder, audio_ae_config
-from openseedance.checkpoint import save_component
+from openseedance.checkpoint import load_component, save_component
 from openseedance.conditioning import TASKS
 from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
 from openseedance.sampling import SamplerConfig
-from openseedance.stage.render import render
+from openseedance.stage.render import portrait, render, voice_sample
 from openseedance.stage.scene import sample_scene
-from openseedance.train.generator import GenTrainConfig, train
+from openseedance.text import TextEncoder
+from openseedance.train.data import TRAIN_SEED_BASE
+from openseedance.train.generator import GenTrainConfig, Sampler, layout_for, train
+from openseedance.train.latents import CacheSpec, LatentCache
+from openseedance.transformer import transformer_config
+from openseedance.video_vae import VideoAutoencoder, video_ae_config
 
 
 @pytest.fixture(scope="module")
 def parts(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("parts")
     torch.manual_seed(0)
-    from openseedance.video_vae import VideoAutoencoder, video_ae_config
-
     save_component(VideoAutoencoder(video_ae_config("debug")), root / "video_ae")
     save_component(AudioAutoencoder(audio_ae_config("debug")), root / "audio_ae")
     return root
@@ -98,6 +101,35 @@ def test_two_cpu_processes_then_resume_on_one(parts: Path, tmp_path: Path, mode:
     train(_cfg(parts, steps=6, clips=4, cache=str(tmp_path / "latents-2p"), batch_size=1, warmup=1,
                checkpoint_every=2), tmp_path / "run", progress=False)  # fmt: skip
     assert [r["step"] for r in _log(tmp_path / "run")][-2:] == [5, 6]
+
+
+def test_references_are_learnt_from_portraits_and_voices(parts: Path, tmp_path: Path) -> None:
+    only_refs = tuple(1.0 if t == "references" else 0.0 for t in TASKS)
+    cfg = _cfg(parts, steps=4, clips=4, cache=str(tmp_path / "lat"), tasks=only_refs, batch_size=3)
+    vae = load_component(VideoAutoencoder, cfg.video_ae)
+    aae = load_component(AudioAutoencoder, cfg.audio_ae)
+    text = TextEncoder.load("minilm")
+    cache = LatentCache(cfg.cache, CacheSpec(clips=4, duration=1.0), vae, aae, text)
+    layout = layout_for(cfg, vae, aae, transformer_config("debug").patch)
+    batch = Sampler(cfg, cache, layout, text.encode([""])[0][0])(0)
+    n = layout.video_tokens
+    assert batch.tasks == ["references"] * 3
+    assert (
+        batch.role["video"][:, :n].eq(0).all() and batch.role["video"][:, n:][batch.valid["video"][:, n:]].ge(1).all()
+    )
+    assert batch.keep["video"][:, n:].all() and not batch.keep["video"][:, :n].any()  # references: clean, no loss
+    refs = cache.references(0)
+    scene = sample_scene(TRAIN_SEED_BASE, duration=1.0)
+    assert refs[0]["images"].shape[0] == len(scene.characters) == refs[0]["voices"].shape[0]
+    assert len(refs[0]["text"]) >= 1  # the cited captions' text states
+    # trained on references, the exported model takes them
+    folder = train(cfg, tmp_path / "run", progress=False)
+    pipe = Pipeline.from_pretrained(folder)
+    assert pipe.transformer.roles.weight.detach().any()
+    request = GenerationRequest("@image1 jumps, speaking like @audio1", duration=1.0,
+                                images=(portrait(scene.characters[0].identity),),
+                                audios=(voice_sample(scene.characters[0].voice, seconds=2.0),))  # fmt: skip
+    assert pipe(request, SamplerConfig(steps=2)).clip.video.shape == (12, 64, 64, 3)
 
 
 def test_folder_of_mp4_and_captions(parts: Path, tmp_path: Path) -> None:

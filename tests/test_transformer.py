@@ -131,3 +131,34 @@ def test_presets_build_on_meta_and_report_size() -> None:
     assert 2 * (p / 3) * 4096 + attention < big.flops(tokens) < 2 * (p / 2) * n + attention
     with pytest.raises(ValueError, match="unknown transformer preset"):
         transformer_config("huge")
+
+
+def test_reference_roles() -> None:
+    from openseedance.conditioning import Layout, reference_tokens
+    from openseedance.transformer import role_id
+
+    model = _trained_like()
+    streams, text = _inputs()
+    zero = torch.zeros(2, 12, dtype=torch.long)
+    same = dict(streams, video=Tokens(streams["video"].x, streams["video"].t, streams["video"].pos, role=zero))
+    assert torch.allclose(model(streams, text)["video"], model(same, text)["video"])  # role 0: the clip itself
+    other = dict(streams, video=Tokens(streams["video"].x, streams["video"].t, streams["video"].pos, role=zero + 3))
+    assert not torch.allclose(model(streams, text)["video"], model(other, text)["video"])
+    with pytest.raises(ValueError, match="role"):
+        Tokens(streams["video"].x, streams["video"].t, streams["video"].pos, role=zero[:, :3])
+    with pytest.raises(ValueError, match="no role for image reference 10"):
+        role_id("image", 9)
+    # weights saved before roles existed load, with no roles learnt
+    state = {k: v for k, v in model.state_dict().items() if k != "roles.weight"}
+    fresh = AVTransformer(transformer_config("debug"))
+    fresh.load_state_dict(state)
+    assert not fresh.roles.weight.detach().any()
+    # reference groups sit before the clip, one slot each, with their roles
+    layout = Layout((3, 4, 4), (1, 2, 2), 12.0, 4, 25, 25.0)
+    refs = reference_tokens([torch.randn(1, 4, 1, 4, 4)] * 2, [torch.randn(1, 8, 50)], layout)
+    assert refs.count == {"video": 8, "audio": 50}
+    assert refs.role["video"][0].tolist() == [role_id("image", 0)] * 4 + [role_id("image", 1)] * 4
+    assert (refs.pos["video"][0, :, 0] < 0).all() and (refs.pos["audio"][0, :, 0] < 0).all()
+    assert refs.pos["video"][0, :4, 1:].tolist() == layout.video_positions()[:4, 1:].tolist()
+    with pytest.raises(ValueError, match="image reference 1 has 1 tokens"):
+        reference_tokens([torch.randn(1, 4, 1, 2, 2)], [], layout)

@@ -198,6 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay per step (default 0.999)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and noise (default 0)")
     p.add_argument("--checkpoint-every", type=_positive(int), default=200, help="steps between checkpoints")
+    p.add_argument("--init", default="", help="start a new run from this model folder's transformer (fine-tune)")
+    p.add_argument("--tasks", type=_task_mix, default=None,
+                   help="task mix as TASK=WEIGHT,... (e.g. t2av=0.4,i2av=0.1,references=0.2); tasks not named "
+                        "get 0")  # fmt: skip
     p.add_argument(
         "--precision",
         choices=("auto", "bf16", "fp32"),
@@ -234,12 +238,23 @@ def build_parser() -> argparse.ArgumentParser:
                            "a key made on first start in DATA/api_keys)")  # fmt: skip
             p.add_argument("--max-pending", type=_positive(int), default=8, help="queued+running tasks per key")
             p.add_argument("--result-ttl", type=_positive(float), default=86400.0, help="seconds results are kept")
-            p.add_argument("--allow-http-inputs", action="store_true",
-                           help="fetch http(s) media URLs (public addresses only); default: data: URLs and uploads")
-            p.add_argument("--stale-after", type=_positive(float), default=20.0,
-                           help="seconds without a heartbeat before a running job is re-queued (default 20)")
-            p.add_argument("--callback-host", action="append", default=[],
-                           help="a private host callbacks may reach (repeatable; public hosts are always allowed)")
+            p.add_argument(
+                "--allow-http-inputs",
+                action="store_true",
+                help="fetch http(s) media URLs (public addresses only); default: data: URLs and uploads",
+            )
+            p.add_argument(
+                "--stale-after",
+                type=_positive(float),
+                default=20.0,
+                help="seconds without a heartbeat before a running job is re-queued (default 20)",
+            )
+            p.add_argument(
+                "--callback-host",
+                action="append",
+                default=[],
+                help="a private host callbacks may reach (repeatable; public hosts are always allowed)",
+            )
         p.set_defaults(func=_serve)
 
     bench = sub.add_parser("bench", help="benchmarks")
@@ -354,6 +369,22 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
     print(f"trained {args.kind}: {model_dir}")
 
 
+def _task_mix(text: str) -> tuple[float, ...]:
+    """'t2av=0.4,references=0.2' -> weights over conditioning.TASKS (tasks not named get 0)."""
+    from openseedance.conditioning import TASKS
+
+    weights = dict.fromkeys(TASKS, 0.0)
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        if name.strip() not in weights:
+            raise argparse.ArgumentTypeError(f"unknown task {name.strip()!r}; tasks: {', '.join(TASKS)}")
+        try:
+            weights[name.strip()] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: give TASK=WEIGHT") from None
+    return tuple(weights.values())
+
+
 def _train_generator(args: argparse.Namespace) -> None:
     from openseedance.train.generator import GenTrainConfig, train
 
@@ -361,7 +392,8 @@ def _train_generator(args: argparse.Namespace) -> None:
                          text_encoder=args.text_encoder, data=args.data, clips=args.clips, cache=args.cache,
                          duration=args.duration, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every,
+                         checkpoint_every=args.checkpoint_every, init=args.init,
+                         **({"tasks": args.tasks} if args.tasks is not None else {}),
                          bf16={"auto": None, "bf16": True, "fp32": False}[args.precision], device=args.device,
                          fsdp=args.fsdp,
                          activation_checkpointing=args.activation_checkpointing, compile=args.compile)  # fmt: skip

@@ -14,8 +14,9 @@ import numpy as np
 import torch
 from einops import rearrange
 
-# the conditioning masks every model learns from the start (DESIGN §1)
-TASKS = ("t2av", "i2av", "a2v", "v2a", "extend")
+# the conditioning every model learns (DESIGN §1); "references" adds reference token groups to
+# an otherwise text-only clip
+TASKS = ("t2av", "i2av", "a2v", "v2a", "extend", "references")
 
 
 @dataclass(frozen=True)
@@ -85,10 +86,67 @@ def tokens_to_audio(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.transpose(1, 2)
 
 
+# references sit before the clip on the clock, one slot of this many seconds each (an audio or video
+# reference lasts at most 15 s): @image1..9 in slots 1..9, @video1..3 in 10..12, @audio1..3 in 13..15
+REF_SLOT = 20.0
+
+
+@dataclass
+class References:
+    """Reference token groups per stream: features (1, R, C), positions (1, R, 3), roles (1, R)."""
+
+    x: dict[str, torch.Tensor]
+    pos: dict[str, torch.Tensor]
+    role: dict[str, torch.Tensor]
+
+    @property
+    def count(self) -> dict[str, int]:
+        return {s: x.shape[1] for s, x in self.x.items()}
+
+
+def reference_tokens(images: list[torch.Tensor], audios: list[torch.Tensor], layout: Layout) -> References:
+    """Token groups for reference images (each (1, D, 1, H, W) video latents: a picture is a 1-frame
+    video) and reference audio clips (each (1, D, S) audio latents). An image reference keeps the
+    clip's spatial grid and an audio reference its own timing, both shifted into their slot before
+    the clip, and each token carries its role (`transformer.role_id`)."""
+    from openseedance.transformer import role_id
+
+    out: dict[str, tuple[list, list, list]] = {"video": ([], [], []), "audio": ([], [], [])}
+    if layout.patch[0] != 1 and images:
+        raise ValueError(f"image references need a temporal patch of 1, got {layout.patch}")
+    for i, lat in enumerate(images):
+        tokens = video_to_tokens(lat, layout.patch)
+        _, h, w = layout.token_grid
+        if tokens.shape[1] != h * w:
+            raise ValueError(f"image reference {i + 1} has {tokens.shape[1]} tokens, the clip's frames {h * w}")
+        pos = layout.video_positions()[: h * w].clone()
+        pos[:, 0] = -REF_SLOT * role_id("image", i)
+        out["video"][0].append(tokens)
+        out["video"][1].append(pos)
+        out["video"][2].append(torch.full((h * w,), role_id("image", i)))
+    _, h, w = layout.token_grid
+    for i, lat in enumerate(audios):
+        tokens = audio_to_tokens(lat)
+        n = tokens.shape[1]
+        s = (torch.arange(n, dtype=torch.float32) + 0.5) / layout.audio_rate - REF_SLOT * role_id("audio", i)
+        pos = torch.stack([s, torch.full_like(s, (h - 1) / 2), torch.full_like(s, (w - 1) / 2)], dim=-1)
+        out["audio"][0].append(tokens)
+        out["audio"][1].append(pos)
+        out["audio"][2].append(torch.full((n,), role_id("audio", i)))
+    refs = References({}, {}, {})
+    for stream, (xs, ps, rs) in out.items():
+        if xs:
+            refs.x[stream] = torch.cat(xs, 1)
+            refs.pos[stream] = torch.cat(ps)[None]
+            refs.role[stream] = torch.cat(rs)[None]
+    return refs
+
+
 def task_masks(task: str, layout: Layout, batch: int = 1, prefix: float = 0.5) -> dict[str, torch.Tensor]:
     """Which tokens are clean conditions (True) for a task, per stream (B, N).
 
-    t2av: none. i2av: the first latent frame (the first frame, encoded alone). a2v: all audio.
+    t2av and references: none (references are extra tokens, clean by definition). i2av: the first
+    latent frame (the first frame, encoded alone). a2v: all audio.
     v2a: all video. extend: everything before `prefix` (a fraction of the clip) in both streams.
     """
     if task not in TASKS:

@@ -31,7 +31,7 @@ from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_from_dict, load_component, save_component
 from openseedance.flow import RectifiedFlow
 from openseedance.media import Clip
-from openseedance.request import GenerationRequest
+from openseedance.request import GenerationRequest, canonical_prompt
 from openseedance.sampling import Progress, SamplerConfig, denoise
 from openseedance.text import TextEncoder
 from openseedance.train.data import frames_to_tensor, hold_last, tensor_to_frames
@@ -41,7 +41,7 @@ from openseedance.video_vae import VideoAutoencoder
 log = logging.getLogger(__name__)
 
 BUNDLED = Path(__file__).resolve().parent / "weights" / "tiny"
-SUPPORTED_TASKS = ("t2av", "i2av", "a2v", "v2a", "extend", "edit")
+SUPPORTED_TASKS = ("t2av", "i2av", "a2v", "v2a", "extend", "edit", "references")
 
 
 @dataclass(frozen=True)
@@ -169,6 +169,11 @@ class Pipeline:
             provenance.check_references(request)
         if request.task not in SUPPORTED_TASKS:
             raise ValueError(f"this model does not do {request.task!r} requests yet; it does {SUPPORTED_TASKS}")
+        if request.videos:
+            raise ValueError("reference videos (@video1...) are not used by this model yet; give reference images "
+                             "(looks, @image1...) and audio clips (voices, @audio1...)")  # fmt: skip
+        if (request.images or request.audios) and not bool(self.transformer.roles.weight.any()):
+            raise ValueError("this model was trained without references (@image1, @audio1...): it cannot use them")
         if request.source is not None:
             self._check_source(request)
 
@@ -215,27 +220,39 @@ class Pipeline:
             clock = now
 
         layout = self.layout(request)
-        states, mask = self.text_encoder.encode([request.prompt, ""])
+        prompt = canonical_prompt(request.prompt, request.reference_counts)
+        states, mask = self.text_encoder.encode([prompt, ""])
         text = Text(states, mask)
         lap("text")
         given = self._given(request) if _has_given_frames(request) else None
         clean, keep = self._conditions(request, layout, given)
+        pos = {"video": layout.video_positions()[None], "audio": layout.audio_positions()[None]}
+        targets = {s: x.shape[1] for s, x in clean.items()}
+        total = sum(targets.values())
+        role = {s: torch.zeros(1, n, dtype=torch.long) for s, n in targets.items()}
+        if request.images or request.audios:  # reference token groups after the clip's, held clean
+            refs = self._references(request, layout)
+            for s, x in refs.x.items():
+                clean[s] = torch.cat([clean[s], x], 1)
+                keep[s] = torch.cat([keep[s], torch.ones(1, x.shape[1], dtype=torch.bool)], 1)
+                pos[s] = torch.cat([pos[s], refs.pos[s]], 1)
+                role[s] = torch.cat([role[s], refs.role[s]], 1)
         lap("encode")
         gen = torch.Generator().manual_seed(request.seed)
         noise = {s: torch.randn(x.shape, generator=gen) for s, x in clean.items()}
-        pos = {"video": layout.video_positions()[None], "audio": layout.audio_positions()[None]}
-        total = sum(x.shape[1] for x in clean.values())
         shift = sampler.shift if sampler.shift is not None else self.flow.shift(total)
 
         def velocity(x: dict[str, torch.Tensor], t: dict[str, torch.Tensor], branches: tuple[str, ...]):
             n = len(branches)
             rows = [0 if b == "cond" else 1 for b in branches]
-            streams = {s: Tokens(x[s].repeat(n, 1, 1), t[s].repeat(n, 1), pos[s].expand(n, -1, -1)) for s in x}
+            streams = {s: Tokens(x[s].repeat(n, 1, 1), t[s].repeat(n, 1), pos[s].expand(n, -1, -1),
+                                 role=role[s].expand(n, -1)) for s in x}  # fmt: skip
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 v = self.transformer(streams, Text(text.states[rows], text.mask[rows]))
             return [{s: v[s][i : i + 1].float() for s in v} for i in range(n)]
 
         latents = denoise(velocity, noise, clean, keep, sampler, shift, progress)
+        latents = {s: x[:, : targets[s]] for s, x in latents.items()}  # the clip, without its references
         lap("sample")
         clip = self._decode(latents, layout, request, given)
         lap("decode")
@@ -352,6 +369,15 @@ class Pipeline:
             track = np.pad(track[:, :samples], ((0, 0), (0, max(0, samples - track.shape[1]))))
             audio = cond.audio_to_tokens(self.audio_ae.encode(torch.from_numpy(track)[None])[:, 0])
         return {"video": video, "audio": audio}, keep
+
+    def _references(self, request: GenerationRequest, layout: cond.Layout) -> cond.References:
+        """Reference images (each resized to the clip's size and encoded as a 1-frame video) and
+        voices (mono, encoded whole) as clean token groups."""
+        size = (request.height, request.width)
+        images = [self.video_ae.encode(frames_to_tensor(media.resize_frames(im[None], size))[None])
+                  for im in request.images]  # fmt: skip
+        voices = [self.audio_ae.encode(torch.from_numpy(_mono(a))[None])[:, 0] for a in request.audios]
+        return cond.reference_tokens(images, voices, layout)
 
     def _given_latents(self, given: Given, layout: cond.Layout):
         coded = (layout.video_grid[0] - 1) * layout.temporal_factor + 1

@@ -8,6 +8,7 @@ tasks; a generator is any callable `GenerationRequest -> Clip`.
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -17,6 +18,41 @@ from openseedance.media import Clip, check_format
 
 MAX_IMAGES, MAX_VIDEOS, MAX_AUDIOS = 9, 3, 3
 EXTEND = ("forward", "backward")
+REFERENCE_SECONDS = (2.0, 15.0)  # how long a reference video or audio clip may be
+KINDS = {"image": "images", "video": "videos", "audio": "audios"}  # citation word -> request field
+
+# `@image1` always cites; the plain "image 1" / "Image 1" cites only when references of that kind
+# were given (otherwise "a video 2 seconds long" would be an error)
+_CITE = re.compile(r"@(image|video|audio)\s?(\d+)\b|\b(image|video|audio) (\d+)\b", re.IGNORECASE)
+
+
+def citations(prompt: str, counts: dict[str, int] | None = None) -> list[tuple[str, int, str]]:
+    """(kind, number, as written) for each reference the prompt cites; plain forms count only for
+    kinds present in `counts` (references given per kind)."""
+    out = []
+    for m in _CITE.finditer(prompt):
+        if m[1]:
+            out.append((m[1].lower(), int(m[2]), m[0]))
+        elif counts is not None and counts.get(m[3].lower(), 0) > 0:
+            out.append((m[3].lower(), int(m[4]), m[0]))
+    return out
+
+
+def check_citations(prompt: str, counts: dict[str, int]) -> None:
+    """Raise ValueError naming the first citation of a reference that was not given."""
+    for kind, n, written in citations(prompt, counts):
+        given = counts.get(kind, 0)
+        if not 1 <= n <= given:
+            have = {0: f"no reference {kind}s were given", 1: f"only 1 reference {kind} was given"}.get(
+                given, f"only {given} reference {kind}s were given")  # fmt: skip
+            also = "" if written == f"@{kind}{n}" else f" (@{kind}{n})"
+            raise ValueError(f"the prompt cites {written}{also} but {have}")
+
+
+def canonical_prompt(prompt: str, counts: dict[str, int]) -> str:
+    """The prompt with every citation written `@image1`, the form the model learnt."""
+    cited = {w: f"@{k}{n}" for k, n, w in citations(prompt, counts)}
+    return _CITE.sub(lambda m: cited.get(m[0], m[0]), prompt)
 
 
 @dataclass
@@ -50,6 +86,8 @@ class GenerationRequest:
         for name, limit in (("images", MAX_IMAGES), ("videos", MAX_VIDEOS), ("audios", MAX_AUDIOS)):
             if len(getattr(self, name)) > limit:
                 raise ValueError(f"at most {limit} reference {name} are allowed, got {len(getattr(self, name))}")
+        self._check_references()
+        check_citations(self.prompt, self.reference_counts)
         if self.extend is not None and self.extend not in EXTEND:
             raise ValueError(f"extend must be one of {EXTEND}, got {self.extend!r}")
         if (self.extend is not None or self.edit_window is not None) and self.source is None:
@@ -59,6 +97,31 @@ class GenerationRequest:
             if not 0 <= a < b:
                 raise ValueError(f"edit window must be A:B seconds with 0 <= A < B, got {a}:{b}")
 
+    def _check_references(self) -> None:
+        """Each reference of the right kind, and a voice or motion reference 2-15 s long."""
+        low, high = REFERENCE_SECONDS
+        for i, image in enumerate(self.images):
+            if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[2] == 3
+                    and image.dtype == np.uint8):  # fmt: skip
+                raise ValueError(f"@image{i + 1} must be an (H, W, 3) uint8 picture")
+        for i, clip in enumerate(self.videos):
+            if not isinstance(clip, Clip):
+                raise ValueError(f"@video{i + 1} must be a clip, got {type(clip).__name__}")
+            seconds = len(clip.video) / clip.fps
+            if not low <= seconds <= high:
+                raise ValueError(f"@video{i + 1} lasts {seconds:.2f} s; reference videos must last {low:g}-{high:g} s")
+        for i, audio in enumerate(self.audios):
+            a = np.asarray(audio)
+            if a.ndim not in (1, 2) or not np.issubdtype(a.dtype, np.floating):
+                raise ValueError(f"@audio{i + 1} must be float samples, (S,) or (channels, S)")
+            seconds = a.shape[-1] / self.sample_rate
+            if not low <= seconds <= high:
+                raise ValueError(f"@audio{i + 1} lasts {seconds:.2f} s; reference audio must last {low:g}-{high:g} s")
+
+    @property
+    def reference_counts(self) -> dict[str, int]:
+        return {kind: len(getattr(self, name)) for kind, name in KINDS.items()}
+
     @property
     def task(self) -> str:
         if self.source is not None:
@@ -67,10 +130,10 @@ class GenerationRequest:
             return "a2v"
         if self.video is not None:
             return "v2a"
-        if self.images or self.videos or self.audios:
-            return "references"
         if self.first_frame is not None or self.last_frame is not None:
             return "i2av"
+        if self.images or self.videos or self.audios:
+            return "references"  # text -> video + audio with references (they join any other task too)
         return "t2av"
 
 

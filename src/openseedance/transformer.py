@@ -35,6 +35,17 @@ from openseedance.layers import (
 
 GENERATED = ("video", "audio")  # streams the model denoises
 STREAMS = (*GENERATED, "text")
+# what a token is (DESIGN §1): 0 the clip itself, then @image1..9, @video1..3, @audio1..3
+ROLES = {"target": 0, "image": 1, "video": 10, "audio": 13}
+NUM_ROLES = 16
+
+
+def role_id(kind: str, index: int = 0) -> int:
+    """The role number of the clip itself ("target") or of reference `index` (0-based) of a kind."""
+    limits = {"target": 1, "image": 9, "video": 3, "audio": 3}
+    if kind not in limits or not 0 <= index < limits[kind]:
+        raise ValueError(f"no role for {kind} reference {index + 1}")
+    return ROLES[kind] + index
 
 
 @dataclass(frozen=True)
@@ -97,19 +108,24 @@ def transformer_config(name: str) -> AVTransformerConfig:
 @dataclass
 class Tokens:
     """One stream's tokens: features (B, N, C), diffusion time per token (B, N), positions
-    (B, N, A) as (seconds, y, x), and optionally which tokens are real (B, N) (False: padding,
-    hidden from attention)."""
+    (B, N, A) as (seconds, y, x), optionally which tokens are real (B, N) (False: padding, hidden
+    from attention) and each token's role (B, N) (`role_id`: the clip itself, or a reference)."""
 
     x: torch.Tensor
     t: torch.Tensor
     pos: torch.Tensor
     valid: torch.Tensor | None = None
+    role: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         b, n = self.x.shape[:2]
         if self.t.shape != (b, n) or self.pos.shape != (b, n, 3):
             raise ValueError(f"tokens {tuple(self.x.shape)} need t (B, N) and pos (B, N, 3), "
                              f"got {tuple(self.t.shape)} and {tuple(self.pos.shape)}")  # fmt: skip
+        for name in ("valid", "role"):
+            value = getattr(self, name)
+            if value is not None and value.shape != (b, n):
+                raise ValueError(f"tokens {tuple(self.x.shape)} need {name} (B, N), got {tuple(value.shape)}")
 
 
 @dataclass
@@ -200,6 +216,7 @@ class AVTransformer(nn.Module):
         self.config = cfg = config
         d = cfg.dim
         self.inputs = nn.ModuleDict({s: nn.Linear(cfg.token_channels(s), d) for s in STREAMS})
+        self.roles = nn.Embedding(NUM_ROLES, d)  # added to reference tokens: which @ref they are
         self.text_norm = RMSNorm(cfg.text_dim)
         self.time = TimestepEmbedder(d)
         self.adaln = nn.ModuleDict({s: nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)) for s in STREAMS})
@@ -207,6 +224,7 @@ class AVTransformer(nn.Module):
         self.blocks = nn.ModuleList([AVBlock(cfg, last=i == cfg.depth - 1) for i in range(cfg.depth)])
         self.heads = nn.ModuleDict({s: OutputHead(d, cfg.token_channels(s)) for s in GENERATED})
         self.initialize_weights()
+        self.register_load_state_dict_pre_hook(_without_roles)
 
     def initialize_weights(self) -> None:
         for m in self.modules():
@@ -220,6 +238,7 @@ class AVTransformer(nn.Module):
         for seq in self.adaln.values():
             nn.init.zeros_(seq[1].weight)
             nn.init.zeros_(seq[1].bias)
+        nn.init.zeros_(self.roles.weight)  # the clip itself stays as it was; references learn theirs
         # the velocity heads start at zero
         for head in self.heads.values():
             for lin in (head.modulation, head.linear):
@@ -234,6 +253,8 @@ class AVTransformer(nn.Module):
         b, length = text.states.shape[:2]
         text_pos = torch.zeros(b, length, 3, device=text.states.device)
         xs = {s: self.inputs[s](tok.x) for s, tok in streams.items()}
+        for s, tok in streams.items():  # every call uses the table (data-parallel training expects it)
+            xs[s] = xs[s] + (self.roles(tok.role.long()) if tok.role is not None else self.roles.weight[0])
         xs["text"] = self.inputs["text"](self.text_norm(text.states))
         temb = {s: self.time(tok.t) for s, tok in streams.items()}  # (B, N, D)
         temb["text"] = self.time(torch.zeros(b, length, device=text.states.device))
@@ -270,3 +291,10 @@ class AVTransformer(nn.Module):
         matmul += sum(2 * n * (cfg.token_channels(s) * cfg.dim + 6 * cfg.dim * cfg.dim) for s, n in tokens.items())
         attn = 4 * total * total * cfg.dim * cfg.depth  # QK^T and AV
         return int(matmul + attn)
+
+
+def _without_roles(module: nn.Module, state: dict, prefix: str, *args) -> None:
+    """Weights saved before references existed load as they were: no reference roles learnt yet."""
+    key = prefix + "roles.weight"
+    if key not in state and any(k.startswith(prefix + "inputs.") for k in state):
+        state[key] = torch.zeros_like(module.roles.weight)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from openseedance import media
-from openseedance.request import GenerationRequest
+from openseedance.request import GenerationRequest, check_citations
 from openseedance.serve import inputs
 
 KINDS = {"image": "images", "video": "videos", "audio": "audios"}  # kind -> GenerationRequest field
@@ -29,18 +29,12 @@ ROLES = {
     "reference_video": "video",
     "reference_audio": "audio",
 }  # the Ark roles; "source_video" (a clip to extend) comes from the OpenAI extensions endpoint
-_REF = re.compile(r"@(image|video|audio)(\d+)\b")
-
-
 def check_refs(prompt: str, counts: dict[str, int]) -> None:
     """Every `@image2`-style mention in the prompt must name a reference that was given."""
-    for kind, number in _REF.findall(prompt):
-        n = int(number)
-        if not 1 <= n <= counts.get(kind, 0):
-            given = counts.get(kind, 0)
-            have = {0: f"no reference {kind}s were given", 1: f"only 1 reference {kind} was given"}.get(
-                given, f"only {given} reference {kind}s were given")
-            raise inputs.InputError("prompt", f"the prompt cites @{kind}{n} but {have}")
+    try:
+        check_citations(prompt, counts)
+    except ValueError as e:
+        raise inputs.InputError("prompt", str(e)) from None
 
 
 def decode(kind: str, data: bytes, limits: inputs.InputLimits, field: str) -> Any:

@@ -25,7 +25,7 @@ from openseedance.media import Clip
 from openseedance.request import GenerationRequest, Generator
 from openseedance.stage.captions import caption
 from openseedance.stage.probes import PROBES, probe
-from openseedance.stage.render import RenderConfig, companion_scene, portrait, render, voice_sample
+from openseedance.stage.render import RenderConfig, portrait, render, voice_sample
 from openseedance.stage.scene import Scene, sample_scene
 
 log = logging.getLogger(__name__)
@@ -80,14 +80,12 @@ def _request(cap: str, scene: Scene, seed: int, config: RenderConfig) -> Generat
     if cap == "i2av":
         return GenerationRequest(**base, first_frame=truth.video[0])
     if cap == "references":
+        # the prompt names each character only by its references (@image1 for its look, @audio1 for its
+        # voice), so what the clip shows of them can only come from the references
         images = tuple(portrait(c.identity, config.width, config.height) for c in scene.characters)
         voices = tuple(voice_sample(c.voice, config.sample_rate, seed=seed) for c in scene.characters)
-        video = render(companion_scene(scene, seed + 50_000), config).clip
-        cites = " ".join(
-            f"@image{i + 1} shows character {i + 1}, @audio{i + 1} is its voice." for i in range(len(images))
-        )
-        prompt = f"{base['prompt']} {cites} @video1 shows them moving."
-        return GenerationRequest(**{**base, "prompt": prompt}, images=images, audios=voices, videos=(video,))
+        prompt = caption(scene, wording, cited=True).prompt
+        return GenerationRequest(**{**base, "prompt": prompt}, images=images, audios=voices)
     if cap == "a2v":
         return GenerationRequest(**base, audio=truth.audio)
     if cap == "v2a":

@@ -79,21 +79,30 @@ class Captions:
 
 
 class _Phraser:
-    def __init__(self, wording: str, rng: np.random.Generator) -> None:
+    def __init__(self, wording: str, rng: np.random.Generator, cast: tuple[Character, ...] = ()) -> None:
         if wording not in WORDINGS:
             raise ValueError(f"wording must be one of {WORDINGS}, got {wording!r}")
         self.table = _TRAIN if wording == "train" else _HELDOUT
         self.wording = wording
         self.rng = rng
+        self.cast = cast  # characters named by their references (@image1, @audio1) instead of words
 
     def __call__(self, key: str, **kw: str) -> str:
         options = self.table[key]
         return options[int(self.rng.integers(len(options)))].format(**kw)
 
+    def _cited(self, c: Character) -> int | None:
+        return next((i + 1 for i, x in enumerate(self.cast) if x is c), None)
+
     def name(self, c: Character) -> str:
-        return f"the {self(c.identity.colour)} {self(c.identity.shape)}"
+        k = self._cited(c)
+        return f"@image{k}" if k else f"the {self(c.identity.colour)} {self(c.identity.shape)}"
 
     def describe(self, c: Character) -> str:
+        k = self._cited(c)
+        if k:
+            return f"@image{k} " + ["with the voice of @audio{k}", "who speaks like @audio{k}"][
+                int(self.rng.integers(2))].format(k=k)  # fmt: skip
         ident = c.identity
         pattern = self(ident.pattern)
         words = " ".join(w for w in (pattern, self(ident.colour), self(ident.shape)) if w)
@@ -120,10 +129,12 @@ class _Phraser:
         return text
 
 
-def caption(scene: Scene, wording: str = "train", variant: int = 0) -> Captions:
-    """Describe a scene; `variant` picks another phrasing of the same facts."""
+def caption(scene: Scene, wording: str = "train", variant: int = 0, cited: bool = False) -> Captions:
+    """Describe a scene; `variant` picks another phrasing of the same facts. `cited`: character k
+    is not described but named by its references, `@imagek` (its look) and `@audiok` (its voice),
+    as a prompt given reference images and voices would."""
     rng = np.random.default_rng([scene.seed & 0xFFFFFFFF, zlib.crc32(wording.encode()), variant])
-    say = _Phraser(wording, rng)
+    say = _Phraser(wording, rng, scene.characters if cited else ())
     chars = scene.characters
     people = "; ".join(say.describe(c) for c in chars)
     sound = say(scene.ambience)

@@ -77,7 +77,8 @@ class GenTrainConfig:
     bf16: bool | None = None
     text_dropout: float = 0.1
     # task mix (DESIGN §1): weights over conditioning.TASKS
-    tasks: tuple[float, ...] = (0.5, 0.15, 0.1, 0.1, 0.15)
+    tasks: tuple[float, ...] = (0.4, 0.12, 0.08, 0.08, 0.12, 0.2)
+    init: str = ""  # a model folder whose transformer starts a new run (fine-tuning); ignored on resume
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
@@ -106,6 +107,8 @@ class Batch:
     pos: dict[str, torch.Tensor]  # (B, N, 3)
     text: Text
     tasks: list[str]
+    valid: dict[str, torch.Tensor] | None = None  # (B, N): False for padding (references are ragged)
+    role: dict[str, torch.Tensor] | None = None  # (B, N): transformer.role_id of each token
 
 
 class Sampler:
@@ -116,35 +119,66 @@ class Sampler:
         self.empty = empty_text
         self.pos = {"video": layout.video_positions(), "audio": layout.audio_positions()}
         self.patch = layout.patch
-        self.weights = np.asarray(cfg.tasks, dtype=np.float64) / sum(cfg.tasks)
+        weights = np.asarray(cfg.tasks, dtype=np.float64)
+        if cache.spec.source != "stage":  # a folder of clips has no references to learn from
+            weights[cond.TASKS.index("references")] = 0.0
+        if weights.sum() <= 0:
+            raise ValueError("the task mix has weight only on references, which need Stage data")
+        self.weights = weights / weights.sum()
 
     def __call__(self, step: int, rank: int = 0) -> Batch:
         cfg, spec = self.cfg, self.cache.spec
         rng = np.random.default_rng([cfg.seed, step, rank])
-        videos, audios, texts, keeps, tasks = [], [], [], [], []
+        videos, audios, texts, keeps, tasks, refs = [], [], [], [], [], []
         for _ in range(cfg.batch_size):
             i = int(rng.integers(spec.clips))
             shard = self.cache.shard(i // spec.clips_per_shard)
             j = i % spec.clips_per_shard
             videos.append(shard["video"][j].float())
             audios.append(shard["audio"][j].float())
-            wordings = shard["text"][j]
+            task = cond.TASKS[int(rng.choice(len(cond.TASKS), p=self.weights))]
+            ref = self.cache.references(i // spec.clips_per_shard)[j] if task == "references" else None
+            wordings = shard["text"][j] if ref is None else ref["text"]
             drop = rng.random() < cfg.text_dropout
             texts.append(self.empty if drop else wordings[int(rng.integers(len(wordings)))].float())
-            task = cond.TASKS[int(rng.choice(len(cond.TASKS), p=self.weights))]
             masks = cond.task_masks(task, self.layout, prefix=float(rng.uniform(0.2, 0.8)))
             keeps.append(masks)
             tasks.append(task)
-        video = cond.video_to_tokens(torch.stack(videos), self.patch)
-        audio = cond.audio_to_tokens(torch.stack(audios))
+            refs.append(cond.reference_tokens([x[None].float() for x in ref["images"]],
+                                              [x[None].float() for x in ref["voices"]], self.layout)
+                        if ref is not None else None)  # fmt: skip
         b = cfg.batch_size
-        return Batch(
-            x0={"video": video, "audio": audio},
-            keep={s: torch.cat([k[s] for k in keeps]) for s in ("video", "audio")},
-            pos={s: p.expand(b, -1, -1) for s, p in self.pos.items()},
-            text=Text(*pad_states(texts)),
-            tasks=tasks,
-        )
+        x0 = {"video": cond.video_to_tokens(torch.stack(videos), self.patch),
+              "audio": cond.audio_to_tokens(torch.stack(audios))}  # fmt: skip
+        keep = {s: torch.cat([k[s] for k in keeps]) for s in x0}
+        pos = {s: p.expand(b, -1, -1) for s, p in self.pos.items()}
+        valid = role = None
+        if any(r is not None for r in refs):
+            x0, keep, pos, valid, role = _with_references(x0, keep, pos, refs)
+        return Batch(x0=x0, keep=keep, pos=pos, text=Text(*pad_states(texts)), tasks=tasks, valid=valid, role=role)
+
+
+def _with_references(x0: dict, keep: dict, pos: dict, refs: list[cond.References | None]) -> tuple:
+    """Append each sample's reference tokens after its clip's, padded to the longest in the batch:
+    clean (t = 0, out of the loss), invisible where they are padding."""
+    valid, role = {}, {}
+    for s in list(x0):
+        b, n, c = x0[s].shape
+        longest = max((r.count.get(s, 0) for r in refs if r is not None), default=0)
+        x = torch.zeros(b, longest, c)
+        p = torch.zeros(b, longest, 3)
+        ok = torch.zeros(b, longest, dtype=torch.bool)
+        rl = torch.zeros(b, longest, dtype=torch.long)
+        for k, r in enumerate(refs):
+            m = r.count.get(s, 0) if r is not None else 0
+            if m:
+                x[k, :m], p[k, :m], ok[k, :m], rl[k, :m] = r.x[s][0], r.pos[s][0], True, r.role[s][0]
+        x0[s] = torch.cat([x0[s], x], 1)
+        keep[s] = torch.cat([keep[s], torch.ones(b, longest, dtype=torch.bool)], 1)
+        pos[s] = torch.cat([pos[s], p], 1)
+        valid[s] = torch.cat([torch.ones(b, n, dtype=torch.bool), ok], 1)
+        role[s] = torch.cat([torch.zeros(b, n, dtype=torch.long), rl], 1)
+    return x0, keep, pos, valid, role
 
 
 def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generator: torch.Generator,
@@ -158,7 +192,9 @@ def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generat
         keep = batch.keep[s]
         tt = torch.where(keep, 0.0, t[:, None].expand_as(keep))
         xt = flow.noisy(x0, noise, tt)
-        streams[s] = Tokens(xt.to(device), tt.to(device), batch.pos[s].to(device))
+        valid = batch.valid[s].to(device) if batch.valid is not None else None
+        role = batch.role[s].to(device) if batch.role is not None else None
+        streams[s] = Tokens(xt.to(device), tt.to(device), batch.pos[s].to(device), valid, role)
         targets[s] = flow.velocity(x0, noise).to(device)
         weights[s] = (~keep).float().to(device)
     text = Text(batch.text.states.to(device), batch.text.mask.to(device))
@@ -208,6 +244,8 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) ->
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.95), weight_decay=cfg.weight_decay)
     ema = [p.detach().clone() for p in model.parameters()]  # shards under FSDP, like the weights
     step = _resume(out, model, opt, ema, world)
+    if step == 0 and cfg.init:
+        _initialise(model, ema, cfg.init)
     layout = layout_for(cfg, video_ae, audio_ae, model_cfg.patch)
     empty = text.encode([""])[0][0]
     sampler = Sampler(cfg, cache, layout, empty)
@@ -325,6 +363,30 @@ def _export(out: Path, cfg: GenTrainConfig, model_cfg, weights: dict[str, torch.
     config = PipelineConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, sample_rate=cfg.sample_rate,
                             text_encoder=text_name)  # fmt: skip
     Pipeline(config, exported, video_ae, audio_ae).save_pretrained(out / "pipeline")
+
+
+@torch.no_grad()
+def _initialise(model: torch.nn.Module, ema: list[torch.Tensor], folder: str) -> None:
+    """Start from a trained model's transformer (a model folder, or its `transformer/` part): the
+    same configuration is required; parts it lacks (reference roles, in older models) start fresh."""
+    path = Path(folder)
+    path = path / "transformer" if (path / "transformer").is_dir() else path
+    try:
+        start = load_component(AVTransformer, path)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot start from {folder}: {err}") from None
+    if config_to_dict(start.config) != config_to_dict(model.config):
+        raise ValueError(f"{folder} holds a different transformer configuration than --preset asks for")
+    full = start.state_dict()
+    for (name, p), e in zip(model.named_parameters(), ema, strict=True):
+        value = full[name].to(p.dtype)
+        if hasattr(p, "device_mesh"):  # an FSDP shard: take this process's part
+            from torch.distributed.tensor import distribute_tensor
+
+            value = distribute_tensor(value.to(p.device), p.device_mesh, p.placements)
+        p.copy_(value)
+        e.copy_(value)
+    log.info("starting from the transformer in %s", folder)
 
 
 def _resume(out: Path, model: AVTransformer, opt: torch.optim.Optimizer, ema: list[torch.Tensor], world: int) -> int:

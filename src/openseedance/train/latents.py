@@ -24,13 +24,15 @@ import torch
 from openseedance import media
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.stage.captions import caption
-from openseedance.stage.render import RenderConfig, render
+from openseedance.stage.render import RenderConfig, portrait, render, voice_sample
 from openseedance.stage.scene import sample_scene
 from openseedance.text import TextEncoder
 from openseedance.train.data import TRAIN_SEED_BASE, frames_to_tensor, hold_last
 from openseedance.video_vae import VideoAutoencoder
 
 log = logging.getLogger(__name__)
+
+REFERENCE_SECONDS = 2.0  # length of the voice samples the generator learns references from
 
 
 @dataclass(frozen=True)
@@ -79,8 +81,10 @@ class LatentCache:
             if json.loads(meta.read_text()) != self.identity:
                 raise ValueError(f"latent cache {self.folder} was made with other data or autoencoders; "
                                  "delete it or choose another folder")  # fmt: skip
-        else:
-            meta.write_text(json.dumps(self.identity, indent=1))
+        else:  # several processes may open a new cache at once: none may read a half-written file
+            tmp = meta.with_name(f"cache.json.{os.getpid()}.tmp")
+            tmp.write_text(json.dumps(self.identity, indent=1))
+            os.replace(tmp, meta)
         self._shards: dict[int, dict] = {}
 
     def shard_path(self, index: int) -> Path:
@@ -104,13 +108,47 @@ class LatentCache:
         items = [self._clip(i) for i in range(first, min(first + spec.clips_per_shard, spec.clips))]
         shard = {"video": torch.stack([it[0] for it in items]), "audio": torch.stack([it[1] for it in items]),
                  "prompts": [it[2] for it in items], "text": [it[3] for it in items]}  # fmt: skip
-        tmp = path.with_suffix(".tmp")
+        tmp = path.with_suffix(f".{os.getpid()}.tmp")
         torch.save(shard, tmp)
         os.replace(tmp, path)
         log.info("latent cache: wrote %s (%d clips)", path.name, len(items))
         return path
 
     @torch.no_grad()
+    def references(self, index: int) -> dict:
+        """Reference latents for the Stage clips of shard `index`, built on first use and kept in
+        `refs-NNNNN.pt`: per clip, each character's portrait (n, D, 1, H, W) and a sample of its
+        voice (n, D, S), and the captions that name the characters by them (`@image1`, `@audio1`)."""
+        if self.spec.source != "stage":
+            raise ValueError("reference training needs Stage data (a folder of clips has no references)")
+        key = ("refs", index)
+        if key not in self._shards:
+            path = self.folder / f"refs-{index:05d}.pt"
+            if not path.is_file():
+                spec = self.spec
+                first = index * spec.clips_per_shard
+                items = [self._references(i) for i in range(first, min(first + spec.clips_per_shard, spec.clips))]
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                torch.save(items, tmp)
+                os.replace(tmp, path)
+                log.info("latent cache: wrote %s (%d clips)", path.name, len(items))
+            self._shards[key] = torch.load(path, weights_only=True)
+        return self._shards[key]
+
+    @torch.no_grad()
+    def _references(self, i: int) -> dict:
+        spec = self.spec
+        scene = sample_scene(TRAIN_SEED_BASE + i, duration=spec.duration)
+        images = np.stack([portrait(c.identity, spec.width, spec.height) for c in scene.characters])
+        voices = np.stack([voice_sample(c.voice, spec.sample_rate, seconds=REFERENCE_SECONDS, seed=i)
+                           for c in scene.characters])  # fmt: skip
+        v = self.video_ae.encode(frames_to_tensor(images).transpose(0, 1).unsqueeze(2))  # each a 1-frame video
+        a = self.audio_ae.encode(torch.from_numpy(voices))[:, 0]  # (n, D, S)
+        prompts = list(dict.fromkeys(caption(scene, "train", k, cited=True).prompt for k in range(2)))
+        states, mask = self.text.encode(prompts)
+        text = [states[k, mask[k]].to(torch.bfloat16) for k in range(len(prompts))]
+        return {"images": v.to(torch.bfloat16), "voices": a.to(torch.bfloat16), "text": text}
+
     def _clip(self, i: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[torch.Tensor]]:
         spec = self.spec
         if spec.source == "stage":
