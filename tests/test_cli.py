@@ -143,6 +143,7 @@ GENERATE_BAD = [
     (["generate", "x", "--size", "60x60"], "multiple of 8"),
     (["generate", "x", "--ratio", "wide"], "ratio must look like"),
     (["generate", "x", "-o", "clip.gif"], "must be an .mp4"),
+    (["generate", "@image2 waves"], "cites @image2 but no reference images were given"),
 ]
 
 
@@ -158,6 +159,24 @@ def test_generate_bad_input_leaves_no_file(
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1
     assert list(tmp_path.iterdir()) == []
+
+
+def test_generate_with_reference_image_and_voice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from openseedance import media
+    from openseedance.stage.render import portrait, voice_sample
+    from openseedance.stage.scene import Identity, Voice
+
+    image = media.write_image(tmp_path / "me.png", portrait(Identity("pink", "diamond", "spotted", "big")))
+    voice = media.write_audio(tmp_path / "me.wav", voice_sample(Voice("high", "nasal"), seconds=2.5), 16000)
+    out = tmp_path / "refs.mp4"
+    code = main(["generate", "image 1 hops and says hello in the voice of @audio1", "--image", str(image),
+                 "--audio", str(voice), "-o", str(out), "--duration", "2", "--steps", "2"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    meta = json.loads(media.read_metadata(out)["openseedance"])
+    assert meta["task"] == "references" and meta["prompt"].startswith("image 1 hops")
+    short = media.write_audio(tmp_path / "short.wav", voice_sample(Voice("high", "nasal"), seconds=1.0), 16000)
+    assert main(["generate", "@image1 hops", "--image", str(image), "--audio", str(short), "-o", str(out)]) != 0
+    assert "@audio1 lasts 1.00 s; reference audio must last 2-15 s" in capsys.readouterr().err
 
 
 def test_generate_missing_model_and_unwritable_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -131,6 +131,21 @@ def test_references_condition_the_clip(pipe: Pipeline) -> None:
     assert both.clip.video.shape == (18, 64, 64, 3) and both.request["task"] == "i2av"
 
 
+def test_multi_shot_prompts(pipe: Pipeline) -> None:
+    text, cuts = pipe._prompt_text(_req(prompt="A red circle. [shot 1] Wide, it jumps. [shot 2] Close-up, it says hi.",
+                                 duration=3.0))  # fmt: skip
+    assert cuts == (1.5,) and text.shot is not None
+    parts = text.shot[0][text.mask[0]].tolist()
+    assert parts[0] == 0 and set(parts) == {0, 1, 2} and parts == sorted(parts)  # global, shot 1, shot 2
+    assert not text.shot[1].any()  # the empty prompt (guidance) has no shots
+    clip = pipe(_req(prompt="[shot 1] a red circle hops [shot 2] it talks [shot 3] it rests"), FAST).clip
+    assert clip.video.shape == (18, 64, 64, 3)
+    for prompt, message in (("[shot 1] a [shot 3] b", "numbered"), ("".join(f"[shot {k}] x " for k in range(1, 6)),
+                            "at most 4 shots")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            _req(prompt=prompt)
+
+
 def test_a_model_without_reference_training_refuses_references() -> None:
     fresh = Pipeline.untrained("debug")
     with pytest.raises(ValueError, match="trained without references"):

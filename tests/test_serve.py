@@ -313,6 +313,42 @@ def test_real_faces_are_refused_as_references(idle):
     assert e.value.status_code == 400 and "face" in e.value.message
 
 
+def _data_url(path, mime: str) -> str:
+    return f"data:{mime};base64," + base64.b64encode(path.read_bytes()).decode()
+
+
+def test_ark_reference_image_and_voice(server, tmp_path):
+    from openseedance import media
+    from openseedance.stage.render import portrait, voice_sample
+    from openseedance.stage.scene import Identity, Voice
+
+    image = media.write_image(tmp_path / "p.png", portrait(Identity("yellow", "triangle", "striped", "round")))
+    voice = media.write_audio(tmp_path / "v.wav", voice_sample(Voice("deep", "hollow"), seconds=2.5), 16000)
+    client = ark(server)
+    content = [{"type": "text", "text": "@image1 jumps twice and says hello in the voice of @audio1 --dur 2"},
+               {"type": "image_url", "image_url": {"url": _data_url(image, "image/png")}, "role": "reference_image"},
+               {"type": "audio_url", "audio_url": {"url": _data_url(voice, "audio/wav")}, "role": "reference_audio"}]
+    created = client.content_generation.tasks.create(model="openseedance", content=content)
+    task = _wait_ark(client, created.id)
+    assert task.status == "succeeded", task.error
+    _check_mp4(httpx.get(task.content.video_url, timeout=30).content, 2.0, (64, 64))
+
+
+def test_references_the_model_cannot_use_are_refused(idle, tmp_path):
+    from openseedance import media
+    from openseedance.media import Clip
+
+    moving = media.write_video(tmp_path / "m.mp4", Clip(np.full((36, 64, 64, 3), 120, np.uint8), None))
+    short = media.write_audio(tmp_path / "s.wav", np.zeros((1, 8000), np.float32), 16000)
+    for item, message in (
+        ({"type": "video_url", "video_url": {"url": _data_url(moving, "video/mp4")}}, "reference videos"),
+        ({"type": "audio_url", "audio_url": {"url": _data_url(short, "audio/wav")}}, "@audio1 lasts 0.50 s"),
+    ):
+        with pytest.raises(ArkAPIStatusError) as e:
+            ark(idle).content_generation.tasks.create(model="m", content=[{"type": "text", "text": "x"}, item])
+        assert e.value.status_code == 400 and message in e.value.message, e.value.message
+
+
 def test_web_page_is_served(idle):
     page = httpx.get(idle.url + "/", timeout=30)
     assert page.status_code == 200 and "<html" in page.text.lower()

@@ -132,6 +132,27 @@ def test_references_are_learnt_from_portraits_and_voices(parts: Path, tmp_path: 
     assert pipe(request, SamplerConfig(steps=2)).clip.video.shape == (12, 64, 64, 3)
 
 
+def test_multi_shot_clips_are_captioned_shot_by_shot(parts: Path, tmp_path: Path) -> None:
+    cfg = _cfg(parts, steps=2, clips=6, duration=4.0, cache=str(tmp_path / "lat"), batch_size=6,
+               tasks=tuple(1.0 if t in ("t2av", "references") else 0.0 for t in TASKS), text_dropout=0.0)  # fmt: skip
+    vae, aae = load_component(VideoAutoencoder, cfg.video_ae), load_component(AudioAutoencoder, cfg.audio_ae)
+    text = TextEncoder.load("minilm")
+    cache = LatentCache(cfg.cache, CacheSpec(clips=6, duration=4.0), vae, aae, text)
+    layout = layout_for(cfg, vae, aae, transformer_config("debug").patch)
+    shots = cache.shots(0)
+    multi = [k for k, s in enumerate(shots) if s is not None]
+    assert multi and len(multi) < 6  # the Stage mixes one-shot and multi-shot clips
+    scene = sample_scene(TRAIN_SEED_BASE + multi[0], duration=4.0)
+    assert len(shots[multi[0]]["plain"]) == len(scene.shots) + 1  # global + one part per shot
+    assert shots[multi[0]]["cuts"].tolist() == pytest.approx([s.start for s in scene.shots[1:]])
+    batch = Sampler(cfg, cache, layout, text.encode([""])[0][0])(1)
+    assert batch.text.shot is not None and batch.text.shot.max() >= 2
+    n = layout.video_tokens
+    assert batch.shot["video"][:, :n].min() >= 1 and batch.shot["video"][:, n:].eq(0).all()  # references: none
+    train(cfg, tmp_path / "run", progress=False)  # the masked batches train
+    assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2]
+
+
 def test_folder_of_mp4_and_captions(parts: Path, tmp_path: Path) -> None:
     data = tmp_path / "clips"
     data.mkdir()

@@ -3,6 +3,8 @@ rotary positions, gradients, the 1B preset on the meta device."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -162,3 +164,54 @@ def test_reference_roles() -> None:
     assert refs.pos["video"][0, :4, 1:].tolist() == layout.video_positions()[:4, 1:].tolist()
     with pytest.raises(ValueError, match="image reference 1 has 1 tokens"):
         reference_tokens([torch.randn(1, 4, 1, 2, 2)], [], layout)
+
+
+def test_a_shot_reads_only_its_own_caption_and_the_global_one() -> None:
+    model = _trained_like()
+    streams, _ = _inputs(b=1, nv=12, na=6)
+    g = torch.Generator().manual_seed(3)
+    states = torch.randn(1, 9, transformer_config("debug").text_dim, generator=g)
+    parts = torch.tensor([[0, 0, 0, 1, 1, 1, 2, 2, 2]])  # global, shot 1, shot 2
+    shot = {"video": torch.tensor([[1] * 6 + [2] * 6]), "audio": torch.tensor([[1] * 3 + [2] * 3])}
+    tok = {s: Tokens(t.x, t.t, t.pos, shot=shot[s]) for s, t in streams.items()}
+    ones = torch.ones(1, 9, dtype=torch.bool)
+
+    def run(s: torch.Tensor) -> dict[str, torch.Tensor]:
+        return model(tok, Text(s, ones, parts))
+
+    base = run(states)
+    other_shot2 = states.clone()
+    other_shot2[:, 6:] += 1.0
+    changed = run(other_shot2)
+    # shot 2's words reach shot 2's tokens; shot 1's tokens only second-hand, through shot 2's tokens
+    # in the next block, so much less than without the mask (exactly not at all in one block: below)
+    assert not torch.allclose(base["video"][:, 6:], changed["video"][:, 6:])
+    flat = model(tok, Text(states, ones)), model(tok, Text(other_shot2, ones))
+    masked_change = (changed["video"][:, :6] - base["video"][:, :6]).abs().mean()
+    flat_change = (flat[1]["video"][:, :6] - flat[0]["video"][:, :6]).abs().mean()
+    assert masked_change < 0.5 * flat_change
+    mask = AVTransformer._mask(tok, Text(states, ones, parts))
+    assert mask.shape == (1, 1, 12 + 6 + 9, 12 + 6 + 9)
+    video_shot1_row = mask[0, 0, 0, 18:].tolist()
+    assert video_shot1_row == [True] * 6 + [False] * 3  # global and shot 1's words, not shot 2's
+    assert mask[0, 0, 20].all()  # the words themselves read everything
+
+
+def test_one_block_shot_isolation_is_exact() -> None:
+    cfg = transformer_config("debug")
+    torch.manual_seed(0)
+    model = AVTransformer(dataclasses.replace(cfg, depth=1))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    streams, _ = _inputs(b=1, nv=4, na=2)
+    shot = {"video": torch.tensor([[1, 1, 2, 2]]), "audio": torch.tensor([[1, 2]])}
+    tok = {s: Tokens(t.x, t.t, t.pos, shot=shot[s]) for s, t in streams.items()}
+    states = torch.randn(1, 6, cfg.text_dim)
+    parts, ones = torch.tensor([[0, 0, 1, 1, 2, 2]]), torch.ones(1, 6, dtype=torch.bool)
+    other = states.clone()
+    other[:, 4:] += 1.0  # shot 2's words
+    a, b = model(tok, Text(states, ones, parts)), model(tok, Text(other, ones, parts))
+    assert torch.allclose(a["video"][:, :2], b["video"][:, :2], atol=1e-6)  # shot 1 never saw them
+    assert torch.allclose(a["audio"][:, :1], b["audio"][:, :1], atol=1e-6)
+    assert not torch.allclose(a["video"][:, 2:], b["video"][:, 2:])

@@ -122,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--edit", type=Path, default=None, help="a clip to retake within --window, the rest kept")
     p.add_argument("--backward", action="store_true", help="with --extend: add the new part before the clip")
     p.add_argument("--window", type=_window, default=None, help="with --edit: A:B, the seconds to redo")
+    p.add_argument("--image", type=Path, action="append", default=[], metavar="FILE",
+                   help="a reference image (repeat up to 9): the first is @image1 in the prompt, and so on")
+    p.add_argument("--audio", type=Path, action="append", default=[], metavar="FILE",
+                   help="a reference voice, 2-15 s (repeat up to 3): @audio1, @audio2, @audio3")
+    p.add_argument("--video", type=Path, action="append", default=[], metavar="FILE",
+                   help="a reference video, 2-15 s (repeat up to 3): @video1... (for models that use them)")
     p.add_argument("--soundtrack", type=Path, default=None, help="audio (or a video's audio) the picture must follow")
     p.add_argument("--for-video", type=Path, default=None, help="a video to make the sound for (video -> audio)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transformer")
@@ -425,6 +431,12 @@ def _generate(args: argparse.Namespace) -> None:
         extra["video"] = media.read_video(args.for_video, fps=fps, size=(height, width)).video
     if args.last_frame is not None:
         extra["last_frame"] = media.read_image(args.last_frame)
+    if args.image:
+        extra["images"] = tuple(media.read_image(f) for f in args.image)
+    if args.audio:
+        extra["audios"] = tuple(media.read_audio(f, sample_rate=c.sample_rate, channels=1)[0] for f in args.audio)
+    if args.video:
+        extra["videos"] = tuple(media.read_video(f, fps=fps, size=(height, width)) for f in args.video)
     duration = args.duration
     if (args.edit is None) != (args.window is None):
         raise UsageError("--edit and --window go together: --edit CLIP --window A:B")

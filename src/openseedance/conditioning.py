@@ -86,6 +86,17 @@ def tokens_to_audio(tokens: torch.Tensor) -> torch.Tensor:
     return tokens.transpose(1, 2)
 
 
+def token_shots(times: torch.Tensor, bounds: list[float] | tuple[float, ...]) -> torch.Tensor:
+    """The shot (1, 2, ...) each token's time (seconds) falls in, given the cut times between
+    shots (n - 1 of them for n shots)."""
+    return torch.bucketize(times.contiguous(), torch.tensor(list(bounds), dtype=times.dtype), right=True) + 1
+
+
+def even_cuts(duration: float, shots: int) -> tuple[float, ...]:
+    """Cut times for `shots` equally long shots."""
+    return tuple(duration * k / shots for k in range(1, shots))
+
+
 # references sit before the clip on the clock, one slot of this many seconds each (an audio or video
 # reference lasts at most 15 s): @image1..9 in slots 1..9, @video1..3 in 10..12, @audio1..3 in 13..15
 REF_SLOT = 20.0

@@ -179,6 +179,8 @@ class ContextParallel:
 
     def __call__(self, streams: dict[str, Tokens], text: Text) -> dict[str, torch.Tensor]:
         size, rank = dist.get_world_size(self.group), dist.get_rank(self.group)
+        if text.shot is not None and bool(text.shot.any()):
+            raise NotImplementedError("context parallelism does not take multi-shot prompts yet (per-shot masks)")
 
         def mine(x: torch.Tensor) -> torch.Tensor:
             return _pad_to(x, size).chunk(size, dim=1)[rank]
@@ -186,7 +188,8 @@ class ContextParallel:
         local = {}
         for s, tok in streams.items():
             valid = tok.valid if tok.valid is not None else torch.ones(tok.x.shape[:2], dtype=torch.bool)
-            local[s] = Tokens(mine(tok.x), mine(tok.t), mine(tok.pos), mine(valid.to(tok.x.device)))
+            role = mine(tok.role) if tok.role is not None else None  # references keep their roles
+            local[s] = Tokens(mine(tok.x), mine(tok.t), mine(tok.pos), mine(valid.to(tok.x.device)), role)
         with attention_kernel(ulysses_attention(self.group)):
             out = self.model(local, Text(mine(text.states), mine(text.mask)))
         return {s: _AllGather.apply(v, 1, self.group)[:, : streams[s].x.shape[1]] for s, v in out.items()}

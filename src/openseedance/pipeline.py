@@ -31,9 +31,9 @@ from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_from_dict, load_component, save_component
 from openseedance.flow import RectifiedFlow
 from openseedance.media import Clip
-from openseedance.request import GenerationRequest, canonical_prompt
+from openseedance.request import GenerationRequest, canonical_prompt, split_shots
 from openseedance.sampling import Progress, SamplerConfig, denoise
-from openseedance.text import TextEncoder
+from openseedance.text import TextEncoder, join_parts, pad_shots, pad_states
 from openseedance.train.data import frames_to_tensor, hold_last, tensor_to_frames
 from openseedance.transformer import AVTransformer, Text, Tokens
 from openseedance.video_vae import VideoAutoencoder
@@ -220,9 +220,7 @@ class Pipeline:
             clock = now
 
         layout = self.layout(request)
-        prompt = canonical_prompt(request.prompt, request.reference_counts)
-        states, mask = self.text_encoder.encode([prompt, ""])
-        text = Text(states, mask)
+        text, cuts = self._prompt_text(request)
         lap("text")
         given = self._given(request) if _has_given_frames(request) else None
         clean, keep = self._conditions(request, layout, given)
@@ -230,6 +228,7 @@ class Pipeline:
         targets = {s: x.shape[1] for s, x in clean.items()}
         total = sum(targets.values())
         role = {s: torch.zeros(1, n, dtype=torch.long) for s, n in targets.items()}
+        shot = {s: cond.token_shots(pos[s][0, :, 0], cuts)[None] for s in targets}
         if request.images or request.audios:  # reference token groups after the clip's, held clean
             refs = self._references(request, layout)
             for s, x in refs.x.items():
@@ -237,6 +236,7 @@ class Pipeline:
                 keep[s] = torch.cat([keep[s], torch.ones(1, x.shape[1], dtype=torch.bool)], 1)
                 pos[s] = torch.cat([pos[s], refs.pos[s]], 1)
                 role[s] = torch.cat([role[s], refs.role[s]], 1)
+                shot[s] = torch.cat([shot[s], torch.zeros(1, x.shape[1], dtype=torch.long)], 1)  # in no shot
         lap("encode")
         gen = torch.Generator().manual_seed(request.seed)
         noise = {s: torch.randn(x.shape, generator=gen) for s, x in clean.items()}
@@ -246,9 +246,10 @@ class Pipeline:
             n = len(branches)
             rows = [0 if b == "cond" else 1 for b in branches]
             streams = {s: Tokens(x[s].repeat(n, 1, 1), t[s].repeat(n, 1), pos[s].expand(n, -1, -1),
-                                 role=role[s].expand(n, -1)) for s in x}  # fmt: skip
+                                 role=role[s].expand(n, -1), shot=shot[s].expand(n, -1)) for s in x}  # fmt: skip
+            parts = text.shot[rows] if text.shot is not None else None
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
-                v = self.transformer(streams, Text(text.states[rows], text.mask[rows]))
+                v = self.transformer(streams, Text(text.states[rows], text.mask[rows], parts))
             return [{s: v[s][i : i + 1].float() for s in v} for i in range(n)]
 
         latents = denoise(velocity, noise, clean, keep, sampler, shift, progress)
@@ -369,6 +370,22 @@ class Pipeline:
             track = np.pad(track[:, :samples], ((0, 0), (0, max(0, samples - track.shape[1]))))
             audio = cond.audio_to_tokens(self.audio_ae.encode(torch.from_numpy(track)[None])[:, 0])
         return {"video": video, "audio": audio}, keep
+
+    def _prompt_text(self, request: GenerationRequest) -> tuple[Text, tuple[float, ...]]:
+        """The prompt's text states (row 0) beside the empty prompt's (row 1, for guidance), and
+        the cut times between shots. A multi-shot prompt is encoded part by part (global, shot 1,
+        ...) and its shots share the clip's length equally."""
+        prompt = canonical_prompt(request.prompt, request.reference_counts)
+        whole, shots = split_shots(prompt)
+        if not shots:
+            return Text(*self.text_encoder.encode([prompt, ""])), ()
+        states, mask = self.text_encoder.encode([whole, *shots, ""])
+        joined, parts = join_parts([states[k, mask[k]] for k in range(len(shots) + 1)])
+        empty = states[-1, mask[-1]]
+        padded, valid = pad_states([joined, empty])
+        return Text(padded, valid, pad_shots([parts, None], padded.shape[1])), cond.even_cuts(
+            request.duration, len(shots)
+        )
 
     def _references(self, request: GenerationRequest, layout: cond.Layout) -> cond.References:
         """Reference images (each resized to the clip's size and encoded as a 1-frame video) and

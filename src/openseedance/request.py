@@ -26,6 +26,28 @@ KINDS = {"image": "images", "video": "videos", "audio": "audios"}  # citation wo
 _CITE = re.compile(r"@(image|video|audio)\s?(\d+)\b|\b(image|video|audio) (\d+)\b", re.IGNORECASE)
 
 
+MAX_SHOTS = 4
+_SHOT = re.compile(r"\[\s*shot\s*(\d+)\s*\]", re.IGNORECASE)
+
+
+def split_shots(prompt: str) -> tuple[str, tuple[str, ...]]:
+    """A multi-shot prompt, "global text [shot 1] first ... [shot 2] second ...", as the global
+    text and each shot's; a prompt without `[shot N]` markers is all global, with no shots. The
+    shots must be numbered 1, 2, ... in order, at most MAX_SHOTS."""
+    marks = list(_SHOT.finditer(prompt))
+    if not marks:
+        return prompt.strip(), ()
+    numbers = [int(m[1]) for m in marks]
+    if numbers != list(range(1, len(marks) + 1)):
+        got = ", ".join(m[0] for m in marks)
+        raise ValueError(f"shots must be numbered [shot 1], [shot 2], ... in order; got {got}")
+    if len(marks) > MAX_SHOTS:
+        raise ValueError(f"at most {MAX_SHOTS} shots in one clip, got {len(marks)}")
+    ends = [m.start() for m in marks[1:]] + [len(prompt)]
+    shots = tuple(prompt[m.end() : e].strip() for m, e in zip(marks, ends, strict=True))
+    return prompt[: marks[0].start()].strip(), shots
+
+
 def citations(prompt: str, counts: dict[str, int] | None = None) -> list[tuple[str, int, str]]:
     """(kind, number, as written) for each reference the prompt cites; plain forms count only for
     kinds present in `counts` (references given per kind)."""
@@ -86,6 +108,7 @@ class GenerationRequest:
         for name, limit in (("images", MAX_IMAGES), ("videos", MAX_VIDEOS), ("audios", MAX_AUDIOS)):
             if len(getattr(self, name)) > limit:
                 raise ValueError(f"at most {limit} reference {name} are allowed, got {len(getattr(self, name))}")
+        split_shots(self.prompt)  # well-formed shots, or a clear error
         self._check_references()
         check_citations(self.prompt, self.reference_counts)
         if self.extend is not None and self.extend not in EXTEND:

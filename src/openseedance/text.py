@@ -169,3 +169,19 @@ def pad_states(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     for i, r in enumerate(rows):
         states[i, : r.shape[0]], mask[i, : r.shape[0]] = r, True
     return states, mask
+
+
+def join_parts(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A multi-shot prompt's parts (global, shot 1, shot 2, ...), each (L_k, D), as one sequence
+    (ΣL, D) and the part of each token (ΣL,): 0 global, k shot k."""
+    shots = torch.cat([torch.full((p.shape[0],), k, dtype=torch.long) for k, p in enumerate(parts)])
+    return torch.cat(parts), shots
+
+
+def pad_shots(rows: list[torch.Tensor | None], length: int) -> torch.Tensor:
+    """Per-prompt part ids (L_i,) (None: all global) -> (B, length), zero-padded."""
+    out = torch.zeros(len(rows), length, dtype=torch.long)
+    for i, r in enumerate(rows):
+        if r is not None:
+            out[i, : r.shape[0]] = r
+    return out

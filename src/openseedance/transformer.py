@@ -116,13 +116,14 @@ class Tokens:
     pos: torch.Tensor
     valid: torch.Tensor | None = None
     role: torch.Tensor | None = None
+    shot: torch.Tensor | None = None  # (B, N): the shot (1, 2, ...) each token falls in; 0 for references
 
     def __post_init__(self) -> None:
         b, n = self.x.shape[:2]
         if self.t.shape != (b, n) or self.pos.shape != (b, n, 3):
             raise ValueError(f"tokens {tuple(self.x.shape)} need t (B, N) and pos (B, N, 3), "
                              f"got {tuple(self.t.shape)} and {tuple(self.pos.shape)}")  # fmt: skip
-        for name in ("valid", "role"):
+        for name in ("valid", "role", "shot"):
             value = getattr(self, name)
             if value is not None and value.shape != (b, n):
                 raise ValueError(f"tokens {tuple(self.x.shape)} need {name} (B, N), got {tuple(value.shape)}")
@@ -130,10 +131,14 @@ class Tokens:
 
 @dataclass
 class Text:
-    """Text encoder states (B, L, text_dim) and which of them are real (B, L) (False = padding)."""
+    """Text encoder states (B, L, text_dim), which of them are real (B, L) (False = padding), and
+    for a multi-shot prompt the part each token belongs to (B, L): 0 the global caption, k shot k.
+    A clip token of shot k then reads only the global caption and shot k's; all tokens still see
+    each other (DESIGN §1)."""
 
     states: torch.Tensor
     mask: torch.Tensor
+    shot: torch.Tensor | None = None
 
 
 class StreamLayers(nn.Module):
@@ -185,8 +190,10 @@ class AVBlock(nn.Module):
                 qs.append(apply_rotary(layers.q_norm(q), ropes[s]))
             ks.append(apply_rotary(layers.k_norm(k), ropes[s]))
             vs.append(v)
-        out = attention(torch.cat(qs, 2), torch.cat(ks, 2), torch.cat(vs, 2), mask)  # (B, H, ΣN queries, Dh)
         answered = [s for s in names if s in pre]
+        if mask is not None and mask.shape[2] > 1:  # per-query rows: only those of streams that ask
+            mask = mask[:, :, : sum(xs[s].shape[1] for s in answered)]
+        out = attention(torch.cat(qs, 2), torch.cat(ks, 2), torch.cat(vs, 2), mask)  # (B, H, ΣN queries, Dh)
         out = rearrange(out, "b h n d -> b n (h d)").split([xs[s].shape[1] for s in answered], dim=1)
         result = {}
         for s, o in zip(answered, out, strict=True):
@@ -269,12 +276,26 @@ class AVTransformer(nn.Module):
 
     @staticmethod
     def _mask(streams: dict[str, Tokens], text: Text) -> torch.Tensor | None:
-        """Keys that are padding are hidden from every query; None when there is none."""
-        if bool(text.mask.all()) and all(tok.valid is None or bool(tok.valid.all()) for tok in streams.values()):
+        """Keys that are padding are hidden from every query, and with shots a shot's clip tokens
+        see only the global caption and their own shot's; None when nothing is hidden. (B, 1, 1, ΣN)
+        for padding alone, (B, 1, ΣN, ΣN) with shots (rows and columns: the streams, then text)."""
+        shots = text.shot is not None and bool(text.shot.any())
+        if (not shots and bool(text.mask.all())
+                and all(tok.valid is None or bool(tok.valid.all()) for tok in streams.values())):  # fmt: skip
             return None
         keep = [tok.valid.bool() if tok.valid is not None else torch.ones(tok.x.shape[:2], dtype=torch.bool,
                 device=tok.x.device) for tok in streams.values()]  # fmt: skip
-        return torch.cat([*keep, text.mask.bool()], dim=1)[:, None, None, :]  # (B, 1, 1, ΣN)
+        keys = torch.cat([*keep, text.mask.bool()], dim=1)[:, None, None, :]  # (B, 1, 1, ΣN)
+        if not shots:
+            return keys
+        b, length = text.mask.shape
+        mine = [tok.shot.long() if tok.shot is not None else torch.zeros(tok.x.shape[:2], dtype=torch.long,
+                device=tok.x.device) for tok in streams.values()]  # fmt: skip
+        q_shot = torch.cat([*mine, torch.full((b, length), -1, device=text.mask.device)], 1)  # text reads all
+        k_shot = torch.cat([torch.full((b, sum(m.shape[1] for m in mine)), -1, device=text.mask.device),
+                            text.shot.long()], 1)  # clip tokens are read by all  # fmt: skip
+        ok = (k_shot[:, None, :] <= 0) | (q_shot[:, :, None] < 0) | (k_shot[:, None, :] == q_shot[:, :, None])
+        return ok[:, None] & keys  # (B, 1, ΣN, ΣN)
 
     # ------------------------------------------------------------ accounting
 

@@ -41,7 +41,7 @@ from openseedance import parallel
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_to_dict, load_component
 from openseedance.flow import RectifiedFlow
-from openseedance.text import TextEncoder, pad_states
+from openseedance.text import TextEncoder, join_parts, pad_shots, pad_states
 from openseedance.train.latents import CacheSpec, LatentCache
 from openseedance.train.schedule import learning_rate
 from openseedance.transformer import AVTransformer, Text, Tokens, transformer_config
@@ -79,6 +79,7 @@ class GenTrainConfig:
     # task mix (DESIGN §1): weights over conditioning.TASKS
     tasks: tuple[float, ...] = (0.4, 0.12, 0.08, 0.08, 0.12, 0.2)
     init: str = ""  # a model folder whose transformer starts a new run (fine-tuning); ignored on resume
+    shots: bool = True  # multi-shot Stage clips captioned part by part, each shot reading its own part
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
@@ -109,6 +110,7 @@ class Batch:
     tasks: list[str]
     valid: dict[str, torch.Tensor] | None = None  # (B, N): False for padding (references are ragged)
     role: dict[str, torch.Tensor] | None = None  # (B, N): transformer.role_id of each token
+    shot: dict[str, torch.Tensor] | None = None  # (B, N): the shot each token is in (0: references)
 
 
 class Sampler:
@@ -125,11 +127,12 @@ class Sampler:
         if weights.sum() <= 0:
             raise ValueError("the task mix has weight only on references, which need Stage data")
         self.weights = weights / weights.sum()
+        self.shots = cfg.shots and cache.spec.source == "stage"  # per-shot captions (Stage clips know their cuts)
 
     def __call__(self, step: int, rank: int = 0) -> Batch:
         cfg, spec = self.cfg, self.cache.spec
         rng = np.random.default_rng([cfg.seed, step, rank])
-        videos, audios, texts, keeps, tasks, refs = [], [], [], [], [], []
+        videos, audios, texts, parts, cuts, keeps, tasks, refs = [], [], [], [], [], [], [], []
         for _ in range(cfg.batch_size):
             i = int(rng.integers(spec.clips))
             shard = self.cache.shard(i // spec.clips_per_shard)
@@ -140,7 +143,16 @@ class Sampler:
             ref = self.cache.references(i // spec.clips_per_shard)[j] if task == "references" else None
             wordings = shard["text"][j] if ref is None else ref["text"]
             drop = rng.random() < cfg.text_dropout
-            texts.append(self.empty if drop else wordings[int(rng.integers(len(wordings)))].float())
+            shots = self.cache.shots(i // spec.clips_per_shard)[j] if self.shots and not drop else None
+            if shots is not None:  # a multi-shot clip: its caption part by part, each shot reading its own
+                states, ids = join_parts([x.float() for x in shots["cited" if ref is not None else "plain"]])
+                texts.append(states)
+                parts.append(ids)
+                cuts.append(shots["cuts"].tolist())
+            else:
+                texts.append(self.empty if drop else wordings[int(rng.integers(len(wordings)))].float())
+                parts.append(None)
+                cuts.append([])
             masks = cond.task_masks(task, self.layout, prefix=float(rng.uniform(0.2, 0.8)))
             keeps.append(masks)
             tasks.append(task)
@@ -152,10 +164,15 @@ class Sampler:
               "audio": cond.audio_to_tokens(torch.stack(audios))}  # fmt: skip
         keep = {s: torch.cat([k[s] for k in keeps]) for s in x0}
         pos = {s: p.expand(b, -1, -1) for s, p in self.pos.items()}
+        shot = {s: torch.stack([cond.token_shots(p[:, 0], c) for c in cuts]) for s, p in self.pos.items()}
         valid = role = None
         if any(r is not None for r in refs):
             x0, keep, pos, valid, role = _with_references(x0, keep, pos, refs)
-        return Batch(x0=x0, keep=keep, pos=pos, text=Text(*pad_states(texts)), tasks=tasks, valid=valid, role=role)
+            shot = {s: torch.cat([shot[s], torch.zeros(b, x0[s].shape[1] - shot[s].shape[1], dtype=torch.long)], 1)
+                    for s in shot}  # fmt: skip
+        states, mask = pad_states(texts)
+        text = Text(states, mask, pad_shots(parts, states.shape[1]) if any(p is not None for p in parts) else None)
+        return Batch(x0=x0, keep=keep, pos=pos, text=text, tasks=tasks, valid=valid, role=role, shot=shot)
 
 
 def _with_references(x0: dict, keep: dict, pos: dict, refs: list[cond.References | None]) -> tuple:
@@ -194,10 +211,12 @@ def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generat
         xt = flow.noisy(x0, noise, tt)
         valid = batch.valid[s].to(device) if batch.valid is not None else None
         role = batch.role[s].to(device) if batch.role is not None else None
-        streams[s] = Tokens(xt.to(device), tt.to(device), batch.pos[s].to(device), valid, role)
+        shot = batch.shot[s].to(device) if batch.shot is not None else None
+        streams[s] = Tokens(xt.to(device), tt.to(device), batch.pos[s].to(device), valid, role, shot)
         targets[s] = flow.velocity(x0, noise).to(device)
         weights[s] = (~keep).float().to(device)
-    text = Text(batch.text.states.to(device), batch.text.mask.to(device))
+    parts = batch.text.shot.to(device) if batch.text.shot is not None else None
+    text = Text(batch.text.states.to(device), batch.text.mask.to(device), parts)
     pred = model(streams, text)
     losses = {s: flow.loss(pred[s], targets[s], weights[s]) for s in pred}
     loss = sum(losses.values())

@@ -135,6 +135,40 @@ class LatentCache:
             self._shards[key] = torch.load(path, weights_only=True)
         return self._shards[key]
 
+    def shots(self, index: int) -> list[dict | None]:
+        """Per-shot captions for the Stage clips of shard `index` (built on first use, kept in
+        `shots-NNNNN.pt`): per clip, None for a single shot, else the cut times between shots and
+        the caption's parts (global, shot 1, shot 2, ...) as text states, in words ("plain") and
+        naming characters by their references ("cited")."""
+        if self.spec.source != "stage":
+            raise ValueError("per-shot captions need Stage data")
+        key = ("shots", index)
+        if key not in self._shards:
+            path = self.folder / f"shots-{index:05d}.pt"
+            if not path.is_file():
+                spec = self.spec
+                first = index * spec.clips_per_shard
+                items = [self._shots(i) for i in range(first, min(first + spec.clips_per_shard, spec.clips))]
+                tmp = path.with_suffix(f".{os.getpid()}.tmp")
+                torch.save(items, tmp)
+                os.replace(tmp, path)
+                log.info("latent cache: wrote %s (%d clips)", path.name, len(items))
+            self._shards[key] = torch.load(path, weights_only=True)
+        return self._shards[key]
+
+    @torch.no_grad()
+    def _shots(self, i: int) -> dict | None:
+        scene = sample_scene(TRAIN_SEED_BASE + i, duration=self.spec.duration)
+        if len(scene.shots) < 2:
+            return None
+        out: dict = {"cuts": torch.tensor([s.start for s in scene.shots[1:]], dtype=torch.float32)}
+        for name, cited in (("plain", False), ("cited", True)):
+            c = caption(scene, "train", 0, cited=cited)
+            parts = [c.overall, *c.shots]
+            states, mask = self.text.encode(parts)
+            out[name] = [states[k, mask[k]].to(torch.bfloat16) for k in range(len(parts))]
+        return out
+
     @torch.no_grad()
     def _references(self, i: int) -> dict:
         spec = self.spec
