@@ -19,8 +19,13 @@ Rows, each scored by the Stage probes against the scene:
 - shuffled: another case's scene (right format, wrong content).
 
 Columns: identity fidelity (each visible character's colour, shape and pattern as the probes see
-them), the whole attribute probe (also the place and no stray characters), action, voice pitch
-(within one semitone of the character's voice, where its speech can be attributed), sync.
+them; then colour alone), the whole attribute probe (also the place and no stray characters),
+action, voice pitch (within one semitone of the character's voice, where its speech can be
+attributed to it), sync.
+
+A second table does the same on the stage-bench multi-shot cases (2-3 shots per clip): the model
+given each character's references and the cited per-shot prompt, or the ordinary multi-shot
+caption. Its first column is the identity probe: each character keeps its looks across the cuts.
 """
 
 from __future__ import annotations
@@ -35,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from openseedance.pipeline import Pipeline, as_generator
+from openseedance.request import GenerationRequest
 from openseedance.stage import bench, world
 from openseedance.stage.captions import caption
 from openseedance.stage.probes import probe
@@ -63,9 +69,32 @@ def score(clip, scene) -> dict[str, float | None]:
     report = probe(clip, scene)
     ident = [c["ok"] for c in report.checks if c["probe"] == "attribute" and c["check"] in IDENTITY_CHECKS]
     pitch = [c["ok"] for c in report.checks if c["probe"] == "voice" and c["check"] == "pitch"]
-    return {"identity": float(np.mean(ident)) if ident else None, "attribute": report.scores["attribute"],
+    colour = [c["ok"] for c in report.checks if c["probe"] == "attribute" and c["check"] == "colour"]
+    return {"identity": float(np.mean(ident)) if ident else None,
+            "colour": float(np.mean(colour)) if colour else None, "attribute": report.scores["attribute"],
             "action": report.scores["action"], "pitch": float(np.mean(pitch)) if pitch else None,
-            "sync": report.scores["sync"]}  # fmt: skip
+            "sync": report.scores["sync"], "consistency": report.scores["identity"]}  # fmt: skip
+
+
+def with_references(case: bench.Case) -> GenerationRequest:
+    """The case's scene asked for with each character named only by its references."""
+    req, scene = case.request, case.scene
+    images = tuple(portrait(c.identity, req.width, req.height) for c in scene.characters)
+    voices = tuple(voice_sample(c.voice, req.sample_rate, seed=req.seed) for c in scene.characters)
+    return dataclasses.replace(req, prompt=caption(scene, "train", cited=True).prompt, images=images, audios=voices)
+
+
+def table(title: str, rows: dict[str, list[dict]], cols: tuple[str, ...], heads: tuple[str, ...]) -> dict:
+    summary = {}
+    for name, got in rows.items():
+        summary[name] = {}
+        for col in cols:
+            values = [g[col] for g in got if g[col] is not None]
+            summary[name][col] = float(np.mean(values)) if values else None
+    print(f"\n{title}\n| row | " + " | ".join(heads) + " |\n|---|" + "---|" * len(heads))
+    for name, row in summary.items():
+        print(f"| {name} | " + " | ".join("-" if row[c] is None else f"{100 * row[c]:.1f}%" for c in cols) + " |")
+    return summary
 
 
 def main() -> None:
@@ -77,42 +106,52 @@ def main() -> None:
 
     pipe = Pipeline.from_pretrained(args.model or None)
     generate = as_generator(pipe)
+    seconds = []
+
+    def timed(request: GenerationRequest):
+        start = time.perf_counter()
+        clip = generate(request)
+        seconds.append(time.perf_counter() - start)
+        return clip
+
     cases = bench.suite(("references",), args.cases)
     shuffled = bench.ShuffledGenerator(cases)
     rows: dict[str, list[dict]] = {k: [] for k in ("truth", "references", "other references",
                                                     "words, no references", "shuffled")}  # fmt: skip
-    seconds = []
     for case in cases:
         req, scene = case.request, case.scene
         config = RenderConfig(req.width, req.height, req.fps, req.sample_rate)
         rows["truth"].append(score(render(scene, config).clip, scene))
-        start = time.perf_counter()
-        rows["references"].append(score(generate(req), scene))
-        seconds.append(time.perf_counter() - start)
+        rows["references"].append(score(timed(req), scene))
         images, voices = other_references(case)
-        rows["other references"].append(score(generate(dataclasses.replace(req, images=images, audios=voices)),
-                                               scene))  # fmt: skip
+        rows["other references"].append(score(timed(dataclasses.replace(req, images=images, audios=voices)), scene))
         words = dataclasses.replace(req, prompt=caption(scene, "train").prompt, images=(), audios=())
-        rows["words, no references"].append(score(generate(words), scene))
+        rows["words, no references"].append(score(timed(words), scene))
         rows["shuffled"].append(score(shuffled(req), scene))
 
-    cols = ("identity", "attribute", "action", "pitch", "sync")
-    summary = {}
-    for name, got in rows.items():
-        summary[name] = {}
-        for col in cols:
-            values = [g[col] for g in got if g[col] is not None]
-            summary[name][col] = float(np.mean(values)) if values else None
-    print(f"references: {args.cases} stage-bench cases, model {pipe.source}, {np.mean(seconds):.2f} s per clip")
-    print("| row | identity fidelity | attribute | action | voice pitch ±1 st | sync |")
-    print("|---|---|---|---|---|---|")
-    for name, row in summary.items():
-        cells = ["-" if row[c] is None else f"{100 * row[c]:.1f}%" for c in cols]
-        print(f"| {name} | " + " | ".join(cells) + " |")
+    # multi-shot: 2-3 shots per clip; the identity probe checks each character keeps its looks across cuts
+    shots = bench.suite(("multi-shot",), args.cases)
+    shuffled = bench.ShuffledGenerator(shots)
+    multi: dict[str, list[dict]] = {k: [] for k in ("truth", "references", "words, no references", "shuffled")}
+    for case in shots:
+        req, scene = case.request, case.scene
+        config = RenderConfig(req.width, req.height, req.fps, req.sample_rate)
+        multi["truth"].append(score(render(scene, config).clip, scene))
+        multi["references"].append(score(timed(with_references(case)), scene))
+        multi["words, no references"].append(score(timed(req), scene))
+        multi["shuffled"].append(score(shuffled(req), scene))
+
+    print(f"model {pipe.source}, {args.cases} cases per table, {np.mean(seconds):.2f} s per generated clip")
+    one = table("references (one shot)", rows, ("identity", "colour", "attribute", "action", "pitch", "sync"),
+                ("identity fidelity", "of which colour", "attribute", "action", "voice pitch ±1 st", "sync"))
+    two = table("multi-shot (2-3 shots)", multi, ("consistency", "identity", "colour", "pitch", "action"),
+                ("cross-shot identity consistency", "identity fidelity", "of which colour", "voice pitch ±1 st",
+                 "action"))  # fmt: skip
     Path(args.out).write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
         "model": pipe.source, "cases": args.cases, "seconds_per_clip": float(np.mean(seconds)),
-        "summary": summary, "per_case": rows}, indent=1))  # fmt: skip
+        "references": one, "multi_shot": two,
+        "per_case": {"references": rows, "multi_shot": multi}}, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":
