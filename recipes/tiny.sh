@@ -13,6 +13,7 @@ RUNS=${RUNS:-runs}
 VIDEO_STEPS=${VIDEO_STEPS:-1300}
 AUDIO_STEPS=${AUDIO_STEPS:-2200}
 GEN_STEPS=${GEN_STEPS:-1400}
+V2_STEPS=${V2_STEPS:-1100}
 
 openseedance train video-ae --preset tiny --out "$RUNS/video-ae-tiny" --steps "$VIDEO_STEPS" --batch-size 4 \
   --lr 1e-3 --checkpoint-every 50 --device "$DEVICE"
@@ -23,4 +24,17 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${
   train generator --preset tiny --out "$RUNS/generator-tiny" --video-ae "$RUNS/video-ae-tiny/model" \
   --audio-ae "$RUNS/audio-ae-tiny/model" --clips 1024 --cache "$RUNS/latents" --steps "$GEN_STEPS" \
   --batch-size 4 --lr 1e-3 --warmup 100 --ema-decay 0.995 --checkpoint-every 100 --device "$DEVICE"
-openseedance export "$RUNS/generator-tiny/pipeline" src/openseedance/weights/tiny --dtype bfloat16
+# references (portraits and voices) joined the task mix: 200 steps of a 900-step schedule
+TASKS=t2av=0.3,i2av=0.1,a2v=0.08,v2a=0.08,extend=0.12,references=0.32
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
+  train generator --preset tiny --out "$RUNS/generator-tiny-refs" --video-ae "$RUNS/video-ae-tiny/model" \
+  --audio-ae "$RUNS/audio-ae-tiny/model" --clips 1024 --cache "$RUNS/latents" --steps 900 --stop-after 200 \
+  --batch-size 4 --lr 5e-4 --warmup 50 --ema-decay 0.995 --checkpoint-every 100 --device "$DEVICE" \
+  --init "$RUNS/generator-tiny/pipeline" --tasks "$TASKS" --no-shots
+# then per-shot captions for multi-shot clips as well
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
+  train generator --preset tiny --out "$RUNS/generator-tiny-v2" --video-ae "$RUNS/video-ae-tiny/model" \
+  --audio-ae "$RUNS/audio-ae-tiny/model" --clips 1024 --cache "$RUNS/latents" --steps "$V2_STEPS" \
+  --batch-size 4 --lr 5e-4 --warmup 50 --ema-decay 0.995 --checkpoint-every 100 --device "$DEVICE" \
+  --init "$RUNS/generator-tiny-refs/pipeline" --tasks "$TASKS"
+openseedance export "$RUNS/generator-tiny-v2/pipeline" src/openseedance/weights/tiny --dtype bfloat16

@@ -71,6 +71,12 @@ def test_resume_follows_the_same_trajectory(parts: Path, tmp_path: Path) -> None
     b = load_file(str(tmp_path / "stopped" / "pipeline" / "transformer" / "model.safetensors"))
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert [r["step"] for r in _log(tmp_path / "stopped")] == [1, 2, 3, 4, 5, 6]
+    # stopping early on purpose keeps the whole run's schedule
+    train(_cfg(parts), tmp_path / "paused", progress=False, stop_after=4)
+    assert [r["step"] for r in _log(tmp_path / "paused")] == [1, 2, 3, 4]
+    train(_cfg(parts), tmp_path / "paused", progress=False)
+    c = load_file(str(tmp_path / "paused" / "pipeline" / "transformer" / "model.safetensors"))
+    assert all(torch.equal(a[k], c[k]) for k in a)
 
 
 def test_changed_model_refuses_to_resume(parts: Path, tmp_path: Path) -> None:

@@ -204,6 +204,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay per step (default 0.999)")
     p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and noise (default 0)")
     p.add_argument("--checkpoint-every", type=_positive(int), default=200, help="steps between checkpoints")
+    p.add_argument("--stop-after", type=_positive(int), default=None, metavar="STEP",
+                   help="stop (with a checkpoint) at this step; the schedule still spans --steps, and a rerun "
+                        "continues it")  # fmt: skip
+    p.add_argument("--no-shots", action="store_true",
+                   help="caption multi-shot Stage clips as one text, without per-shot parts and masks")
     p.add_argument("--init", default="", help="start a new run from this model folder's transformer (fine-tune)")
     p.add_argument("--tasks", type=_task_mix, default=None,
                    help="task mix as TASK=WEIGHT,... (e.g. t2av=0.4,i2av=0.1,references=0.2); tasks not named "
@@ -398,13 +403,13 @@ def _train_generator(args: argparse.Namespace) -> None:
                          text_encoder=args.text_encoder, data=args.data, clips=args.clips, cache=args.cache,
                          duration=args.duration, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every, init=args.init,
+                         checkpoint_every=args.checkpoint_every, init=args.init, shots=not args.no_shots,
                          **({"tasks": args.tasks} if args.tasks is not None else {}),
                          bf16={"auto": None, "bf16": True, "fp32": False}[args.precision], device=args.device,
                          fsdp=args.fsdp,
                          activation_checkpointing=args.activation_checkpointing, compile=args.compile)  # fmt: skip
     _writable_dir(args.out)
-    folder = train(cfg, args.out, progress=sys.stderr.isatty())
+    folder = train(cfg, args.out, progress=sys.stderr.isatty(), stop_after=args.stop_after)
     print(f"trained generator: {folder}")
 
 

@@ -233,8 +233,10 @@ def layout_for(cfg: GenTrainConfig, video_ae: VideoAutoencoder, audio_ae: AudioA
                        math.ceil(samples / audio_ae.config.hop), audio_ae.config.latent_rate)  # fmt: skip
 
 
-def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) -> Path:
-    """Train (or resume) into `out`; returns the exported pipeline folder."""
+def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True, stop_after: int | None = None) -> Path:
+    """Train (or resume) into `out`; returns the exported pipeline folder. `stop_after`: stop (with
+    a checkpoint) once this step is reached; the schedule still spans `cfg.steps`, and running again
+    continues it."""
     out = Path(out)
     rank, world = _init_distributed(cfg)
     device = torch.device(cfg.device)
@@ -278,7 +280,8 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) ->
     bar = tqdm(total=cfg.steps, initial=step, desc="generator", disable=not progress or rank != 0, dynamic_ncols=True)
     model.train()
     try:
-        while step < cfg.steps:
+        end = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+        while step < end:
             t0 = time.perf_counter()
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, step)
@@ -295,7 +298,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) ->
             _update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
             step += 1
             bar.update(1)
-            if rank == 0 and (step % cfg.log_every == 0 or step == cfg.steps):
+            if rank == 0 and (step % cfg.log_every == 0 or step == end):
                 record = {"step": step, **metrics, "grad_norm": float(grad_norm.full_tensor() if hasattr(
                           grad_norm, "full_tensor") else grad_norm), "lr": opt.param_groups[0]["lr"],
                           "seconds": round(time.perf_counter() - t0, 3)}  # fmt: skip
@@ -306,7 +309,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True) ->
                         if k != "step":
                             board.add_scalar(k, v, step)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            if step % cfg.checkpoint_every == 0 or step == end:
                 _save(out, cfg, model, opt, ema, step, world, (video_ae, audio_ae, text.name))
     finally:
         bar.close()
