@@ -51,6 +51,9 @@ def examples(config: RenderConfig) -> list[tuple[str, str, GenerationRequest, di
     inputs.update({f"audio{i + 1}": v for i, v in enumerate(voices)})
     out.append(("references", "reference images (@imageN) and voices (@audioN) + text", GenerationRequest(
         caption(s, cited=True).prompt, seed=4, images=images, audios=voices, **base), inputs))  # fmt: skip
+    shots = sample_scene(SEED + 8, duration=4.0, num_shots=3)
+    out.append(("multi-shot", "three shots in one clip ([shot N] parts)", GenerationRequest(
+        caption(shots).prompt, seed=9, **base), {}))  # fmt: skip
     s, truth = scene(4)
     out.append(("audio-to-video", "a soundtrack → the picture", GenerationRequest(caption(s).prompt, seed=5,
                 audio=truth.audio, **base), {"soundtrack": truth.audio}))  # fmt: skip

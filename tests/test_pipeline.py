@@ -138,6 +138,12 @@ def test_multi_shot_prompts(pipe: Pipeline) -> None:
     parts = text.shot[0][text.mask[0]].tolist()
     assert parts[0] == 0 and set(parts) == {0, 1, 2} and parts == sorted(parts)  # global, shot 1, shot 2
     assert not text.shot[1].any()  # the empty prompt (guidance) has no shots
+    pipe.per_shot = False  # the whole prompt as one text
+    try:
+        flat, no_cuts = pipe._prompt_text(_req(prompt="A red circle. [shot 1] It jumps. [shot 2] It rests."))
+    finally:
+        pipe.per_shot = True
+    assert flat.shot is None and no_cuts == ()
     clip = pipe(_req(prompt="[shot 1] a red circle hops [shot 2] it talks [shot 3] it rests"), FAST).clip
     assert clip.video.shape == (18, 64, 64, 3)
     for prompt, message in (("[shot 1] a [shot 3] b", "numbered"), ("".join(f"[shot {k}] x " for k in range(1, 6)),

@@ -89,6 +89,7 @@ class Pipeline:
         self.source = "in memory"  # where the weights came from, recorded with every clip
         self.mark = True  # invisible video and audio marks on every clip (off only to measure them)
         self.allow_faces = False  # accept references that show real human faces
+        self.per_shot = True  # a "[shot N]" prompt part by part, each shot reading its own (False: one text)
         self._model_id: str | None = None
 
     # ------------------------------------------------------------ files
@@ -377,7 +378,7 @@ class Pipeline:
         ...) and its shots share the clip's length equally."""
         prompt = canonical_prompt(request.prompt, request.reference_counts)
         whole, shots = split_shots(prompt)
-        if not shots:
+        if not shots or not self.per_shot:
             return Text(*self.text_encoder.encode([prompt, ""])), ()
         states, mask = self.text_encoder.encode([whole, *shots, ""])
         joined, parts = join_parts([states[k, mask[k]] for k in range(len(shots) + 1)])
