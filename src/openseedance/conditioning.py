@@ -58,10 +58,11 @@ class Layout:
                                     torch.arange(w, dtype=torch.float32), indexing="ij")  # fmt: skip
         return torch.stack([tt, yy, xx], dim=-1).reshape(-1, 3)
 
-    def audio_positions(self) -> torch.Tensor:
-        """(S, 3): seconds of each audio latent's centre; audio sits at the centre of the picture."""
+    def audio_positions(self, count: int | None = None) -> torch.Tensor:
+        """(S, 3): seconds of each audio latent's centre (the clip's, or `count` from 0 s); audio sits at
+        the centre of the picture."""
         _, h, w = self.token_grid
-        s = (torch.arange(self.audio_latents, dtype=torch.float32) + 0.5) / self.audio_rate
+        s = (torch.arange(self.audio_latents if count is None else count, dtype=torch.float32) + 0.5) / self.audio_rate
         return torch.stack([s, torch.full_like(s, (h - 1) / 2), torch.full_like(s, (w - 1) / 2)], dim=-1)
 
 
@@ -125,9 +126,9 @@ def reference_tokens(images: list[torch.Tensor], audios: list[torch.Tensor], lay
     out: dict[str, tuple[list, list, list]] = {"video": ([], [], []), "audio": ([], [], [])}
     if layout.patch[0] != 1 and images:
         raise ValueError(f"image references need a temporal patch of 1, got {layout.patch}")
+    _, h, w = layout.token_grid
     for i, lat in enumerate(images):
         tokens = video_to_tokens(lat, layout.patch)
-        _, h, w = layout.token_grid
         if tokens.shape[1] != h * w:
             raise ValueError(f"image reference {i + 1} has {tokens.shape[1]} tokens, the clip's frames {h * w}")
         pos = layout.video_positions()[: h * w].clone()
@@ -135,12 +136,11 @@ def reference_tokens(images: list[torch.Tensor], audios: list[torch.Tensor], lay
         out["video"][0].append(tokens)
         out["video"][1].append(pos)
         out["video"][2].append(torch.full((h * w,), role_id("image", i)))
-    _, h, w = layout.token_grid
     for i, lat in enumerate(audios):
         tokens = audio_to_tokens(lat)
         n = tokens.shape[1]
-        s = (torch.arange(n, dtype=torch.float32) + 0.5) / layout.audio_rate - REF_SLOT * role_id("audio", i)
-        pos = torch.stack([s, torch.full_like(s, (h - 1) / 2), torch.full_like(s, (w - 1) / 2)], dim=-1)
+        pos = layout.audio_positions(n)
+        pos[:, 0] -= REF_SLOT * role_id("audio", i)
         out["audio"][0].append(tokens)
         out["audio"][1].append(pos)
         out["audio"][2].append(torch.full((n,), role_id("audio", i)))
@@ -151,6 +151,30 @@ def reference_tokens(images: list[torch.Tensor], audios: list[torch.Tensor], lay
             refs.pos[stream] = torch.cat(ps)[None]
             refs.role[stream] = torch.cat(rs)[None]
     return refs
+
+
+def with_references(x: dict[str, torch.Tensor], keep: dict[str, torch.Tensor], pos: dict[str, torch.Tensor],
+                    shot: dict[str, torch.Tensor], refs: list[References | None]) -> tuple[dict, ...]:  # fmt: skip
+    """Each sample's reference tokens (refs[k], or None) after its clip's tokens, per stream, padded to
+    the longest in the batch: clean (kept, out of the loss), in no shot (0), hidden where they are
+    padding. Returns new (x, keep, pos, shot, valid, role) dicts of (B, N + R, ...) tensors."""
+    out: tuple[dict, ...] = ({}, {}, {}, {}, {}, {})
+    for s in x:
+        b, n, c = x[s].shape
+        longest = max((r.count.get(s, 0) for r in refs if r is not None), default=0)
+        rx, rp = torch.zeros(b, longest, c), torch.zeros(b, longest, 3)
+        ok, rl = torch.zeros(b, longest, dtype=torch.bool), torch.zeros(b, longest, dtype=torch.long)
+        for k, r in enumerate(refs):
+            m = r.count.get(s, 0) if r is not None else 0
+            if m:
+                rx[k, :m], rp[k, :m], ok[k, :m], rl[k, :m] = r.x[s][0], r.pos[s][0], True, r.role[s][0]
+        none = torch.zeros(b, longest, dtype=torch.long)
+        for d, value in zip(out, (torch.cat([x[s], rx], 1), torch.cat([keep[s], torch.ones_like(ok)], 1),
+                                  torch.cat([pos[s].expand(b, -1, -1), rp], 1), torch.cat([shot[s], none], 1),
+                                  torch.cat([torch.ones(b, n, dtype=torch.bool), ok], 1),
+                                  torch.cat([torch.zeros(b, n, dtype=torch.long), rl], 1)), strict=True):  # fmt: skip
+            d[s] = value
+    return out
 
 
 def task_masks(task: str, layout: Layout, batch: int = 1, prefix: float = 0.5) -> dict[str, torch.Tensor]:

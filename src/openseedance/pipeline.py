@@ -228,16 +228,11 @@ class Pipeline:
         pos = {"video": layout.video_positions()[None], "audio": layout.audio_positions()[None]}
         targets = {s: x.shape[1] for s, x in clean.items()}
         total = sum(targets.values())
-        role = {s: torch.zeros(1, n, dtype=torch.long) for s, n in targets.items()}
         shot = {s: cond.token_shots(pos[s][0, :, 0], cuts)[None] for s in targets}
+        valid = role = None
         if request.images or request.audios:  # reference token groups after the clip's, held clean
-            refs = self._references(request, layout)
-            for s, x in refs.x.items():
-                clean[s] = torch.cat([clean[s], x], 1)
-                keep[s] = torch.cat([keep[s], torch.ones(1, x.shape[1], dtype=torch.bool)], 1)
-                pos[s] = torch.cat([pos[s], refs.pos[s]], 1)
-                role[s] = torch.cat([role[s], refs.role[s]], 1)
-                shot[s] = torch.cat([shot[s], torch.zeros(1, x.shape[1], dtype=torch.long)], 1)  # in no shot
+            refs = [self._references(request, layout)]
+            clean, keep, pos, shot, valid, role = cond.with_references(clean, keep, pos, shot, refs)
         lap("encode")
         gen = torch.Generator().manual_seed(request.seed)
         noise = {s: torch.randn(x.shape, generator=gen) for s, x in clean.items()}
@@ -247,7 +242,8 @@ class Pipeline:
             n = len(branches)
             rows = [0 if b == "cond" else 1 for b in branches]
             streams = {s: Tokens(x[s].repeat(n, 1, 1), t[s].repeat(n, 1), pos[s].expand(n, -1, -1),
-                                 role=role[s].expand(n, -1), shot=shot[s].expand(n, -1)) for s in x}  # fmt: skip
+                                 valid[s].expand(n, -1) if valid else None, role[s].expand(n, -1) if role else None,
+                                 shot[s].expand(n, -1)) for s in x}  # fmt: skip
             parts = text.shot[rows] if text.shot is not None else None
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
                 v = self.transformer(streams, Text(text.states[rows], text.mask[rows], parts))

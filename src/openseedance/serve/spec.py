@@ -18,10 +18,9 @@ from typing import Any
 import numpy as np
 
 from openseedance import media
-from openseedance.request import GenerationRequest, check_citations
+from openseedance.request import KINDS, GenerationRequest, check_citations
 from openseedance.serve import inputs
 
-KINDS = {"image": "images", "video": "videos", "audio": "audios"}  # kind -> GenerationRequest field
 ROLES = {
     "first_frame": "image",
     "last_frame": "image",

@@ -167,35 +167,10 @@ class Sampler:
         shot = {s: torch.stack([cond.token_shots(p[:, 0], c) for c in cuts]) for s, p in self.pos.items()}
         valid = role = None
         if any(r is not None for r in refs):
-            x0, keep, pos, valid, role = _with_references(x0, keep, pos, refs)
-            shot = {s: torch.cat([shot[s], torch.zeros(b, x0[s].shape[1] - shot[s].shape[1], dtype=torch.long)], 1)
-                    for s in shot}  # fmt: skip
+            x0, keep, pos, shot, valid, role = cond.with_references(x0, keep, pos, shot, refs)
         states, mask = pad_states(texts)
         text = Text(states, mask, pad_shots(parts, states.shape[1]) if any(p is not None for p in parts) else None)
         return Batch(x0=x0, keep=keep, pos=pos, text=text, tasks=tasks, valid=valid, role=role, shot=shot)
-
-
-def _with_references(x0: dict, keep: dict, pos: dict, refs: list[cond.References | None]) -> tuple:
-    """Append each sample's reference tokens after its clip's, padded to the longest in the batch:
-    clean (t = 0, out of the loss), invisible where they are padding."""
-    valid, role = {}, {}
-    for s in list(x0):
-        b, n, c = x0[s].shape
-        longest = max((r.count.get(s, 0) for r in refs if r is not None), default=0)
-        x = torch.zeros(b, longest, c)
-        p = torch.zeros(b, longest, 3)
-        ok = torch.zeros(b, longest, dtype=torch.bool)
-        rl = torch.zeros(b, longest, dtype=torch.long)
-        for k, r in enumerate(refs):
-            m = r.count.get(s, 0) if r is not None else 0
-            if m:
-                x[k, :m], p[k, :m], ok[k, :m], rl[k, :m] = r.x[s][0], r.pos[s][0], True, r.role[s][0]
-        x0[s] = torch.cat([x0[s], x], 1)
-        keep[s] = torch.cat([keep[s], torch.ones(b, longest, dtype=torch.bool)], 1)
-        pos[s] = torch.cat([pos[s], p], 1)
-        valid[s] = torch.cat([torch.ones(b, n, dtype=torch.bool), ok], 1)
-        role[s] = torch.cat([torch.zeros(b, n, dtype=torch.long), rl], 1)
-    return x0, keep, pos, valid, role
 
 
 def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generator: torch.Generator,

@@ -15,6 +15,7 @@ import json
 import logging
 import math
 import os
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -103,58 +104,50 @@ class LatentCache:
         path = self.shard_path(index)
         if path.is_file():
             return path
-        spec = self.spec
-        first = index * spec.clips_per_shard
-        items = [self._clip(i) for i in range(first, min(first + spec.clips_per_shard, spec.clips))]
+        items = [self._clip(i) for i in self._clips(index)]
         shard = {"video": torch.stack([it[0] for it in items]), "audio": torch.stack([it[1] for it in items]),
                  "prompts": [it[2] for it in items], "text": [it[3] for it in items]}  # fmt: skip
+        return self._write(shard, path, len(items))
+
+    def _clips(self, index: int) -> range:
+        first = index * self.spec.clips_per_shard
+        return range(first, min(first + self.spec.clips_per_shard, self.spec.clips))
+
+    @staticmethod
+    def _write(data: object, path: Path, clips: int) -> Path:
+        """Save under a temporary name (one per process: several may build at once), then rename."""
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        torch.save(shard, tmp)
+        torch.save(data, tmp)
         os.replace(tmp, path)
-        log.info("latent cache: wrote %s (%d clips)", path.name, len(items))
+        log.info("latent cache: wrote %s (%d clips)", path.name, clips)
         return path
 
-    @torch.no_grad()
-    def references(self, index: int) -> dict:
-        """Reference latents for the Stage clips of shard `index`, built on first use and kept in
-        `refs-NNNNN.pt`: per clip, each character's portrait (n, D, 1, H, W) and a sample of its
-        voice (n, D, S), and the captions that name the characters by them (`@image1`, `@audio1`)."""
+    def _stage_extra(self, name: str, index: int, make: Callable[[int], object], refusal: str) -> list:
+        """Per-clip extras of Stage shard `index` (`make(clip)` for each), built on first use and
+        kept in `NAME-NNNNN.pt` beside the shard; other data is refused with `refusal`."""
         if self.spec.source != "stage":
-            raise ValueError("reference training needs Stage data (a folder of clips has no references)")
-        key = ("refs", index)
+            raise ValueError(refusal)
+        key = (name, index)
         if key not in self._shards:
-            path = self.folder / f"refs-{index:05d}.pt"
+            path = self.folder / f"{name}-{index:05d}.pt"
             if not path.is_file():
-                spec = self.spec
-                first = index * spec.clips_per_shard
-                items = [self._references(i) for i in range(first, min(first + spec.clips_per_shard, spec.clips))]
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                torch.save(items, tmp)
-                os.replace(tmp, path)
-                log.info("latent cache: wrote %s (%d clips)", path.name, len(items))
+                self._write([make(i) for i in self._clips(index)], path, len(self._clips(index)))
             self._shards[key] = torch.load(path, weights_only=True)
         return self._shards[key]
 
+    def references(self, index: int) -> list[dict]:
+        """Reference latents for the Stage clips of shard `index` (`refs-NNNNN.pt`): per clip, each
+        character's portrait (n, D, 1, H, W) and a sample of its voice (n, D, S), and the captions
+        that name the characters by them (`@image1`, `@audio1`)."""
+        return self._stage_extra("refs", index, self._references,
+                                 "reference training needs Stage data (a folder of clips has no references)")
+
     def shots(self, index: int) -> list[dict | None]:
-        """Per-shot captions for the Stage clips of shard `index` (built on first use, kept in
-        `shots-NNNNN.pt`): per clip, None for a single shot, else the cut times between shots and
-        the caption's parts (global, shot 1, shot 2, ...) as text states, in words ("plain") and
-        naming characters by their references ("cited")."""
-        if self.spec.source != "stage":
-            raise ValueError("per-shot captions need Stage data")
-        key = ("shots", index)
-        if key not in self._shards:
-            path = self.folder / f"shots-{index:05d}.pt"
-            if not path.is_file():
-                spec = self.spec
-                first = index * spec.clips_per_shard
-                items = [self._shots(i) for i in range(first, min(first + spec.clips_per_shard, spec.clips))]
-                tmp = path.with_suffix(f".{os.getpid()}.tmp")
-                torch.save(items, tmp)
-                os.replace(tmp, path)
-                log.info("latent cache: wrote %s (%d clips)", path.name, len(items))
-            self._shards[key] = torch.load(path, weights_only=True)
-        return self._shards[key]
+        """Per-shot captions for the Stage clips of shard `index` (`shots-NNNNN.pt`): per clip, None
+        for a single shot, else the cut times between shots and the caption's parts (global, shot 1,
+        shot 2, ...) as text states, in words ("plain") and naming characters by their references
+        ("cited")."""
+        return self._stage_extra("shots", index, self._shots, "per-shot captions need Stage data")
 
     @torch.no_grad()
     def _shots(self, i: int) -> dict | None:
