@@ -9,6 +9,7 @@ from pathlib import Path
 
 import av
 import pytest
+import torch
 
 from openseedance.cli import main
 
@@ -194,6 +195,32 @@ def test_export_halves_the_weights(debug_model: Path, tmp_path: Path, capsys: py
     full = sum(f.stat().st_size for f in debug_model.rglob("*.safetensors"))
     assert size < 0.6 * full
     assert Pipeline.from_pretrained(tmp_path / "half").transformer.inputs["video"].weight.dtype.is_floating_point
+
+
+def test_export_with_a_fine_tuned_decoder(debug_model: Path, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """`export --video-decoder DIR` takes a decoder trained on the model's own encoder; an
+    autoencoder with another encoder is refused and nothing is written."""
+    from openseedance.checkpoint import load_component, save_component
+    from openseedance.video_vae import VideoAutoencoder
+
+    tuned = load_component(VideoAutoencoder, debug_model / "video_ae")
+    with torch.no_grad():
+        for param in tuned.decoder.parameters():
+            param.add_(0.01)
+    save_component(tuned, tmp_path / "tuned")
+    assert main(["export", str(debug_model), str(tmp_path / "new"), "--video-decoder", str(tmp_path / "tuned")]) == 0
+    new = load_component(VideoAutoencoder, tmp_path / "new" / "video_ae")
+    assert torch.equal(new.decoder.conv_out.conv.weight, tuned.decoder.conv_out.conv.weight.bfloat16().float())
+    assert torch.equal(new.encoder.conv_out.conv.weight, tuned.encoder.conv_out.conv.weight.bfloat16().float())
+
+    with torch.no_grad():
+        tuned.encoder.conv_in.conv.weight.add_(0.01)
+    save_component(tuned, tmp_path / "other")
+    capsys.readouterr()
+    assert main(["export", str(debug_model), str(tmp_path / "no"), "--video-decoder", str(tmp_path / "other")]) == 1
+    assert "encodes differently" in capsys.readouterr().err
+    assert not (tmp_path / "no").exists()
 
 
 def test_bundled_model_is_small_and_half_precision() -> None:

@@ -96,6 +96,35 @@ def test_resume_refuses_a_different_model(tmp_path: Path) -> None:
         train(_cfg(preset="tiny", steps=3), tmp_path / "run", progress=False)
 
 
+@pytest.mark.parametrize("kind", ["video-ae", "audio-ae"])
+def test_decoder_only_keeps_the_latents(tmp_path: Path, kind: str) -> None:
+    """Fine-tuning the decoder from a trained component leaves every encoder weight and the latent
+    statistics bit-identical (so a generator trained on those latents stays valid) and trains the
+    decoder."""
+    extra = {"seconds": 0.25, "batch_size": 2} if kind == "audio-ae" else {}
+    base = train(_cfg(kind=kind, steps=3, **extra), tmp_path / "base", progress=False)
+    tuned = train(_cfg(kind=kind, steps=6, lr=3e-3, seed=1, init=str(base), decoder_only=True, **extra),
+                  tmp_path / "tuned", progress=False)  # fmt: skip
+    a, b = _weights(tmp_path / "base"), _weights(tmp_path / "tuned")
+    assert a.keys() == b.keys()
+    frozen = [k for k in a if k.startswith("encoder.") or k.startswith("latent_")]
+    assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
+    assert any(not torch.equal(a[k], b[k]) for k in a if k.startswith("decoder."))
+    log = [json.loads(x) for x in (tmp_path / "tuned" / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == list(range(1, 7))
+    assert tuned.name == "model"
+
+
+def test_init_errors(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="needs a trained component"):
+        _cfg(decoder_only=True)
+    with pytest.raises(ValueError, match="cannot start from"):
+        train(_cfg(init=str(tmp_path / "missing")), tmp_path / "run", progress=False)
+    base = train(_cfg(steps=1), tmp_path / "base", progress=False)
+    with pytest.raises(ValueError, match="different"):
+        train(_cfg(preset="tiny", init=str(base)), tmp_path / "run2", progress=False)
+
+
 def test_bad_config() -> None:
     with pytest.raises(ValueError, match="unknown autoencoder"):
         _cfg(kind="text-ae")

@@ -179,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
             help="bfloat16 autocast (default float32: on CPUs convolutions measured slower in bfloat16)",
         )
         p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        p.add_argument("--init", default="", help="start from this trained component folder (same preset)")
+        p.add_argument(
+            "--decoder-only",
+            action="store_true",
+            help="with --init: freeze the encoder and train the decoder (latents, and generators on them, stay valid)",
+        )
         if kind == "video-ae":
             p.add_argument("--size", type=_size, default=(64, 64), help="WIDTHxHEIGHT of training clips")
             p.add_argument("--fps", type=_positive(float), default=12.0, help="frame rate of training clips")
@@ -231,6 +237,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", type=Path, help="a model folder (pipeline.json + components)")
     p.add_argument("out", type=Path, help="the new model folder")
     p.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16", help="weight precision")
+    for kind in ("video", "audio"):
+        p.add_argument(f"--{kind}-decoder", type=Path, default=None,
+                       help=f"take the decoder of this {kind} autoencoder folder (trained with --decoder-only on "
+                            "the model's own encoder)")  # fmt: skip
     p.set_defaults(func=_export)
 
     for name, what in (("serve", "serve the Ark-compatible and OpenAI-compatible video APIs and the web page"),
@@ -374,7 +384,8 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
         "width": args.size[0], "height": args.size[1], "fps": args.fps, "frames": args.frames}  # fmt: skip
     cfg = AETrainConfig(kind=args.kind, preset=args.preset, data=args.data, steps=args.steps,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=args.bf16,
-                        checkpoint_every=args.checkpoint_every, device=args.device, **extra)  # fmt: skip
+                        checkpoint_every=args.checkpoint_every, device=args.device, init=args.init,
+                        decoder_only=args.decoder_only, **extra)  # fmt: skip
     _writable_dir(args.out)
     model_dir = train(cfg, args.out, progress=sys.stderr.isatty())
     print(f"trained {args.kind}: {model_dir}")
@@ -475,9 +486,15 @@ def _generate(args: argparse.Namespace) -> None:
 def _export(args: argparse.Namespace) -> None:
     import torch
 
+    from openseedance.audio_vae import AudioAutoencoder
+    from openseedance.checkpoint import load_component
     from openseedance.pipeline import Pipeline
+    from openseedance.video_vae import VideoAutoencoder
 
     pipe = Pipeline.from_pretrained(args.model)
+    for folder, cls in ((args.video_decoder, VideoAutoencoder), (args.audio_decoder, AudioAutoencoder)):
+        if folder is not None:
+            pipe.use_decoder(load_component(cls, folder))
     _writable_dir(args.out)
     pipe.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())

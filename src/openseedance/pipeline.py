@@ -146,6 +146,26 @@ class Pipeline:
         os.replace(tmp, folder / "pipeline.json")
         return folder
 
+    def use_decoder(self, autoencoder: VideoAutoencoder | AudioAutoencoder) -> None:
+        """Decode with `autoencoder` from now on (e.g. one whose decoder was fine-tuned with
+        `train video-ae --decoder-only`). Its encoder and latent statistics must be this model's
+        (compared in bfloat16, the precision bundled weights are stored in), since the transformer
+        was trained on exactly those latents; a ValueError says what differs."""
+        attr = "video_ae" if isinstance(autoencoder, VideoAutoencoder) else "audio_ae"
+        current: torch.nn.Module = getattr(self, attr)
+        if autoencoder.config != current.config:
+            raise ValueError(f"the new {attr} has another configuration than the model's")
+        mine, theirs = current.state_dict(), autoencoder.state_dict()
+        frozen = [k for k in mine if k.startswith(("encoder.", "latent_"))]
+        for name in frozen:
+            if not torch.equal(theirs[name].cpu().bfloat16(), mine[name].cpu().bfloat16()):
+                raise ValueError(f"the new {attr} encodes differently ({name}): the transformer was trained on "
+                                 "this model's latents, so only a decoder trained on them can replace it")  # fmt: skip
+        replacement = type(current)(current.config).to(device=next(current.parameters()).device)
+        replacement.load_state_dict({**mine, **{k: v for k, v in theirs.items() if k.startswith("decoder.")}})
+        setattr(self, attr, replacement.to(dtype=next(current.parameters()).dtype).eval())
+        self._model_id = None
+
     @property
     def text_encoder(self) -> TextEncoder:
         if self._text is None:

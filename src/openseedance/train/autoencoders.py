@@ -2,6 +2,12 @@
 
     openseedance train video-ae --preset tiny --out runs/video-ae --steps 4000
     openseedance train audio-ae --preset tiny --out runs/audio-ae --steps 4000 --data clips/
+    openseedance train video-ae --init runs/video-ae/model --decoder-only --out runs/video-dec --steps 2000
+
+With `init` a run starts from a trained component instead of fresh weights. With `decoder_only` the
+encoder is frozen and only the decoder trains: the latents, and the latent statistics stored with
+the component, stay exactly those of `init`, so a generator trained on them keeps working and
+simply decodes with the sharper decoder.
 
 Runs on the CPU or one GPU, in float32 or (`bf16`) under bfloat16 autocast.
 Every `checkpoint_every` steps the run writes `checkpoint.pt` (weights, optimiser, step) and the
@@ -25,7 +31,7 @@ import torch
 from tqdm import tqdm
 
 from openseedance import audio_vae, video_vae
-from openseedance.checkpoint import config_to_dict, save_component
+from openseedance.checkpoint import config_to_dict, load_component, save_component
 from openseedance.train.data import AudioWindows, VideoWindows
 from openseedance.train.schedule import learning_rate
 
@@ -56,6 +62,8 @@ class AETrainConfig:
     # audio windows
     seconds: float = 1.0
     device: str = "cpu"
+    init: str = ""  # start from this trained component folder (same preset)
+    decoder_only: bool = False  # freeze the encoder (and the latent statistics); needs `init`
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -64,6 +72,8 @@ class AETrainConfig:
             raise ValueError("steps, batch size and checkpoint interval must be positive")
         if self.lr <= 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
+        if self.decoder_only and not self.init:
+            raise ValueError("decoder-only training needs a trained component to start from (init)")
 
 
 def _video(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
@@ -90,8 +100,13 @@ def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model, batches = KINDS[cfg.kind](cfg)
+    if cfg.init:
+        _start_from(model, cfg.init)
+    if cfg.decoder_only:
+        model.encoder.requires_grad_(False)
     model.to(cfg.device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
+    trained = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     step = _resume(out, cfg, model, opt)
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     logfile = (out / "log.jsonl").open("a")
@@ -108,7 +123,7 @@ def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> 
                 loss, metrics = model.training_loss(x)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+            grad_norm = torch.nn.utils.clip_grad_norm_(trained, cfg.grad_clip)
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"loss became {float(loss)} at step {step}; last checkpoint is in {out}")
             opt.step()
@@ -139,8 +154,20 @@ def _save(out: Path, cfg: AETrainConfig, model: torch.nn.Module, opt: torch.opti
     # training state above keeps the raw weights, so statistics never feed back into training
     export = type(model)(model.config)
     export.load_state_dict(model.state_dict())
-    _calibrate(export, [batches(CALIBRATION_STEP + i) for i in range(4)], cfg)
+    if not cfg.decoder_only:  # a frozen encoder keeps the statistics it came with, exactly
+        _calibrate(export, [batches(CALIBRATION_STEP + i) for i in range(4)], cfg)
     save_component(export, out / "model")
+
+
+def _start_from(model: torch.nn.Module, folder: str) -> None:
+    """Load a trained component of the same architecture (latent statistics included)."""
+    try:
+        init = load_component(type(model), folder)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot start from {folder}: {err}") from None
+    if config_to_dict(init.config) != config_to_dict(model.config):
+        raise ValueError(f"{folder} holds a different {type(model).__name__} configuration than this preset")
+    model.load_state_dict(init.state_dict())
 
 
 @torch.no_grad()
