@@ -2,6 +2,7 @@
 
     python benchmarks/references.py                      # the bundled model, 8 cases
     python benchmarks/references.py --model runs/x/pipeline --cases 16
+    python benchmarks/references.py --reference-guidance 1,2,3   # a row per reference guidance scale
 
 Each case is a held-out Stage scene whose prompt names every character only by its references
 ("@image1 who speaks like @audio1 ... @image1 jumps twice"): a portrait of each character on a
@@ -10,7 +11,8 @@ can only come from @imageN, and its voice from @audioN.
 
 Rows, each scored by the Stage probes against the scene:
 - truth: the scene itself (what a perfect generator scores);
-- references: the model given the right references;
+- references: the model given the right references (one row per reference guidance scale asked
+  for, `references r=S`; the model's default scale otherwise);
 - other references: the same prompt with each character's portrait and voice replaced by another
   character's (another colour and pitch): if the model reads its references, fidelity to the
   scene falls here;
@@ -101,28 +103,33 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="", help="model folder (default: the bundled model)")
     ap.add_argument("--cases", type=int, default=8)
+    ap.add_argument("--reference-guidance", default="",
+                    help="comma-separated reference guidance scales, a 'references' row each (default: the model's)")
     ap.add_argument("--out", default="benchmarks/references.json")
     args = ap.parse_args()
 
     pipe = Pipeline.from_pretrained(args.model or None)
+    scales = [float(x) for x in args.reference_guidance.split(",") if x] or [pipe.config.reference_guidance]
+    named = {(f"references r={r:g}" if args.reference_guidance else "references"): r for r in scales}
     generate = as_generator(pipe)
     seconds = []
 
-    def timed(request: GenerationRequest):
+    def timed(request: GenerationRequest, r: float | None = None):
         start = time.perf_counter()
-        clip = generate(request)
+        clip = generate(request) if r is None else pipe(request, pipe.sampler(reference_guidance=r)).clip
         seconds.append(time.perf_counter() - start)
         return clip
 
     cases = bench.suite(("references",), args.cases)
     shuffled = bench.ShuffledGenerator(cases)
-    rows: dict[str, list[dict]] = {k: [] for k in ("truth", "references", "other references",
+    rows: dict[str, list[dict]] = {k: [] for k in ("truth", *named, "other references",
                                                     "words, no references", "shuffled")}  # fmt: skip
     for case in cases:
         req, scene = case.request, case.scene
         config = RenderConfig(req.width, req.height, req.fps, req.sample_rate)
         rows["truth"].append(score(render(scene, config).clip, scene))
-        rows["references"].append(score(timed(req), scene))
+        for name, r in named.items():
+            rows[name].append(score(timed(req, r), scene))
         images, voices = other_references(case)
         rows["other references"].append(score(timed(dataclasses.replace(req, images=images, audios=voices)), scene))
         words = dataclasses.replace(req, prompt=caption(scene, "train").prompt, images=(), audios=())
@@ -132,12 +139,13 @@ def main() -> None:
     # multi-shot: 2-3 shots per clip; the identity probe checks each character keeps its looks across cuts
     shots = bench.suite(("multi-shot",), args.cases)
     shuffled = bench.ShuffledGenerator(shots)
-    multi: dict[str, list[dict]] = {k: [] for k in ("truth", "references", "words, no references", "shuffled")}
+    multi: dict[str, list[dict]] = {k: [] for k in ("truth", *named, "words, no references", "shuffled")}
     for case in shots:
         req, scene = case.request, case.scene
         config = RenderConfig(req.width, req.height, req.fps, req.sample_rate)
         multi["truth"].append(score(render(scene, config).clip, scene))
-        multi["references"].append(score(timed(with_references(case)), scene))
+        for name, r in named.items():
+            multi[name].append(score(timed(with_references(case), r), scene))
         multi["words, no references"].append(score(timed(req), scene))
         multi["shuffled"].append(score(shuffled(req), scene))
 
@@ -150,7 +158,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
         "model": pipe.source, "cases": args.cases, "seconds_per_clip": float(np.mean(seconds)),
-        "references": one, "multi_shot": two,
+        "reference_guidance": scales, "references": one, "multi_shot": two,
         "per_case": {"references": rows, "multi_shot": multi}}, indent=1))  # fmt: skip
 
 

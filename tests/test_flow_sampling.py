@@ -84,8 +84,29 @@ def test_guidance_mixes_per_stream() -> None:
     assert float(v["audio"][0, 0, 0]) == 2.0  # scale 1: the conditional velocity
 
 
+def test_reference_guidance_adds_a_branch_only_when_asked() -> None:
+    asked = []
+    value = {"cond": 4.0, "uncond": 2.0, "bare": 1.0}
+
+    def fn(x, t, branches):
+        asked.append(branches)
+        return [{s: torch.full_like(x[s], value[b]) for s in x} for b in branches]
+
+    x = {"video": torch.zeros(1, 2, 1), "audio": torch.zeros(1, 2, 1)}
+    v = guided(fn, {"video": 3.0, "audio": 1.0}, reference=2.5)(x, {})
+    assert asked == [("cond", "uncond", "bare")]
+    assert float(v["video"][0, 0, 0]) == 1.0 + 2.5 * (2 - 1) + 3.0 * (4 - 2)
+    assert float(v["audio"][0, 0, 0]) == 1.0 + 2.5 * (2 - 1) + 1.0 * (4 - 2)
+    asked.clear()
+    guided(fn, {"video": 3.0}, reference=1.0)(x, {})
+    guided(fn, {"video": 1.0, "audio": 1.0}, reference=1.0)(x, {})
+    assert asked == [("cond", "uncond"), ("cond",)]
+
+
 def test_sampler_config_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="steps"):
         SamplerConfig(steps=0)
     with pytest.raises(ValueError, match="solver"):
         SamplerConfig(solver="rk9")
+    with pytest.raises(ValueError, match="reference"):
+        SamplerConfig(reference_guidance=-1.0)

@@ -4,6 +4,7 @@ resolved request in its metadata, seeded determinism, save/load round trip, and 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -127,6 +128,14 @@ def test_references_condition_the_clip(pipe: Pipeline) -> None:
     finally:
         pipe.mark = True
     assert np.array_equal(plain.clip.video, cited.clip.video)
+    # reference guidance: 1 is the plain sampler; another scale changes the clip and is recorded
+    guided = pipe(_req(prompt="@image1 jumps", images=(red,)), replace(FAST, reference_guidance=3.0))
+    plain = pipe(_req(prompt="@image1 jumps", images=(red,)), FAST)
+    assert guided.request["reference_guidance"] == 3.0 and plain.request["reference_guidance"] == 1.0
+    assert not np.array_equal(guided.clip.video, plain.clip.video)
+    no_refs = pipe(_req(), replace(FAST, reference_guidance=3.0))  # nothing to guide towards: ignored
+    assert "reference_guidance" not in no_refs.request
+    assert np.array_equal(no_refs.clip.video, pipe(_req(), FAST).clip.video)
     both = pipe(_req(prompt="@image1 and @image2", images=(red, blue), first_frame=FACELESS), FAST)
     assert both.clip.video.shape == (18, 64, 64, 3) and both.request["task"] == "i2av"
 
@@ -150,6 +159,25 @@ def test_multi_shot_prompts(pipe: Pipeline) -> None:
                             "at most 4 shots")):  # fmt: skip
         with pytest.raises(ValueError, match=message):
             _req(prompt=prompt)
+
+
+def test_shot_lengths(pipe: Pipeline) -> None:
+    from openseedance.request import shot_cuts, split_shots
+
+    assert shot_cuts("no shots here", 4.0) == ()
+    assert shot_cuts("[shot 1] a [shot 2] b", 4.0) == (2.0,)
+    assert shot_cuts("[shot 1 | 1s] a [shot 2] b [shot 3] c", 4.0) == (1.0, 2.5)
+    assert shot_cuts("[Shot 1, 3 seconds] a [shot 2: .5 s] b [shot 3 |0.5s] c", 4.0) == (3.0, 3.5)
+    assert split_shots("all [shot 1 | 1s] a [shot 2] b") == ("all", ("a", "b"))  # lengths are not text
+    _, cuts = pipe._prompt_text(_req(prompt="[shot 1 | 0.5s] it hops [shot 2] it rests", duration=1.5))
+    assert cuts == (0.5,)
+    for prompt, message in (("[shot 1 | 3s] a [shot 2 | 2s] b", "add up to 5 s but the clip is 4 s"),
+                            ("[shot 1 | 3.8s] a [shot 2] b", "leave 0.2 s for each other shot"),
+                            ("[shot 1 | 3.8s] a [shot 2 | 0.2s] b", "at least 0.5 s, got 0.2 s"),
+                            ("[shot 1 | soon] a [shot 2] b", r"length in seconds, like \[shot 1 \| 1.5s\]"),
+                            ("[shot 1 | 5s] a", "add up to 5 s")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            _req(prompt=prompt, duration=4.0)
 
 
 def test_a_model_without_reference_training_refuses_references() -> None:

@@ -109,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver (default euler)")
     p.add_argument("--guidance", type=float, default=None, help="text guidance scale for the video (default 3)")
     p.add_argument("--audio-guidance", type=float, default=None, help="text guidance scale for the audio (default 3)")
+    p.add_argument("--reference-guidance", type=float, default=None,
+                   help="guidance towards the --image/--audio references (default: the model's, 1: none)")  # fmt: skip
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's, 64x64)")
     shape.add_argument("--ratio", default=None, help="aspect ratio such as 16:9 at the model's pixel count")
@@ -428,7 +430,6 @@ def _generate(args: argparse.Namespace) -> None:
     from openseedance import media
     from openseedance.pipeline import Pipeline, resolve_size
     from openseedance.request import GenerationRequest
-    from openseedance.sampling import SamplerConfig
 
     output = _writable_file(args.output)
     if output.suffix.lower() not in (".mp4", ".mov", ".mkv"):
@@ -470,12 +471,7 @@ def _generate(args: argparse.Namespace) -> None:
     request = GenerationRequest(prompt=args.prompt, duration=duration, width=width, height=height, fps=fps,
                                 sample_rate=c.sample_rate, seed=args.seed, generate_audio=not args.no_audio,
                                 visible_watermark=args.visible_watermark, **extra)  # fmt: skip
-    sampler = SamplerConfig(
-        steps=args.steps or c.steps,
-        solver=args.solver or c.solver,
-        guidance={"video": c.guidance if args.guidance is None else args.guidance,
-                  "audio": c.audio_guidance if args.audio_guidance is None else args.audio_guidance},
-    )  # fmt: skip
+    sampler = pipe.sampler(args.steps, args.solver, args.guidance, args.audio_guidance, args.reference_guidance)
     result = pipe(request, sampler, progress=sys.stderr.isatty())
     result.write(output)
     total = sum(result.seconds.values())

@@ -93,11 +93,6 @@ def token_shots(times: torch.Tensor, bounds: list[float] | tuple[float, ...]) ->
     return torch.bucketize(times.contiguous(), torch.tensor(list(bounds), dtype=times.dtype), right=True) + 1
 
 
-def even_cuts(duration: float, shots: int) -> tuple[float, ...]:
-    """Cut times for `shots` equally long shots."""
-    return tuple(duration * k / shots for k in range(1, shots))
-
-
 # references sit before the clip on the clock, one slot of this many seconds each (an audio or video
 # reference lasts at most 15 s): @image1..9 in slots 1..9, @video1..3 in 10..12, @audio1..3 in 13..15
 REF_SLOT = 20.0

@@ -17,7 +17,7 @@ import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_from_dict, load_component, save_component
 from openseedance.flow import RectifiedFlow
 from openseedance.media import Clip
-from openseedance.request import GenerationRequest, canonical_prompt, split_shots
+from openseedance.request import GenerationRequest, canonical_prompt, shot_cuts, split_shots
 from openseedance.sampling import Progress, SamplerConfig, denoise
 from openseedance.text import TextEncoder, join_parts, pad_shots, pad_states
 from openseedance.train.data import frames_to_tensor, hold_last, tensor_to_frames
@@ -57,6 +57,7 @@ class PipelineConfig:
     solver: str = "euler"
     guidance: float = 3.0  # text guidance for the video stream
     audio_guidance: float = 3.0  # text guidance for the audio stream
+    reference_guidance: float = 1.0  # guidance towards the references (1: none beyond text guidance)
     min_duration: float = 1.0
     max_duration: float = 15.0
     max_side: int = 512
@@ -146,6 +147,18 @@ class Pipeline:
         os.replace(tmp, folder / "pipeline.json")
         return folder
 
+    def sampler(self, steps: int | None = None, solver: str | None = None, guidance: float | None = None,
+                audio_guidance: float | None = None, reference_guidance: float | None = None) -> SamplerConfig:
+        """The model's sampler defaults, with any of them overridden (None keeps the default)."""
+        c = self.config
+
+        def pick(value: Any, default: Any) -> Any:
+            return default if value is None else value
+
+        return SamplerConfig(pick(steps, c.steps), pick(solver, c.solver),
+                             {"video": pick(guidance, c.guidance), "audio": pick(audio_guidance, c.audio_guidance)},
+                             reference_guidance=pick(reference_guidance, c.reference_guidance))  # fmt: skip
+
     def use_decoder(self, autoencoder: VideoAutoencoder | AudioAutoencoder) -> None:
         """Decode with `autoencoder` from now on (e.g. one whose decoder was fine-tuned with
         `train video-ae --decoder-only`). Its encoder and latent statistics must be this model's
@@ -229,8 +242,7 @@ class Pipeline:
         self.check(request)
         if request.sample_rate != self.audio_ae.config.sample_rate:
             raise ValueError(f"this model makes {self.audio_ae.config.sample_rate} Hz audio, got {request.sample_rate}")
-        c = self.config
-        sampler = sampler or SamplerConfig(c.steps, c.solver, {"video": c.guidance, "audio": c.audio_guidance})
+        sampler = sampler or self.sampler()
         seconds: dict[str, float] = {}
         clock = time.perf_counter()
 
@@ -258,11 +270,17 @@ class Pipeline:
         noise = {s: torch.randn(x.shape, generator=gen) for s, x in clean.items()}
         shift = sampler.shift if sampler.shift is not None else self.flow.shift(total)
 
+        if valid is None:  # nothing for reference guidance to act on
+            sampler = replace(sampler, reference_guidance=1.0)
+        else:  # the "bare" branch hides the reference tokens: as if none were given
+            bare = {s: valid[s] & (torch.arange(v.shape[1]) < targets[s]) for s, v in valid.items()}
+
         def velocity(x: dict[str, torch.Tensor], t: dict[str, torch.Tensor], branches: tuple[str, ...]):
             n = len(branches)
             rows = [0 if b == "cond" else 1 for b in branches]
+            seen = {s: torch.cat([bare[s] if b == "bare" else valid[s] for b in branches]) for s in valid or {}}
             streams = {s: Tokens(x[s].repeat(n, 1, 1), t[s].repeat(n, 1), pos[s].expand(n, -1, -1),
-                                 valid[s].expand(n, -1) if valid else None, role[s].expand(n, -1) if role else None,
+                                 seen[s] if seen else None, role[s].expand(n, -1) if role else None,
                                  shot[s].expand(n, -1)) for s in x}  # fmt: skip
             parts = text.shot[rows] if text.shot is not None else None
             with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
@@ -281,6 +299,8 @@ class Pipeline:
         resolved = {k: v for k, v in resolved.items() if v is not None}
         resolved.update(task=request.task, steps=sampler.steps, solver=sampler.solver, guidance=sampler.guidance,
                         shift=round(shift, 4), model=self.source)  # fmt: skip
+        if valid is not None:
+            resolved["reference_guidance"] = sampler.reference_guidance
         if job_id is None:
             settings = json.dumps({**resolved, "model": self.model_id}, sort_keys=True)
             job_id = "request-" + hashlib.sha256(settings.encode()).hexdigest()[:16]
@@ -391,7 +411,7 @@ class Pipeline:
     def _prompt_text(self, request: GenerationRequest) -> tuple[Text, tuple[float, ...]]:
         """The prompt's text states (row 0) beside the empty prompt's (row 1, for guidance), and
         the cut times between shots. A multi-shot prompt is encoded part by part (global, shot 1,
-        ...) and its shots share the clip's length equally."""
+        ...); its shots last as long as the prompt says, or share the clip's length equally."""
         prompt = canonical_prompt(request.prompt, request.reference_counts)
         whole, shots = split_shots(prompt)
         if not shots or not self.per_shot:
@@ -400,9 +420,7 @@ class Pipeline:
         joined, parts = join_parts([states[k, mask[k]] for k in range(len(shots) + 1)])
         empty = states[-1, mask[-1]]
         padded, valid = pad_states([joined, empty])
-        return Text(padded, valid, pad_shots([parts, None], padded.shape[1])), cond.even_cuts(
-            request.duration, len(shots)
-        )
+        return Text(padded, valid, pad_shots([parts, None], padded.shape[1])), shot_cuts(prompt, request.duration)
 
     def _references(self, request: GenerationRequest, layout: cond.Layout) -> cond.References:
         """Reference images (each resized to the clip's size and encoded as a 1-frame video) and

@@ -27,7 +27,10 @@ _CITE = re.compile(r"@(image|video|audio)\s?(\d+)\b|\b(image|video|audio) (\d+)\
 
 
 MAX_SHOTS = 4
-_SHOT = re.compile(r"\[\s*shot\s*(\d+)\s*\]", re.IGNORECASE)
+MIN_SHOT_SECONDS = 0.5
+# "[shot 2]", or with the shot's length: "[shot 2 | 1.5s]" (also "," or ":" before the length)
+_SHOT = re.compile(r"\[\s*shot\s*(\d+)\s*(?:[|,:]([^\]]*))?\]", re.IGNORECASE)
+_LENGTH = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(?:s|secs?|seconds?)?\s*", re.IGNORECASE)
 
 
 def split_shots(prompt: str) -> tuple[str, tuple[str, ...]]:
@@ -46,6 +49,38 @@ def split_shots(prompt: str) -> tuple[str, tuple[str, ...]]:
     ends = [m.start() for m in marks[1:]] + [len(prompt)]
     shots = tuple(prompt[m.end() : e].strip() for m, e in zip(marks, ends, strict=True))
     return prompt[: marks[0].start()].strip(), shots
+
+
+def shot_cuts(prompt: str, duration: float) -> tuple[float, ...]:
+    """The times (seconds) of the cuts between a multi-shot prompt's shots. A shot marked with its
+    length ("[shot 1 | 2s]") lasts that long; the others share what is left equally. A ValueError
+    says what does not fit: lengths that add up to more than the clip, all lengths given but not
+    adding up to it, or a shot shorter than MIN_SHOT_SECONDS."""
+    split_shots(prompt)  # numbering and count
+    lengths: list[float | None] = []
+    for m in _SHOT.finditer(prompt):
+        if m[2] is None:
+            lengths.append(None)
+            continue
+        length = _LENGTH.fullmatch(m[2])
+        if length is None:
+            raise ValueError(f"{m[0]}: write a shot's length in seconds, like [shot {m[1]} | 1.5s]")
+        lengths.append(float(length[1]))
+    if not lengths:
+        return ()
+    given = sum(x for x in lengths if x is not None)
+    free = lengths.count(None)
+    if free == 0 and abs(given - duration) > 0.01:
+        raise ValueError(f"the shots' lengths add up to {given:g} s but the clip is {duration:g} s long")
+    share = (duration - given) / free if free else 0.0
+    lengths = [share if x is None else x for x in lengths]
+    if min(lengths) < MIN_SHOT_SECONDS:
+        if free and share < MIN_SHOT_SECONDS:
+            raise ValueError(f"the shots' given lengths ({given:g} s) leave {max(share, 0):.2g} s for each other shot "
+                             f"of a {duration:g} s clip; a shot lasts at least {MIN_SHOT_SECONDS:g} s")  # fmt: skip
+        raise ValueError(f"a shot lasts at least {MIN_SHOT_SECONDS:g} s, got {min(lengths):g} s")
+    cuts = np.cumsum(lengths[:-1]) * (duration / sum(lengths))  # exact total despite the 0.01 s slack
+    return tuple(float(c) for c in cuts)
 
 
 def citations(prompt: str, counts: dict[str, int] | None = None) -> list[tuple[str, int, str]]:
@@ -108,7 +143,7 @@ class GenerationRequest:
         for name, limit in (("images", MAX_IMAGES), ("videos", MAX_VIDEOS), ("audios", MAX_AUDIOS)):
             if len(getattr(self, name)) > limit:
                 raise ValueError(f"at most {limit} reference {name} are allowed, got {len(getattr(self, name))}")
-        split_shots(self.prompt)  # well-formed shots, or a clear error
+        shot_cuts(self.prompt, self.duration)  # well-formed shots that fit the clip, or a clear error
         self._check_references()
         check_citations(self.prompt, self.reference_counts)
         if self.extend is not None and self.extend not in EXTEND:

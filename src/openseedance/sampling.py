@@ -1,7 +1,15 @@
 """The denoise loop: a shifted schedule from noise to data, Euler or Heun steps, and classifier-
-free guidance with a separate scale per stream (text guidance for the video and for the audio).
-Guidance lives here, not in the model: the model is asked for the conditional and the
-unconditional velocities and the sampler mixes them.
+free guidance with a separate scale per stream (text guidance for the video and for the audio)
+and, for clips with references, a reference guidance scale. Guidance lives here, not in the model:
+the model is asked for the velocities of up to three branches and the sampler mixes them:
+
+    cond    the prompt, with the references
+    uncond  the empty prompt, with the references
+    bare    the empty prompt, without references (asked only when reference guidance is not 1)
+
+    v = v_bare + r * (v_uncond - v_bare) + g[stream] * (v_cond - v_uncond)
+
+With r = 1 this is ordinary text guidance in which both branches see the references.
 
 Per-token times: tokens marked clean (conditions: a given first frame, a given soundtrack, ...)
 stay at t = 0 with their given values throughout; only the others are denoised.
@@ -18,7 +26,7 @@ from tqdm import tqdm
 from openseedance.flow import RectifiedFlow
 
 Latents = dict[str, torch.Tensor]  # stream -> (B, N, C)
-# (latents, per-token times, branches) -> one velocity dict per branch ("cond", "uncond")
+# (latents, per-token times, branches) -> one velocity dict per branch ("cond", "uncond", "bare")
 VelocityFn = Callable[[Latents, Latents, tuple[str, ...]], list[Latents]]
 Progress = Callable[[int, int], None]  # (steps done, steps)
 
@@ -31,14 +39,15 @@ class SamplerConfig:
     solver: str = "euler"
     guidance: dict[str, float] = field(default_factory=lambda: {"video": 3.0, "audio": 3.0})
     shift: float | None = None  # None: the flow's shift for the token count
+    reference_guidance: float = 1.0  # r above; used only when the clip has references
 
     def __post_init__(self) -> None:
         if self.steps < 1:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if any(g < 0 for g in self.guidance.values()):
-            raise ValueError(f"guidance scales must be >= 0, got {self.guidance}")
+        if any(g < 0 for g in self.guidance.values()) or self.reference_guidance < 0:
+            raise ValueError(f"guidance scales must be >= 0, got {self.guidance}, reference {self.reference_guidance}")
 
 
 def schedule(steps: int, shift: float) -> torch.Tensor:
@@ -46,10 +55,15 @@ def schedule(steps: int, shift: float) -> torch.Tensor:
     return RectifiedFlow.shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
 
 
-def guided(fn: VelocityFn, scales: dict[str, float]) -> Callable[[Latents, Latents], Latents]:
-    """v = v_uncond + scale * (v_cond - v_uncond) per stream; one model call when no stream needs it."""
+def guided(fn: VelocityFn, scales: dict[str, float], reference: float = 1.0) -> Callable[[Latents, Latents], Latents]:
+    """The guided velocity (module docstring), asking `fn` only for the branches it needs: one model
+    call when every scale is 1."""
 
     def velocity(x: Latents, t: Latents) -> Latents:
+        if reference != 1.0:
+            cond, uncond, bare = fn(x, t, ("cond", "uncond", "bare"))
+            return {s: bare[s] + reference * (uncond[s] - bare[s]) + scales.get(s, 1.0) * (cond[s] - uncond[s])
+                    for s in x}  # fmt: skip
         if all(scales.get(s, 1.0) == 1.0 for s in x):
             return fn(x, t, ("cond",))[0]
         cond, uncond = fn(x, t, ("cond", "uncond"))
@@ -63,7 +77,7 @@ def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torc
     """Integrate from `noise` at t = 1 to data at t = 0. `keep[s]` (B, N) marks tokens that are
     conditions: they hold `clean[s]` at t = 0 the whole way. `progress`: True for a progress bar, or
     a callable told (steps done, steps) after each step (it may raise to stop the loop)."""
-    velocity = guided(fn, config.guidance)
+    velocity = guided(fn, config.guidance, config.reference_guidance)
     times = schedule(config.steps, shift)
 
     def at(value: float) -> Latents:

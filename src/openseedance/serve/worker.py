@@ -22,7 +22,6 @@ from PIL import Image
 
 from openseedance import media
 from openseedance.pipeline import GeneratedClip, Pipeline
-from openseedance.sampling import SamplerConfig
 from openseedance.serve.api import ServeSettings
 from openseedance.serve.jobs import Job, JobStore, SQLiteJobStore
 from openseedance.serve.spec import build_request, load_references
@@ -118,10 +117,7 @@ class Worker:
         spec = job.spec
         request = build_request(spec, load_references(spec, folder, self.settings.limits),
                                 self.pipe.audio_ae.config.sample_rate)  # fmt: skip
-        sampler = None
-        if spec.get("steps"):
-            c = self.pipe.config
-            sampler = SamplerConfig(spec["steps"], c.solver, {"video": c.guidance, "audio": c.audio_guidance})
+        sampler = self.pipe.sampler(steps=spec.get("steps") or None)
         out = self.pipe(request, sampler, progress=heart.step, job_id=job.id)
         heart.progress = 0.95
         files = write_outputs(out, folder, spec.get("return_last_frame", False))
