@@ -1,6 +1,7 @@
 """How well and how fast does an audio autoencoder reconstruct held-out Stage sound?
 
     python benchmarks/audio_ae.py --model runs/audio-ae-tiny/model [--clips 16] [--out benchmarks/audio_ae.json]
+    python benchmarks/audio_ae.py --model OLD,NEW          # two models side by side
 
 Prints: quality (SI-SDR, multi-resolution STFT distance, onsets kept within 10 ms, and the Stage
 voice/sync probes with reconstructed audio against the original), then speed (encode and decode
@@ -103,29 +104,34 @@ def speed(model: AudioAutoencoder, seconds: float = 4.0) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a saved audio autoencoder folder")
+    parser.add_argument("--model", required=True, help="a saved audio autoencoder folder, or several, comma-separated")
     parser.add_argument("--clips", type=int, default=16)
     parser.add_argument("--out", type=Path, default=Path("benchmarks/audio_ae.json"))
     args = parser.parse_args()
-    model = load_component(AudioAutoencoder, args.model)
-    result: dict = {"model": args.model, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
-    q = quality(model, args.clips)
-    result["quality"] = q
-    print(f"quality on {args.clips} held-out Stage clips (4 s, {model.config.sample_rate} Hz)")
-    print("| SI-SDR dB | STFT distance | onsets kept (±10 ms) | extra onsets | median onset error |")
-    print("|---|---|---|---|---|")
-    err = "-" if q["onset_error_ms_median"] is None else f"{q['onset_error_ms_median']:.1f} ms"
-    print(f"| {q['si_sdr_db']:.2f} | {q['stft_distance']:.3f} | {100 * q['onsets_kept']:.1f}% | "
-          f"{q['onsets_extra']} | {err} |")  # fmt: skip
-    print("| probe | original | reconstruction | ratio |\n|---|---|---|---|")
-    for p, s in q["probes"].items():
-        print(f"| {p} | {100 * s['truth']:.1f}% | {100 * s['recon']:.1f}% | {s['recon'] / max(s['truth'], 1e-9):.3f} |")
-    s = speed(model)
-    result["speed"] = s
-    print("| precision | encode x real time | decode x real time | decode 4 s |\n|---|---|---|---|")
-    for name, v in s.items():
-        print(f"| {name} | {v['encode_x_realtime']:.0f} | {v['decode_x_realtime']:.0f} | "
-              f"{v['decode_4s_seconds']:.3f} s |")  # fmt: skip
+    folders = args.model.split(",")
+    models = {folder: load_component(AudioAutoencoder, folder) for folder in folders}
+    quals = {folder: quality(model, args.clips) for folder, model in models.items()}
+    speeds = {folder: speed(model) for folder, model in models.items()}
+    result: dict = {"models": folders, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
+                    "quality": quals, "speed": speeds}  # fmt: skip
+    rate = next(iter(models.values())).config.sample_rate
+    print(f"quality on {args.clips} held-out Stage clips (4 s, {rate} Hz)")
+    print("| model | SI-SDR dB | STFT distance | onsets kept (±10 ms) | extra onsets | median onset error |")
+    print("|---|---|---|---|---|---|")
+    for folder, q in quals.items():
+        err = "-" if q["onset_error_ms_median"] is None else f"{q['onset_error_ms_median']:.1f} ms"
+        print(f"| {folder} | {q['si_sdr_db']:.2f} | {q['stft_distance']:.3f} | {100 * q['onsets_kept']:.1f}% | "
+              f"{q['onsets_extra']} | {err} |")  # fmt: skip
+    print("| model | probe | original | reconstruction | ratio |\n|---|---|---|---|---|")
+    for folder, q in quals.items():
+        for p, s in q["probes"].items():
+            print(f"| {folder} | {p} | {100 * s['truth']:.1f}% | {100 * s['recon']:.1f}% | "
+                  f"{s['recon'] / max(s['truth'], 1e-9):.3f} |")  # fmt: skip
+    print("| model | precision | encode x real time | decode x real time | decode 4 s |\n|---|---|---|---|---|")
+    for folder, sp in speeds.items():
+        for name, v in sp.items():
+            print(f"| {folder} | {name} | {v['encode_x_realtime']:.0f} | {v['decode_x_realtime']:.0f} | "
+                  f"{v['decode_4s_seconds']:.3f} s |")  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 

@@ -2,6 +2,7 @@
 
     python benchmarks/video_ae.py --model runs/video-ae-tiny/model [--clips 8] [--out benchmarks/video_ae.json]
     python benchmarks/video_ae.py --model DIR --memory     # peak memory against clip length only
+    python benchmarks/video_ae.py --model OLD,NEW --no-memory   # two models side by side
 
 Prints three tables: quality (PSNR, SSIM, and the Stage probes on reconstructions relative to the
 originals), speed (encode and decode frames/s in float32 and bfloat16 autocast, and the time to
@@ -127,33 +128,42 @@ def memory(model: str) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="a saved video autoencoder folder")
+    parser.add_argument("--model", required=True, help="a saved video autoencoder folder, or several, comma-separated")
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--memory", action="store_true", help="only the memory table")
+    parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/video_ae.json"))
     args = parser.parse_args()
-    torch.manual_seed(0)
-    model = load_component(VideoAutoencoder, args.model)
-    result: dict = {"model": args.model, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
+    folders = args.model.split(",")
+    result: dict = {"models": folders, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}
     if not args.memory:
-        q = quality(model, args.clips)
-        result["quality"] = q
+        quals, speeds = {}, {}
+        for folder in folders:
+            torch.manual_seed(0)
+            model = load_component(VideoAutoencoder, folder)
+            quals[folder], speeds[folder] = quality(model, args.clips), speed(model)
+        result["quality"], result["speed"] = quals, speeds
         print(f"quality on {args.clips} held-out Stage clips (64x64, 12 fps, 49 frames)")
-        print("| PSNR dB | min PSNR dB | SSIM |\n|---|---|---|")
-        print(f"| {q['psnr']:.2f} | {q['min_psnr']:.2f} | {q['ssim']:.4f} |")
-        print("| probe | original | reconstruction | ratio |\n|---|---|---|---|")
-        for p, s in q["probes"].items():
-            print(f"| {p} | {100 * s['truth']:.1f}% | {100 * s['recon']:.1f}% | {s['recon'] / s['truth']:.3f} |")
-        s = speed(model)
-        result["speed"] = s
-        print("| precision | encode frames/s | decode frames/s | decode 4 s clip |\n|---|---|---|---|")
-        for name, v in s.items():
-            print(f"| {name} | {v['encode_fps']:.0f} | {v['decode_fps']:.0f} | {v['decode_4s_seconds']:.3f} s |")
-    m = memory(args.model)
-    result["memory"] = m
-    print("| clip seconds | whole-clip peak MiB | chunked peak MiB |\n|---|---|---|")
-    for sec, v in m.items():
-        print(f"| {sec} | {v['whole_mib']:.0f} | {v['chunked_mib']:.0f} |")
+        print("| model | PSNR dB | min PSNR dB | SSIM |\n|---|---|---|---|")
+        for folder, q in quals.items():
+            print(f"| {folder} | {q['psnr']:.2f} | {q['min_psnr']:.2f} | {q['ssim']:.4f} |")
+        print("| model | probe | original | reconstruction | ratio |\n|---|---|---|---|---|")
+        for folder, q in quals.items():
+            for p, s in q["probes"].items():
+                print(f"| {folder} | {p} | {100 * s['truth']:.1f}% | {100 * s['recon']:.1f}% | "
+                      f"{s['recon'] / s['truth']:.3f} |")  # fmt: skip
+        print("| model | precision | encode frames/s | decode frames/s | decode 4 s clip |\n|---|---|---|---|---|")
+        for folder, sp in speeds.items():
+            for name, v in sp.items():
+                print(f"| {folder} | {name} | {v['encode_fps']:.0f} | {v['decode_fps']:.0f} | "
+                      f"{v['decode_4s_seconds']:.3f} s |")  # fmt: skip
+    if not args.no_memory:
+        m = memory(folders[0])
+        result["memory"] = m
+        print(f"memory of {folders[0]}")
+        print("| clip seconds | whole-clip peak MiB | chunked peak MiB |\n|---|---|---|")
+        for sec, v in m.items():
+            print(f"| {sec} | {v['whole_mib']:.0f} | {v['chunked_mib']:.0f} |")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1))
 
