@@ -85,7 +85,7 @@ def test_save_and_load_round_trip(pipe: Pipeline, tmp_path: Path) -> None:
         ({"width": 60}, "multiple of 8"),
         ({"width": 1024}, "between 8 and 512"),
         ({"sample_rate": 48000}, "16000 Hz"),
-        ({"videos": (media.Clip(np.zeros((24, 64, 64, 3), np.uint8), None),)}, "reference videos"),
+        ({"videos": (media.Clip(np.zeros((12, 64, 64, 3), np.uint8), None, fps=12.0),)}, "reference videos must last"),
         (
             {
                 "prompt": "@image1 waves",
@@ -128,6 +128,12 @@ def test_references_condition_the_clip(pipe: Pipeline) -> None:
     finally:
         pipe.mark = True
     assert np.array_equal(plain.clip.video, cited.clip.video)
+    # a reference video (here 30 frames at 15 fps, retimed to the clip's 12) conditions the clip too
+    moving = media.Clip(np.stack([np.roll(FACELESS + 40 * (k % 3), 2 * k, axis=1) for k in range(30)]), None, fps=15.0)
+    with_video = pipe(_req(prompt="a red circle moves as in @video1", videos=(moving,)), FAST)
+    without = pipe(_req(prompt="a red circle moves as in video 1"), FAST)
+    assert with_video.clip.video.shape == (18, 64, 64, 3) and with_video.request["task"] == "references"
+    assert not np.array_equal(with_video.clip.video, without.clip.video)
     # reference guidance: 1 is the plain sampler; another scale changes the clip and is recorded
     guided = pipe(_req(prompt="@image1 jumps", images=(red,)), replace(FAST, reference_guidance=3.0))
     plain = pipe(_req(prompt="@image1 jumps", images=(red,)), FAST)
@@ -182,7 +188,7 @@ def test_shot_lengths(pipe: Pipeline) -> None:
 
 def test_a_model_without_reference_training_refuses_references() -> None:
     fresh = Pipeline.untrained("debug")
-    with pytest.raises(ValueError, match="trained without references"):
+    with pytest.raises(ValueError, match="trained without reference images"):
         fresh(_req(prompt="@image1 jumps", images=(FACELESS,)), FAST)
 
 

@@ -203,7 +203,7 @@ def test_face_guard_refuses_a_real_face(face_photo: np.ndarray, debug_pipe: Pipe
     debug_pipe.allow_faces = True
     try:
         debug_pipe.check(GenerationRequest("x", first_frame=face_photo))
-        with pytest.raises(ValueError, match="trained without references") as refused:
+        with pytest.raises(ValueError, match="trained without reference images") as refused:
             debug_pipe.check(GenerationRequest("x", images=(face_photo,)))
         assert not isinstance(refused.value, provenance.FaceError)
     finally:

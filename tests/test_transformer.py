@@ -4,6 +4,7 @@ rotary positions, gradients, the 1B preset on the meta device."""
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import replace
 
 import pytest
 import torch
@@ -136,7 +137,7 @@ def test_presets_build_on_meta_and_report_size() -> None:
 
 
 def test_reference_roles() -> None:
-    from openseedance.conditioning import Layout, reference_tokens
+    from openseedance.conditioning import REF_SLOT, Layout, reference_tokens
     from openseedance.transformer import role_id
 
     model = _trained_like()
@@ -162,8 +163,18 @@ def test_reference_roles() -> None:
     assert refs.role["video"][0].tolist() == [role_id("image", 0)] * 4 + [role_id("image", 1)] * 4
     assert (refs.pos["video"][0, :, 0] < 0).all() and (refs.pos["audio"][0, :, 0] < 0).all()
     assert refs.pos["video"][0, :4, 1:].tolist() == layout.video_positions()[:4, 1:].tolist()
-    with pytest.raises(ValueError, match="image reference 1 has 1 tokens"):
+    with pytest.raises(ValueError, match=r"image reference 1 has latents of \(2, 2\), the clip's \(4, 4\)"):
         reference_tokens([torch.randn(1, 4, 1, 2, 2)], [], layout)
+    # a reference video keeps its own timing, in its own slot
+    clip = torch.randn(1, 4, 5, 4, 4)
+    refs = reference_tokens([], [], layout, videos=[clip, clip])
+    assert refs.count == {"video": 40} and "audio" not in refs.count
+    assert refs.role["video"][0].tolist() == [role_id("video", 0)] * 20 + [role_id("video", 1)] * 20
+    own = replace(layout, video_grid=(5, 4, 4)).video_positions()
+    first, second = refs.pos["video"][0, :20], refs.pos["video"][0, 20:]
+    assert torch.allclose(first[:, 0] - own[:, 0], torch.full((20,), -REF_SLOT * role_id("video", 0)))
+    assert torch.allclose(second[:, 0] - first[:, 0], torch.full((20,), -REF_SLOT))
+    assert first[:, 0].max() < -REF_SLOT * role_id("image", 8)  # after every image slot, before the clip
 
 
 def test_a_shot_reads_only_its_own_caption_and_the_global_one() -> None:

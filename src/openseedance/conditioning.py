@@ -8,15 +8,16 @@ channels, S audio latents.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from einops import rearrange
 
-# the conditioning every model learns (DESIGN §1); "references" adds reference token groups to
-# an otherwise text-only clip
-TASKS = ("t2av", "i2av", "a2v", "v2a", "extend", "references")
+# the conditioning every model learns (DESIGN §1); "references" adds reference token groups
+# (portraits, voices) to an otherwise text-only clip, "motion" a reference video of its motion
+TASKS = ("t2av", "i2av", "a2v", "v2a", "extend", "references", "motion")
+REFERENCE_TASKS = ("references", "motion")  # tasks that need Stage data (references to learn from)
 
 
 @dataclass(frozen=True)
@@ -111,26 +112,32 @@ class References:
         return {s: x.shape[1] for s, x in self.x.items()}
 
 
-def reference_tokens(images: list[torch.Tensor], audios: list[torch.Tensor], layout: Layout) -> References:
+def reference_tokens(images: list[torch.Tensor], audios: list[torch.Tensor], layout: Layout,
+                     videos: list[torch.Tensor] | tuple[()] = ()) -> References:  # fmt: skip
     """Token groups for reference images (each (1, D, 1, H, W) video latents: a picture is a 1-frame
-    video) and reference audio clips (each (1, D, S) audio latents). An image reference keeps the
-    clip's spatial grid and an audio reference its own timing, both shifted into their slot before
-    the clip, and each token carries its role (`transformer.role_id`)."""
+    video), reference videos (each (1, D, T, H, W)) and reference audio clips (each (1, D, S) audio
+    latents). Image and video references keep the clip's spatial grid, and video and audio
+    references their own timing, all shifted into their slot before the clip; each token carries its
+    role (`transformer.role_id`)."""
     from openseedance.transformer import role_id
 
     out: dict[str, tuple[list, list, list]] = {"video": ([], [], []), "audio": ([], [], [])}
     if layout.patch[0] != 1 and images:
         raise ValueError(f"image references need a temporal patch of 1, got {layout.patch}")
-    _, h, w = layout.token_grid
-    for i, lat in enumerate(images):
-        tokens = video_to_tokens(lat, layout.patch)
-        if tokens.shape[1] != h * w:
-            raise ValueError(f"image reference {i + 1} has {tokens.shape[1]} tokens, the clip's frames {h * w}")
-        pos = layout.video_positions()[: h * w].clone()
-        pos[:, 0] = -REF_SLOT * role_id("image", i)
-        out["video"][0].append(tokens)
-        out["video"][1].append(pos)
-        out["video"][2].append(torch.full((h * w,), role_id("image", i)))
+    for kind, group in (("image", images), ("video", videos)):
+        for i, lat in enumerate(group):
+            if lat.shape[-2:] != layout.video_grid[1:]:
+                raise ValueError(f"{kind} reference {i + 1} has latents of {tuple(lat.shape[-2:])}, the clip's "
+                                 f"{layout.video_grid[1:]}")  # fmt: skip
+            grid = replace(layout, video_grid=(lat.shape[2], *layout.video_grid[1:]))
+            tokens = video_to_tokens(lat, layout.patch)
+            pos = grid.video_positions()
+            if kind == "image":
+                pos[:, 0] = 0.0
+            pos[:, 0] -= REF_SLOT * role_id(kind, i)
+            out["video"][0].append(tokens)
+            out["video"][1].append(pos)
+            out["video"][2].append(torch.full((tokens.shape[1],), role_id(kind, i)))
     for i, lat in enumerate(audios):
         tokens = audio_to_tokens(lat)
         n = tokens.shape[1]
@@ -175,7 +182,7 @@ def with_references(x: dict[str, torch.Tensor], keep: dict[str, torch.Tensor], p
 def task_masks(task: str, layout: Layout, batch: int = 1, prefix: float = 0.5) -> dict[str, torch.Tensor]:
     """Which tokens are clean conditions (True) for a task, per stream (B, N).
 
-    t2av and references: none (references are extra tokens, clean by definition). i2av: the first
+    t2av, references and motion: none (references are extra tokens, clean by definition). i2av: the first
     latent frame (the first frame, encoded alone). a2v: all audio.
     v2a: all video. extend: everything before `prefix` (a fraction of the clip) in both streams.
     """

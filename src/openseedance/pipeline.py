@@ -203,13 +203,19 @@ class Pipeline:
             provenance.check_references(request)
         if request.task not in SUPPORTED_TASKS:
             raise ValueError(f"this model does not do {request.task!r} requests yet; it does {SUPPORTED_TASKS}")
-        if request.videos:
-            raise ValueError("reference videos (@video1...) are not used by this model yet; give reference images "
-                             "(looks, @image1...) and audio clips (voices, @audio1...)")  # fmt: skip
-        if (request.images or request.audios) and not bool(self.transformer.roles.weight.any()):
-            raise ValueError("this model was trained without references (@image1, @audio1...): it cannot use them")
+        for kind in ("image", "video", "audio"):
+            if request.reference_counts[kind] and not self.knows_references(kind):
+                raise ValueError(f"this model was trained without reference {kind}s (@{kind}1...): it cannot use "
+                                 "them" + ("" if kind == "video" else "; give the look or voice in words"))  # fmt: skip
         if request.source is not None:
             self._check_source(request)
+
+    def knows_references(self, kind: str) -> bool:
+        """Whether this model learnt references of `kind` ("image", "video" or "audio"): their role
+        embeddings are still zero (as initialised) in a model never trained with them."""
+        from openseedance.transformer import role_id
+
+        return bool(self.transformer.roles.weight[role_id(kind, 0)].any())
 
     def _check_source(self, request: GenerationRequest) -> None:
         src = request.source
@@ -262,7 +268,7 @@ class Pipeline:
         total = sum(targets.values())
         shot = {s: cond.token_shots(pos[s][0, :, 0], cuts)[None] for s in targets}
         valid = role = None
-        if request.images or request.audios:  # reference token groups after the clip's, held clean
+        if request.images or request.videos or request.audios:  # reference token groups after the clip's, held clean
             refs = [self._references(request, layout)]
             clean, keep, pos, shot, valid, role = cond.with_references(clean, keep, pos, shot, refs)
         lap("encode")
@@ -423,13 +429,19 @@ class Pipeline:
         return Text(padded, valid, pad_shots([parts, None], padded.shape[1])), shot_cuts(prompt, request.duration)
 
     def _references(self, request: GenerationRequest, layout: cond.Layout) -> cond.References:
-        """Reference images (each resized to the clip's size and encoded as a 1-frame video) and
-        voices (mono, encoded whole) as clean token groups."""
+        """Reference images (each resized to the clip's size and encoded as a 1-frame video), videos
+        (resized and retimed to the clip's size and frame rate, encoded whole; their sound is not
+        used) and voices (mono, encoded whole) as clean token groups."""
         size = (request.height, request.width)
         images = [self.video_ae.encode(frames_to_tensor(media.resize_frames(im[None], size))[None])
                   for im in request.images]  # fmt: skip
+        videos, f = [], self.video_ae.config.temporal_factor
+        for ref in request.videos:
+            frames = media.resize_frames(media.resample_frames(ref.video, ref.fps, request.fps), size)
+            coded = 1 + f * ((len(frames) - 1) // f)  # whole groups of frames after the first
+            videos.append(self.video_ae.encode(frames_to_tensor(frames[:coded])[None], chunk_frames=16))
         voices = [self.audio_ae.encode(torch.from_numpy(_mono(a))[None])[:, 0] for a in request.audios]
-        return cond.reference_tokens(images, voices, layout)
+        return cond.reference_tokens(images, voices, layout, videos)
 
     def _given_latents(self, given: Given, layout: cond.Layout):
         coded = (layout.video_grid[0] - 1) * layout.temporal_factor + 1

@@ -43,6 +43,7 @@ _TRAIN: dict[str, list[str]] = {
     "voice": ["with a {pitch} {timbre} voice", "who speaks in a {pitch}, {timbre} voice"],
     "then": [", then ", " and then "],
     "in": ["Setting: {place}", "Scene: {place}", "The place: {place}"],
+    "motion": ["Everyone moves as in {video}.", "The movements follow {video}.", "They move just like in {video}."],
 }  # fmt: skip
 
 _HELDOUT: dict[str, list[str]] = {
@@ -65,6 +66,7 @@ _HELDOUT: dict[str, list[str]] = {
     "idle": ["holds its position"],
     "voice": ["whose voice is {pitch} and {timbre}"], "then": [" and after that "],
     "in": ["Somewhere in {place}"],
+    "motion": ["Motion copied from {video}."],
 }  # fmt: skip
 
 
@@ -79,13 +81,15 @@ class Captions:
 
 
 class _Phraser:
-    def __init__(self, wording: str, rng: np.random.Generator, cast: tuple[Character, ...] = ()) -> None:
+    def __init__(self, wording: str, rng: np.random.Generator, cast: tuple[Character, ...] = (),
+                 motion: bool = False) -> None:  # fmt: skip
         if wording not in WORDINGS:
             raise ValueError(f"wording must be one of {WORDINGS}, got {wording!r}")
         self.table = _TRAIN if wording == "train" else _HELDOUT
         self.wording = wording
         self.rng = rng
         self.cast = cast  # characters named by their references (@image1, @audio1) instead of words
+        self.motion = motion  # moves and hops are left to a reference video (@video1), not described
 
     def __call__(self, key: str, **kw: str) -> str:
         options = self.table[key]
@@ -120,28 +124,39 @@ class _Phraser:
         return self("idle")
 
     def doings(self, c: Character, start: float, end: float) -> str:
-        acts = [a for a in c.actions if start <= a.start < end and a.kind != "idle"]
+        """What `c` does between `start` and `end`; "" when it is all left to a motion reference."""
+        hidden = ("idle", "move", "jump") if self.motion else ("idle",)
+        acts = [a for a in c.actions if start <= a.start < end and a.kind not in hidden]
         if not acts:
-            return self("idle")
+            return "" if self.motion else self("idle")
         text = self.action(acts[0])
         for a in acts[1:]:
             text += self("then") + self.action(a)
         return text
 
 
-def caption(scene: Scene, wording: str = "train", variant: int = 0, cited: bool = False) -> Captions:
+def caption(scene: Scene, wording: str = "train", variant: int = 0, cited: bool = False,
+            motion: str = "") -> Captions:  # fmt: skip
     """Describe a scene; `variant` picks another phrasing of the same facts. `cited`: character k
     is not described but named by its references, `@imagek` (its look) and `@audiok` (its voice),
-    as a prompt given reference images and voices would."""
+    as a prompt given reference images and voices would. `motion` (e.g. "@video1"): the moves and
+    hops are not described but left to that reference video of the scene's motion (words spoken are
+    still written)."""
     rng = np.random.default_rng([scene.seed & 0xFFFFFFFF, zlib.crc32(wording.encode()), variant])
-    say = _Phraser(wording, rng, scene.characters if cited else ())
+    say = _Phraser(wording, rng, scene.characters if cited else (), motion=bool(motion))
     chars = scene.characters
     people = "; ".join(say.describe(c) for c in chars)
     sound = say(scene.ambience)
+    if motion:
+        sound = f"{say('motion', video=motion)} {sound}"
     place = say("in", place=say(scene.shots[0].place))
+
+    def acts(members: list[Character] | tuple[Character, ...], start: float, end: float) -> str:
+        done = ((c, say.doings(c, start, end)) for c in members)
+        return " ".join(f"{_cap(say.name(c))} {d}." for c, d in done if d)
+
     if len(scene.shots) == 1:
-        acts = " ".join(f"{_cap(say.name(c))} {say.doings(c, 0.0, scene.duration)}." for c in chars)
-        text = f"{place}: {people}. {acts} {sound}"
+        text = " ".join(x for x in (f"{place}: {people}.", acts(chars, 0.0, scene.duration), sound) if x)
         return Captions(prompt=text, overall=text, shots=(text,), wording=wording)
     overall = f"{people}. {sound}"
     shots = []
@@ -150,8 +165,7 @@ def caption(scene: Scene, wording: str = "train", variant: int = 0, cited: bool 
         frame = say(key, who=say.name(chars[shot.focus]) if shot.focus is not None else "")
         where = say(shot.place)
         members = [c for i, c in enumerate(chars) if shot.focus is None or i == shot.focus]
-        acts = " ".join(f"{_cap(say.name(c))} {say.doings(c, shot.start, shot.end)}." for c in members)
-        shots.append(f"{frame}, {where}. {acts}")
+        shots.append(" ".join(x for x in (f"{frame}, {where}.", acts(members, shot.start, shot.end)) if x))
     prompt = overall + " " + " ".join(f"[shot {i + 1}] {s}" for i, s in enumerate(shots))
     return Captions(prompt=prompt, overall=overall, shots=tuple(shots), wording=wording)
 

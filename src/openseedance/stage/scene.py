@@ -295,6 +295,29 @@ def _attempt(
     )
 
 
+def motion_twin(scene: Scene, seed: int) -> Scene:
+    """The scene's motion and camera with other looks, voices and places: what a reference video of
+    its motion shows. Every character keeps its home and its actions (moves, hops and words at the
+    same times), and the shots their cuts, framings, focus and camera; each character gets a colour
+    and a shape the scene does not use, another voice, and each place another place. Deterministic
+    in (scene, seed)."""
+    rng = np.random.default_rng([seed & 0xFFFFFFFF, 0x7417])
+    chars = scene.characters
+    colours = rng.permutation([c for c in world.COLOURS if c not in {x.identity.colour for x in chars}])
+    shapes = rng.permutation(world.SHAPES)  # a fresh draw: a character may keep its shape, not its colour
+    pitches = rng.permutation(list(world.PITCHES))
+    twins = []
+    for i, c in enumerate(chars):
+        identity = Identity(colour=str(colours[i]), shape=str(shapes[i]), pattern=str(rng.choice(world.PATTERNS)),
+                            eyes=str(rng.choice(world.EYES)))  # fmt: skip
+        pitch = next(str(p) for p in pitches if p != c.voice.pitch and p not in {t.voice.pitch for t in twins})
+        twins.append(dataclasses.replace(c, identity=identity, voice=Voice(pitch, str(rng.choice(world.TIMBRES)))))
+    places = {p: str(rng.choice([q for q in world.PLACES if q != p])) for p in {s.place for s in scene.shots}}
+    shots = tuple(dataclasses.replace(s, place=places[s.place]) for s in scene.shots)
+    ambience = str(rng.choice([a for a in world.AMBIENCES if a != scene.ambience]))
+    return dataclasses.replace(scene, characters=tuple(twins), shots=shots, ambience=ambience, meta={})
+
+
 def _homes(rng: np.random.Generator, n: int) -> list[tuple[float, float]] | None:
     for _ in range(100):
         xy = rng.uniform([0.2, 0.38], [0.8, 0.72], size=(n, 2))

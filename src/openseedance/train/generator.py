@@ -77,7 +77,7 @@ class GenTrainConfig:
     bf16: bool | None = None
     text_dropout: float = 0.1
     # task mix (DESIGN §1): weights over conditioning.TASKS
-    tasks: tuple[float, ...] = (0.4, 0.12, 0.08, 0.08, 0.12, 0.2)
+    tasks: tuple[float, ...] = (0.36, 0.12, 0.08, 0.08, 0.12, 0.16, 0.08)
     init: str = ""  # a model folder whose transformer starts a new run (fine-tuning); ignored on resume
     shots: bool = True  # multi-shot Stage clips captioned part by part, each shot reading its own part
     seed: int = 0
@@ -123,9 +123,11 @@ class Sampler:
         self.patch = layout.patch
         weights = np.asarray(cfg.tasks, dtype=np.float64)
         if cache.spec.source != "stage":  # a folder of clips has no references to learn from
-            weights[cond.TASKS.index("references")] = 0.0
+            for task in cond.REFERENCE_TASKS:
+                weights[cond.TASKS.index(task)] = 0.0
         if weights.sum() <= 0:
-            raise ValueError("the task mix has weight only on references, which need Stage data")
+            raise ValueError(f"the task mix has weight only on {' and '.join(cond.REFERENCE_TASKS)}, which need "
+                             "Stage data")  # fmt: skip
         self.weights = weights / weights.sum()
         self.shots = cfg.shots and cache.spec.source == "stage"  # per-shot captions (Stage clips know their cuts)
 
@@ -141,9 +143,13 @@ class Sampler:
             audios.append(shard["audio"][j].float())
             task = cond.TASKS[int(rng.choice(len(cond.TASKS), p=self.weights))]
             ref = self.cache.references(i // spec.clips_per_shard)[j] if task == "references" else None
-            wordings = shard["text"][j] if ref is None else ref["text"]
+            motion = self.cache.motion(i // spec.clips_per_shard)[j] if task == "motion" else None
+            extra = ref if ref is not None else motion  # a reference task's own captions cite its references
+            wordings = shard["text"][j] if extra is None else extra["text"]
             drop = rng.random() < cfg.text_dropout
-            shots = self.cache.shots(i // spec.clips_per_shard)[j] if self.shots and not drop else None
+            # a motion caption leaves moves to its video, so it is not split into shots that spell them out
+            per_shot = self.shots and not drop and motion is None
+            shots = self.cache.shots(i // spec.clips_per_shard)[j] if per_shot else None
             if shots is not None:  # a multi-shot clip: its caption part by part, each shot reading its own
                 states, ids = join_parts([x.float() for x in shots["cited" if ref is not None else "plain"]])
                 texts.append(states)
@@ -156,9 +162,13 @@ class Sampler:
             masks = cond.task_masks(task, self.layout, prefix=float(rng.uniform(0.2, 0.8)))
             keeps.append(masks)
             tasks.append(task)
-            refs.append(cond.reference_tokens([x[None].float() for x in ref["images"]],
-                                              [x[None].float() for x in ref["voices"]], self.layout)
-                        if ref is not None else None)  # fmt: skip
+            if ref is not None:
+                refs.append(cond.reference_tokens([x[None].float() for x in ref["images"]],
+                                                  [x[None].float() for x in ref["voices"]], self.layout))  # fmt: skip
+            elif motion is not None:
+                refs.append(cond.reference_tokens([], [], self.layout, videos=[motion["video"][None].float()]))
+            else:
+                refs.append(None)
         b = cfg.batch_size
         x0 = {"video": cond.video_to_tokens(torch.stack(videos), self.patch),
               "audio": cond.audio_to_tokens(torch.stack(audios))}  # fmt: skip

@@ -26,7 +26,7 @@ from openseedance import media
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.stage.captions import caption
 from openseedance.stage.render import RenderConfig, portrait, render, voice_sample
-from openseedance.stage.scene import sample_scene
+from openseedance.stage.scene import motion_twin, sample_scene
 from openseedance.text import TextEncoder
 from openseedance.train.data import TRAIN_SEED_BASE, frames_to_tensor, hold_last
 from openseedance.video_vae import VideoAutoencoder
@@ -148,6 +148,25 @@ class LatentCache:
         shot 2, ...) as text states, in words ("plain") and naming characters by their references
         ("cited")."""
         return self._stage_extra("shots", index, self._shots, "per-shot captions need Stage data")
+
+    def motion(self, index: int) -> list[dict]:
+        """Motion references for the Stage clips of shard `index` (`motion-NNNNN.pt`): per clip, the
+        latents of its motion twin (the same moves, hops, words and camera, with other looks, voices
+        and places; (D, T, H, W)) and captions that leave the moves to it (`@video1`)."""
+        return self._stage_extra("motion", index, self._motion,
+                                 "motion-reference training needs Stage data (a folder of clips has no twins)")
+
+    @torch.no_grad()
+    def _motion(self, i: int) -> dict:
+        spec = self.spec
+        scene = sample_scene(TRAIN_SEED_BASE + i, duration=spec.duration)
+        twin = render(motion_twin(scene, i), RenderConfig(spec.width, spec.height, spec.fps, spec.sample_rate)).clip
+        frames = spec.frames(self.video_ae.config.temporal_factor)
+        v = self.video_ae.encode(frames_to_tensor(hold_last(twin.video[:frames], frames))[None])[0]
+        prompts = list(dict.fromkeys(caption(scene, "train", k, motion="@video1").prompt for k in range(2)))
+        states, mask = self.text.encode(prompts)
+        text = [states[k, mask[k]].to(torch.bfloat16) for k in range(len(prompts))]
+        return {"video": v.to(torch.bfloat16), "text": text}
 
     @torch.no_grad()
     def _shots(self, i: int) -> dict | None:
