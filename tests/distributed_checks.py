@@ -71,6 +71,24 @@ def check_context_parallel_model() -> None:
         torch.testing.assert_close(b.grad, a.grad, atol=1e-4, rtol=1e-3, msg=name)
 
 
+def check_context_parallel_shots() -> None:
+    """A multi-shot prompt: each shot's clip tokens read the global caption and their own shot's
+    part only. Odd token counts, so the per-shot mask meets padding on every process."""
+    model = _model()
+    streams, text = _inputs(nt=9)
+    for s, tok in streams.items():
+        n = tok.x.shape[1]
+        streams[s] = Tokens(tok.x, tok.t, tok.pos, shot=torch.tensor([[1] * (n // 2) + [2] * (n - n // 2)] * 2))
+    parts = torch.tensor([[0, 0, 0, 1, 1, 1, 2, 2, 2], [0, 0, 1, 1, 2, 2, 2, 0, 0]])
+    text = Text(text.states, torch.tensor([[True] * 9, [True] * 7 + [False] * 2]), parts)
+    expected = model(streams, text)
+    got = parallel.ContextParallel(model)(streams, text)
+    for s in expected:
+        torch.testing.assert_close(got[s], expected[s], atol=1e-4, rtol=1e-4)
+    flat = model(streams, Text(text.states, text.mask))  # the mask matters: without it the outputs differ
+    assert not torch.allclose(flat["video"], expected["video"], atol=1e-3)
+
+
 def check_fsdp_matches_single_process(out: Path) -> None:
     """A few AdamW steps: FSDP2 over 2 processes (each with half the batch) vs one process with
     the whole batch; then a sharded checkpoint for the 1-process load check."""
@@ -111,6 +129,7 @@ def main() -> None:
     passed = []
     for name, check in (("ulysses_attention", check_ulysses_attention),
                         ("context_parallel_model", check_context_parallel_model),
+                        ("context_parallel_shots", check_context_parallel_shots),
                         ("fsdp_matches_single_process", lambda: check_fsdp_matches_single_process(out))):  # fmt: skip
         check()
         dist.barrier()

@@ -134,18 +134,28 @@ class _AllGather(torch.autograd.Function):
         return grad.chunk(dist.get_world_size(ctx.group), dim=ctx.dim)[dist.get_rank(ctx.group)], None, None
 
 
-def ulysses_attention(group=None) -> layers.AttentionFn:
+def ulysses_attention(group=None, full_mask: torch.Tensor | None = None,
+                      clip_rows: torch.Tensor | None = None) -> layers.AttentionFn:  # fmt: skip
     """Attention over a sequence split across `group`: q, k, v are (B, H, n, Dh) slices (H must be
-    divisible by the group size); the key mask, if any, is (B, 1, 1, n) for the local keys."""
+    divisible by the group size); the key mask, if any, is (B, 1, 1, n) for the local keys.
+    `full_mask` (B, 1, N, N), over the whole sequence in the order the processes hold it (process
+    0's tokens, then process 1's...), replaces the gathered key mask: a mask that depends on the
+    query as well (per-shot text) cannot be gathered from the local ones. It must be given on every
+    process or on none; `clip_rows` are its rows for a block whose text asks no queries."""
 
     def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         size = dist.get_world_size(group)
         if q.shape[1] % size:
             raise ValueError(f"context parallelism over {size} processes needs heads divisible by {size}")
-        if mask is None:  # every process must join the gather, padded or not
-            mask = torch.ones(k.shape[0], 1, 1, k.shape[2], dtype=torch.bool, device=k.device)
         q, k, v = (_AllToAll.apply(x, 1, 2, group) for x in (q, k, v))  # (B, H/P, N, Dh)
-        mask = _gather_mask(mask, group)
+        if full_mask is None:
+            if mask is None:  # every process must join the gather, padded or not
+                mask = torch.ones(k.shape[0], 1, 1, k.shape[2] // size, dtype=torch.bool, device=k.device)
+            mask = _gather_mask(mask, group)
+        elif q.shape[2] == full_mask.shape[2]:
+            mask = full_mask.to(q.device)
+        else:  # a block whose text asks no queries: the rows of the clip's tokens
+            mask = full_mask[:, :, clip_rows].to(q.device)
         out = layers.sdpa_attention(q, k, v, None if bool(mask.all()) else mask)
         return _AllToAll.apply(out, 2, 1, group)  # (B, H, n, Dh)
 
@@ -179,8 +189,6 @@ class ContextParallel:
 
     def __call__(self, streams: dict[str, Tokens], text: Text) -> dict[str, torch.Tensor]:
         size, rank = dist.get_world_size(self.group), dist.get_rank(self.group)
-        if text.shot is not None and bool(text.shot.any()):
-            raise NotImplementedError("context parallelism does not take multi-shot prompts yet (per-shot masks)")
 
         def mine(x: torch.Tensor) -> torch.Tensor:
             return _pad_to(x, size).chunk(size, dim=1)[rank]
@@ -190,9 +198,32 @@ class ContextParallel:
             valid = tok.valid if tok.valid is not None else torch.ones(tok.x.shape[:2], dtype=torch.bool)
             role = mine(tok.role) if tok.role is not None else None  # references keep their roles
             local[s] = Tokens(mine(tok.x), mine(tok.t), mine(tok.pos), mine(valid.to(tok.x.device)), role)
-        with attention_kernel(ulysses_attention(self.group)):
+        shots = text.shot is not None and bool(text.shot.any())
+        full, rows = _shot_mask(streams, text, size) if shots else (None, None)
+        with attention_kernel(ulysses_attention(self.group, full, rows)):
             out = self.model(local, Text(mine(text.states), mine(text.mask)))
         return {s: _AllGather.apply(v, 1, self.group)[:, : streams[s].x.shape[1]] for s, v in out.items()}
+
+
+def _shot_mask(streams: dict[str, Tokens], text: Text, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's own per-shot attention mask over the padded whole inputs (padding hidden), with
+    rows and columns reordered from (streams..., text) to the order the processes hold the tokens:
+    each process's share of every stream and of the text, process by process; and which of its rows
+    are the clip's tokens (not the text's)."""
+    padded = {}
+    for s, tok in streams.items():
+        valid = tok.valid if tok.valid is not None else torch.ones(tok.x.shape[:2], dtype=torch.bool)
+        shot = tok.shot if tok.shot is not None else torch.zeros(tok.x.shape[:2], dtype=torch.long)
+        padded[s] = Tokens(*(_pad_to(x, size) for x in (tok.x, tok.t, tok.pos, valid.to(tok.x.device))), None,
+                           _pad_to(shot.to(tok.x.device), size))  # fmt: skip
+    text = Text(_pad_to(text.states, size), _pad_to(text.mask, size), _pad_to(text.shot, size))
+    mask = AVTransformer._mask(padded, text)
+    lengths = [tok.x.shape[1] for tok in padded.values()] + [text.mask.shape[1]]
+    starts = [sum(lengths[:i]) for i in range(len(lengths))]
+    order = torch.cat([torch.arange(start + r * (n // size), start + (r + 1) * (n // size))
+                       for r in range(size) for start, n in zip(starts, lengths, strict=True)])  # fmt: skip
+    clip = torch.cat([torch.ones(sum(lengths[:-1]), dtype=torch.bool), torch.zeros(lengths[-1], dtype=torch.bool)])
+    return mask[:, :, order][:, :, :, order], clip[order].nonzero().squeeze(1)
 
 
 def reduce_gradients(model: nn.Module, group=None) -> None:
