@@ -25,6 +25,13 @@ them; then colour alone), the whole attribute probe (also the place and no stray
 action, voice pitch (within one semitone of the character's voice, where its speech can be
 attributed to it), sync.
 
+A motion table (for a model that learnt reference videos; others refuse them and the table is
+skipped) uses the t2av cases: the scene asked for with its moves and hops left to @video1, a
+reference video of the scene's motion twin (the same moves, hops, words and camera with other
+looks, voices and places); the same caption without the video (nothing says how anyone moves: the
+baseline the video must beat); another case's twin as the video; and the full caption in words.
+Its first column is the action probe.
+
 A second table does the same on the stage-bench multi-shot cases (2-3 shots per clip): the model
 given each character's references and the cited per-shot prompt, or the ordinary multi-shot
 caption. Its first column is the identity probe: each character keeps its looks across the cuts.
@@ -47,7 +54,7 @@ from openseedance.stage import bench, world
 from openseedance.stage.captions import caption
 from openseedance.stage.probes import probe
 from openseedance.stage.render import RenderConfig, portrait, render, voice_sample
-from openseedance.stage.scene import Identity, Voice
+from openseedance.stage.scene import Identity, Voice, motion_twin
 
 IDENTITY_CHECKS = ("colour", "shape", "pattern")
 
@@ -149,17 +156,41 @@ def main() -> None:
         multi["words, no references"].append(score(timed(req), scene))
         multi["shuffled"].append(score(shuffled(req), scene))
 
+    motion: dict[str, list[dict]] = {}
+    if pipe.knows_references("video"):
+        plain = bench.suite(("t2av",), args.cases)
+        motion = {k: [] for k in ("truth", "@video1: its motion twin", "same caption, no video",
+                                  "@video1: another case's twin", "words (moves described)")}  # fmt: skip
+        for k, case in enumerate(plain):
+            req, scene = case.request, case.scene
+            config = RenderConfig(req.width, req.height, req.fps, req.sample_rate)
+            other = plain[(k + 1) % len(plain)].scene
+            twin = render(motion_twin(scene, k), config).clip
+            prompt = caption(scene, "train", motion="@video1").prompt
+            motion["truth"].append(score(render(scene, config).clip, scene))
+            motion["@video1: its motion twin"].append(score(timed(dataclasses.replace(req, prompt=prompt,
+                                                                                        videos=(twin,))), scene))
+            no_video = prompt.replace("@video1", "the reference")
+            motion["same caption, no video"].append(score(timed(dataclasses.replace(req, prompt=no_video)), scene))
+            wrong = dataclasses.replace(req, prompt=prompt, videos=(render(motion_twin(other, k), config).clip,))
+            motion["@video1: another case's twin"].append(score(timed(wrong), scene))
+            motion["words (moves described)"].append(score(timed(req), scene))
+
     print(f"model {pipe.source}, {args.cases} cases per table, {np.mean(seconds):.2f} s per generated clip")
     one = table("references (one shot)", rows, ("identity", "colour", "attribute", "action", "pitch", "sync"),
                 ("identity fidelity", "of which colour", "attribute", "action", "voice pitch ±1 st", "sync"))
     two = table("multi-shot (2-3 shots)", multi, ("consistency", "identity", "colour", "pitch", "action"),
                 ("cross-shot identity consistency", "identity fidelity", "of which colour", "voice pitch ±1 st",
                  "action"))  # fmt: skip
+    three = (table("motion from a reference video (one shot)", motion, ("action", "attribute", "sync"),
+                   ("action", "attribute", "sync")) if motion else None)  # fmt: skip
+    if not motion:
+        print("\nmotion table skipped: this model was not trained with reference videos")
     Path(args.out).write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
         "model": pipe.source, "cases": args.cases, "seconds_per_clip": float(np.mean(seconds)),
-        "reference_guidance": scales, "references": one, "multi_shot": two,
-        "per_case": {"references": rows, "multi_shot": multi}}, indent=1))  # fmt: skip
+        "reference_guidance": scales, "references": one, "multi_shot": two, "motion": three,
+        "per_case": {"references": rows, "multi_shot": multi, "motion": motion}}, indent=1))  # fmt: skip
 
 
 if __name__ == "__main__":
