@@ -37,4 +37,14 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${
   --audio-ae "$RUNS/audio-ae-tiny/model" --clips 1024 --cache "$RUNS/latents" --steps "$V2_STEPS" \
   --batch-size 4 --lr 5e-4 --warmup 50 --ema-decay 0.995 --checkpoint-every 100 --device "$DEVICE" \
   --init "$RUNS/generator-tiny-refs/pipeline" --tasks "$TASKS"
-openseedance export "$RUNS/generator-tiny-v2/pipeline" src/openseedance/weights/tiny --dtype bfloat16
+# the decoders alone, trained further with the encoders frozen (the latents the transformer learnt
+# stay exactly the same); the bundled ones were started with 2200 / 4000 steps and shortened to
+# these totals when resumed at steps 300 / 600
+openseedance train video-ae --preset tiny --init "$RUNS/video-ae-tiny/model" --decoder-only \
+  --out "$RUNS/video-dec-tiny" --steps "${VIDEO_DEC_STEPS:-1600}" --batch-size 4 --lr 5e-4 --seed 1 \
+  --checkpoint-every 100 --device "$DEVICE"
+openseedance train audio-ae --preset tiny --init "$RUNS/audio-ae-tiny/model" --decoder-only \
+  --out "$RUNS/audio-dec-tiny" --steps "${AUDIO_DEC_STEPS:-3000}" --batch-size 8 --seconds 0.5 --lr 5e-4 \
+  --seed 1 --checkpoint-every 100 --device "$DEVICE"
+openseedance export "$RUNS/generator-tiny-v2/pipeline" src/openseedance/weights/tiny --dtype bfloat16 \
+  --video-decoder "$RUNS/video-dec-tiny/model" --audio-decoder "$RUNS/audio-dec-tiny/model" --reference-guidance 12

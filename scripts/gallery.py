@@ -52,8 +52,11 @@ def examples(config: RenderConfig) -> list[tuple[str, str, GenerationRequest, di
     out.append(("references", "reference images (@imageN) and voices (@audioN) + text", GenerationRequest(
         caption(s, cited=True).prompt, seed=4, images=images, audios=voices, **base), inputs))  # fmt: skip
     shots = sample_scene(SEED + 8, duration=4.0, num_shots=3)
-    out.append(("multi-shot", "three shots in one clip ([shot N] parts)", GenerationRequest(
-        caption(shots).prompt, seed=9, **base), {}))  # fmt: skip
+    timed = caption(shots).prompt  # each shot but the last given its length: "[shot 1 | 1.4s]"
+    for k, shot in enumerate(shots.shots[:-1], start=1):
+        timed = timed.replace(f"[shot {k}]", f"[shot {k} | {shot.end - shot.start:.1f}s]")
+    out.append(("multi-shot", "three shots of given lengths in one clip ([shot N | Ls] parts)", GenerationRequest(
+        timed, seed=9, **base), {}))  # fmt: skip
     s, truth = scene(4)
     out.append(("audio-to-video", "a soundtrack → the picture", GenerationRequest(caption(s).prompt, seed=5,
                 audio=truth.audio, **base), {"soundtrack": truth.audio}))  # fmt: skip

@@ -209,7 +209,9 @@ def test_export_with_a_fine_tuned_decoder(debug_model: Path, tmp_path: Path,
         for param in tuned.decoder.parameters():
             param.add_(0.01)
     save_component(tuned, tmp_path / "tuned")
-    assert main(["export", str(debug_model), str(tmp_path / "new"), "--video-decoder", str(tmp_path / "tuned")]) == 0
+    assert main(["export", str(debug_model), str(tmp_path / "new"), "--video-decoder", str(tmp_path / "tuned"),
+                 "--reference-guidance", "5"]) == 0
+    assert json.loads((tmp_path / "new" / "pipeline.json").read_text())["reference_guidance"] == 5.0
     new = load_component(VideoAutoencoder, tmp_path / "new" / "video_ae")
     assert torch.equal(new.decoder.conv_out.conv.weight, tuned.decoder.conv_out.conv.weight.bfloat16().float())
     assert torch.equal(new.encoder.conv_out.conv.weight, tuned.encoder.conv_out.conv.weight.bfloat16().float())

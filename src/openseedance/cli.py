@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -243,6 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument(f"--{kind}-decoder", type=Path, default=None,
                        help=f"take the decoder of this {kind} autoencoder folder (trained with --decoder-only on "
                             "the model's own encoder)")  # fmt: skip
+    p.add_argument("--reference-guidance", type=float, default=None,
+                   help="store this as the model's default reference guidance")  # fmt: skip
     p.set_defaults(func=_export)
 
     for name, what in (("serve", "serve the Ark-compatible and OpenAI-compatible video APIs and the web page"),
@@ -491,6 +494,10 @@ def _export(args: argparse.Namespace) -> None:
     for folder, cls in ((args.video_decoder, VideoAutoencoder), (args.audio_decoder, AudioAutoencoder)):
         if folder is not None:
             pipe.use_decoder(load_component(cls, folder))
+    if args.reference_guidance is not None:
+        if args.reference_guidance < 0:
+            raise ValueError(f"reference guidance must be >= 0, got {args.reference_guidance}")
+        pipe.config = dataclasses.replace(pipe.config, reference_guidance=args.reference_guidance)
     _writable_dir(args.out)
     pipe.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
