@@ -24,7 +24,7 @@ OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${
   train generator --preset tiny --out "$RUNS/generator-tiny" --video-ae "$RUNS/video-ae-tiny/model" \
   --audio-ae "$RUNS/audio-ae-tiny/model" --clips 1024 --cache "$RUNS/latents" --steps "$GEN_STEPS" \
   --batch-size 4 --lr 1e-3 --warmup 100 --ema-decay 0.995 --checkpoint-every 100 --device "$DEVICE" \
-  --tasks t2av=0.4,i2av=0.12,a2v=0.08,v2a=0.08,extend=0.12,references=0.2  # the mix of its day (no motion task)
+  --tasks t2av=0.5,i2av=0.15,a2v=0.1,v2a=0.1,extend=0.15  # the mix it was trained with (before references)
 # references (portraits and voices) joined the task mix: 200 steps of a 900-step schedule
 TASKS=t2av=0.3,i2av=0.1,a2v=0.08,v2a=0.08,extend=0.12,references=0.32
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
