@@ -109,15 +109,21 @@ def test_two_cpu_processes_then_resume_on_one(parts: Path, tmp_path: Path, mode:
     assert [r["step"] for r in _log(tmp_path / "run")][-2:] == [5, 6]
 
 
-def test_references_are_learnt_from_portraits_and_voices(parts: Path, tmp_path: Path) -> None:
-    only_refs = tuple(1.0 if t == "references" else 0.0 for t in TASKS)
-    cfg = _cfg(parts, steps=4, clips=4, cache=str(tmp_path / "lat"), tasks=only_refs, batch_size=3)
+def _one_task(parts: Path, tmp_path: Path, task: str, batch_size: int):
+    """A 4-step run config training only `task` on 4 clips, its latent cache and layout, and the
+    first batch the trainer would draw."""
+    only = tuple(1.0 if t == task else 0.0 for t in TASKS)
+    cfg = _cfg(parts, steps=4, clips=4, cache=str(tmp_path / "lat"), tasks=only, batch_size=batch_size)
     vae = load_component(VideoAutoencoder, cfg.video_ae)
     aae = load_component(AudioAutoencoder, cfg.audio_ae)
     text = TextEncoder.load("minilm")
     cache = LatentCache(cfg.cache, CacheSpec(clips=4, duration=1.0), vae, aae, text)
     layout = layout_for(cfg, vae, aae, transformer_config("debug").patch)
-    batch = Sampler(cfg, cache, layout, text.encode([""])[0][0])(0)
+    return cfg, cache, layout, Sampler(cfg, cache, layout, text.encode([""])[0][0])(0)
+
+
+def test_references_are_learnt_from_portraits_and_voices(parts: Path, tmp_path: Path) -> None:
+    cfg, cache, layout, batch = _one_task(parts, tmp_path, "references", batch_size=3)
     n = layout.video_tokens
     assert batch.tasks == ["references"] * 3
     assert (
@@ -142,14 +148,7 @@ def test_motion_is_learnt_from_reference_videos(parts: Path, tmp_path: Path) -> 
     """The "motion" task: each clip with a reference video of its motion twin (same moves, other
     looks and places), a caption that leaves the moves to @video1; the trained model takes a
     reference video, and one never trained on portraits refuses them."""
-    only_motion = tuple(1.0 if t == "motion" else 0.0 for t in TASKS)
-    cfg = _cfg(parts, steps=4, clips=4, cache=str(tmp_path / "lat"), tasks=only_motion, batch_size=2)
-    vae = load_component(VideoAutoencoder, cfg.video_ae)
-    aae = load_component(AudioAutoencoder, cfg.audio_ae)
-    text = TextEncoder.load("minilm")
-    cache = LatentCache(cfg.cache, CacheSpec(clips=4, duration=1.0), vae, aae, text)
-    layout = layout_for(cfg, vae, aae, transformer_config("debug").patch)
-    batch = Sampler(cfg, cache, layout, text.encode([""])[0][0])(0)
+    cfg, cache, layout, batch = _one_task(parts, tmp_path, "motion", batch_size=2)
     n = layout.video_tokens
     assert batch.tasks == ["motion"] * 2
     assert batch.x0["video"].shape[1] == 2 * n  # the twin is as long as the clip

@@ -131,9 +131,7 @@ def reference_tokens(images: list[torch.Tensor], audios: list[torch.Tensor], lay
                                  f"{layout.video_grid[1:]}")  # fmt: skip
             grid = replace(layout, video_grid=(lat.shape[2], *layout.video_grid[1:]))
             tokens = video_to_tokens(lat, layout.patch)
-            pos = grid.video_positions()
-            if kind == "image":
-                pos[:, 0] = 0.0
+            pos = grid.video_positions()  # an image: one frame, at 0 s
             pos[:, 0] -= REF_SLOT * role_id(kind, i)
             out["video"][0].append(tokens)
             out["video"][1].append(pos)

@@ -195,9 +195,8 @@ class ContextParallel:
 
         local = {}
         for s, tok in streams.items():
-            valid = tok.valid if tok.valid is not None else torch.ones(tok.x.shape[:2], dtype=torch.bool)
             role = mine(tok.role) if tok.role is not None else None  # references keep their roles
-            local[s] = Tokens(mine(tok.x), mine(tok.t), mine(tok.pos), mine(valid.to(tok.x.device)), role)
+            local[s] = Tokens(mine(tok.x), mine(tok.t), mine(tok.pos), mine(_valid(tok)), role)
         shots = text.shot is not None and bool(text.shot.any())
         full, rows = _shot_mask(streams, text, size) if shots else (None, None)
         with attention_kernel(ulysses_attention(self.group, full, rows)):
@@ -212,9 +211,8 @@ def _shot_mask(streams: dict[str, Tokens], text: Text, size: int) -> tuple[torch
     are the clip's tokens (not the text's)."""
     padded = {}
     for s, tok in streams.items():
-        valid = tok.valid if tok.valid is not None else torch.ones(tok.x.shape[:2], dtype=torch.bool)
         shot = tok.shot if tok.shot is not None else torch.zeros(tok.x.shape[:2], dtype=torch.long)
-        padded[s] = Tokens(*(_pad_to(x, size) for x in (tok.x, tok.t, tok.pos, valid.to(tok.x.device))), None,
+        padded[s] = Tokens(*(_pad_to(x, size) for x in (tok.x, tok.t, tok.pos, _valid(tok))), None,
                            _pad_to(shot.to(tok.x.device), size))  # fmt: skip
     text = Text(_pad_to(text.states, size), _pad_to(text.mask, size), _pad_to(text.shot, size))
     mask = AVTransformer._mask(padded, text)
@@ -231,6 +229,14 @@ def reduce_gradients(model: nn.Module, group=None) -> None:
     for p in model.parameters():
         if p.grad is not None:
             dist.all_reduce(p.grad, group=group)
+
+
+def _valid(tok: Tokens) -> torch.Tensor:
+    """Which of a stream's tokens are real (all of them when it says nothing), on its device; padding
+    added by `_pad_to` is False."""
+    if tok.valid is None:
+        return torch.ones(tok.x.shape[:2], dtype=torch.bool, device=tok.x.device)
+    return tok.valid.to(tok.x.device)
 
 
 def _pad_to(x: torch.Tensor, size: int, dim: int = 1) -> torch.Tensor:

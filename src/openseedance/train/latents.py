@@ -160,13 +160,9 @@ class LatentCache:
     def _motion(self, i: int) -> dict:
         spec = self.spec
         scene = sample_scene(TRAIN_SEED_BASE + i, duration=spec.duration)
-        twin = render(motion_twin(scene, i), RenderConfig(spec.width, spec.height, spec.fps, spec.sample_rate)).clip
-        frames = spec.frames(self.video_ae.config.temporal_factor)
-        v = self.video_ae.encode(frames_to_tensor(hold_last(twin.video[:frames], frames))[None])[0]
+        twin = render(motion_twin(scene, i), self._render_config).clip
         prompts = list(dict.fromkeys(caption(scene, "train", k, motion="@video1").prompt for k in range(2)))
-        states, mask = self.text.encode(prompts)
-        text = [states[k, mask[k]].to(torch.bfloat16) for k in range(len(prompts))]
-        return {"video": v.to(torch.bfloat16), "text": text}
+        return {"video": self._video_latents(twin.video), "text": self._text_states(prompts)}
 
     @torch.no_grad()
     def _shots(self, i: int) -> dict | None:
@@ -176,9 +172,7 @@ class LatentCache:
         out: dict = {"cuts": torch.tensor([s.start for s in scene.shots[1:]], dtype=torch.float32)}
         for name, cited in (("plain", False), ("cited", True)):
             c = caption(scene, "train", 0, cited=cited)
-            parts = [c.overall, *c.shots]
-            states, mask = self.text.encode(parts)
-            out[name] = [states[k, mask[k]].to(torch.bfloat16) for k in range(len(parts))]
+            out[name] = self._text_states([c.overall, *c.shots])
         return out
 
     @torch.no_grad()
@@ -191,30 +185,38 @@ class LatentCache:
         v = self.video_ae.encode(frames_to_tensor(images).transpose(0, 1).unsqueeze(2))  # each a 1-frame video
         a = self.audio_ae.encode(torch.from_numpy(voices))[:, 0]  # (n, D, S)
         prompts = list(dict.fromkeys(caption(scene, "train", k, cited=True).prompt for k in range(2)))
-        states, mask = self.text.encode(prompts)
-        text = [states[k, mask[k]].to(torch.bfloat16) for k in range(len(prompts))]
-        return {"images": v.to(torch.bfloat16), "voices": a.to(torch.bfloat16), "text": text}
+        return {"images": v.to(torch.bfloat16), "voices": a.to(torch.bfloat16), "text": self._text_states(prompts)}
 
     def _clip(self, i: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[torch.Tensor]]:
         spec = self.spec
         if spec.source == "stage":
             scene = sample_scene(TRAIN_SEED_BASE + i, duration=spec.duration)
-            clip = render(scene, RenderConfig(spec.width, spec.height, spec.fps, spec.sample_rate)).clip
+            clip = render(scene, self._render_config).clip
             prompts = list(dict.fromkeys(caption(scene, "train", v).prompt for v in range(spec.wordings)))
         else:
             path = _folder_items(spec.source)[i]
             clip = media.read_video(path, fps=spec.fps, size=(spec.height, spec.width), sample_rate=spec.sample_rate)
             prompts = [path.with_suffix(".txt").read_text().strip()]
-        frames = spec.frames(self.video_ae.config.temporal_factor)
-        video = hold_last(clip.video[:frames], frames)
         samples = round(spec.duration * spec.sample_rate)
         audio = clip.audio[:1, :samples] if clip.audio is not None else np.zeros((1, samples), np.float32)
         audio = np.pad(audio, ((0, 0), (0, samples - audio.shape[1])))
-        v = self.video_ae.encode(frames_to_tensor(video)[None])[0]
         a = self.audio_ae.encode(torch.from_numpy(np.ascontiguousarray(audio))[None])[0, 0]  # (D, S)
-        states, mask = self.text.encode(prompts)
-        text = [states[k, mask[k]].to(torch.bfloat16) for k in range(len(prompts))]
-        return v.to(torch.bfloat16), a.to(torch.bfloat16), prompts, text
+        return self._video_latents(clip.video), a.to(torch.bfloat16), prompts, self._text_states(prompts)
+
+    @property
+    def _render_config(self) -> RenderConfig:
+        spec = self.spec
+        return RenderConfig(spec.width, spec.height, spec.fps, spec.sample_rate)
+
+    def _video_latents(self, video: np.ndarray) -> torch.Tensor:
+        """A clip's frames, cut or held to the cache's length, as (D, T, H, W) bfloat16 latents."""
+        frames = self.spec.frames(self.video_ae.config.temporal_factor)
+        return self.video_ae.encode(frames_to_tensor(hold_last(video[:frames], frames))[None])[0].to(torch.bfloat16)
+
+    def _text_states(self, texts: list[str]) -> list[torch.Tensor]:
+        """Each text's encoder states (L_k, text_dim) without padding, in bfloat16."""
+        states, mask = self.text.encode(texts)
+        return [states[k, mask[k]].to(torch.bfloat16) for k in range(len(texts))]
 
 
 def _folder_items(folder: str) -> list[Path]:
