@@ -66,6 +66,17 @@ def test_interrupted_run_resumes_the_same_trajectory(tmp_path: Path, monkeypatch
         assert torch.equal(a[k], b[k]), k
 
 
+def test_worker_processes_give_the_same_run(tmp_path: Path) -> None:
+    """Batches rendered ahead by worker processes are the batches the loop would have rendered."""
+    train(_cfg(), tmp_path / "inline", progress=False)
+    train(_cfg(workers=2), tmp_path / "workers", progress=False)
+    a, b = _weights(tmp_path / "inline"), _weights(tmp_path / "workers")
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    with pytest.raises(ValueError, match="workers"):
+        _cfg(workers=-1)
+
+
 def test_killed_process_resumes(tmp_path: Path) -> None:
     """SIGKILL a real training process after its first checkpoint; rerunning the same command
     finishes the run and matches an uninterrupted one."""

@@ -182,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
             help="bfloat16 autocast (default float32: on CPUs convolutions measured slower in bfloat16)",
         )
         p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        p.add_argument(
+            "--workers",
+            type=int,
+            default=0,
+            help="processes rendering batches ahead of the training step (default 0: in the loop); "
+            "the batches are the same either way",
+        )
         p.add_argument("--init", default="", help="start from this trained component folder (same preset)")
         p.add_argument(
             "--decoder-only",
@@ -390,7 +397,7 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
     cfg = AETrainConfig(kind=args.kind, preset=args.preset, data=args.data, steps=args.steps,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=args.bf16,
                         checkpoint_every=args.checkpoint_every, device=args.device, init=args.init,
-                        decoder_only=args.decoder_only, **extra)  # fmt: skip
+                        decoder_only=args.decoder_only, workers=args.workers, **extra)  # fmt: skip
     _writable_dir(args.out)
     model_dir = train(cfg, args.out, progress=sys.stderr.isatty())
     print(f"trained {args.kind}: {model_dir}")

@@ -9,7 +9,10 @@ encoder is frozen and only the decoder trains: the latents, and the latent stati
 the component, stay exactly those of `init`, so a generator trained on them keeps working and
 simply decodes with the sharper decoder.
 
-Runs on the CPU or one GPU, in float32 or (`bf16`) under bfloat16 autocast.
+Runs on the CPU or one GPU, in float32 or (`bf16`) under bfloat16 autocast. With `workers` > 0,
+that many processes render the next batches while the model trains on this one (a GPU step is far
+shorter than rendering its clips); each batch depends only on (seed, step), so workers change the
+speed and never the data.
 Every `checkpoint_every` steps the run writes `checkpoint.pt` (weights, optimiser, step) and the
 component (`model/config.json` + `model/model.safetensors`), both by rename, so a run killed at any
 moment restarts from its last checkpoint; batches and noise depend only on (seed, step), so the
@@ -19,11 +22,15 @@ resumed run follows the same trajectory as one that never stopped. Losses go to 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import logging
+import multiprocessing
 import os
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,12 +71,15 @@ class AETrainConfig:
     device: str = "cpu"
     init: str = ""  # start from this trained component folder (same preset)
     decoder_only: bool = False  # freeze the encoder (and the latent statistics); needs `init`
+    workers: int = 0  # processes rendering batches ahead (0: render in the training loop)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ValueError(f"unknown autoencoder {self.kind!r}; choose from {sorted(KINDS)}")
         if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
             raise ValueError("steps, batch size and checkpoint interval must be positive")
+        if self.workers < 0:
+            raise ValueError(f"workers must be 0 or more, got {self.workers}")
         if self.lr <= 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         if self.decoder_only and not self.init:
@@ -80,14 +90,48 @@ def _video(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], torch.T
     model = video_vae.VideoAutoencoder(video_vae.video_ae_config(cfg.preset))
     model.latent_frames(cfg.frames)  # a clear error now rather than at the first step
     data = VideoWindows(cfg.data, cfg.width, cfg.height, cfg.fps, cfg.frames)
-    return model, lambda step: data.batch(cfg.seed, step, cfg.batch_size)
+    return model, functools.partial(_batch, data, cfg.seed, cfg.batch_size)
 
 
 def _audio(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
     config = audio_vae.audio_ae_config(cfg.preset)
     model = audio_vae.AudioAutoencoder(config)
     data = AudioWindows(cfg.data, config.sample_rate, cfg.seconds)
-    return model, lambda step: data.batch(cfg.seed, step, cfg.batch_size)
+    return model, functools.partial(_batch, data, cfg.seed, cfg.batch_size)
+
+
+def _batch(data: VideoWindows | AudioWindows, seed: int, batch_size: int, step: int) -> torch.Tensor:
+    return data.batch(seed, step, batch_size)
+
+
+class _Ahead:
+    """`get(step)` for consecutive steps, with the next batches rendered by worker processes."""
+
+    def __init__(self, batches: Callable[[int], torch.Tensor], workers: int, first: int, last: int):
+        self.batches, self.last = batches, last
+        self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_one_thread)
+        self.pending: deque[tuple[int, Future]] = deque()
+        self.next = first
+        for _ in range(2 * workers):
+            self._submit()
+
+    def _submit(self) -> None:
+        if self.next < self.last:
+            self.pending.append((self.next, self.pool.submit(self.batches, self.next)))
+            self.next += 1
+
+    def get(self, step: int) -> torch.Tensor:
+        wanted, future = self.pending.popleft()
+        assert wanted == step, f"batches are taken in order (asked {step}, next is {wanted})"
+        self._submit()
+        return future.result()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _one_thread() -> None:
+    torch.set_num_threads(1)
 
 
 KINDS = {"video-ae": _video, "audio-ae": _audio}
@@ -111,11 +155,12 @@ def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> 
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     logfile = (out / "log.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.kind, disable=not progress, dynamic_ncols=True)
+    ahead = _Ahead(batches, cfg.workers, step, cfg.steps) if cfg.workers else None
     model.train()
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            x = batches(step).to(cfg.device)
+            x = (ahead.get(step) if ahead else batches(step)).to(cfg.device)
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # the posterior's noise, reproducible on resume
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, step)
@@ -138,6 +183,8 @@ def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> 
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 _save(out, cfg, model, opt, step, batches)
     finally:
+        if ahead:
+            ahead.close()
         bar.close()
         logfile.close()
     return out / "model"
