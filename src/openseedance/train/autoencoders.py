@@ -34,6 +34,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from tqdm import tqdm
 
@@ -86,28 +87,29 @@ class AETrainConfig:
             raise ValueError("decoder-only training needs a trained component to start from (init)")
 
 
-def _video(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
+def _video(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], np.ndarray]]:
     model = video_vae.VideoAutoencoder(video_vae.video_ae_config(cfg.preset))
     model.latent_frames(cfg.frames)  # a clear error now rather than at the first step
     data = VideoWindows(cfg.data, cfg.width, cfg.height, cfg.fps, cfg.frames)
     return model, functools.partial(_batch, data, cfg.seed, cfg.batch_size)
 
 
-def _audio(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], torch.Tensor]]:
+def _audio(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], np.ndarray]]:
     config = audio_vae.audio_ae_config(cfg.preset)
     model = audio_vae.AudioAutoencoder(config)
     data = AudioWindows(cfg.data, config.sample_rate, cfg.seconds)
     return model, functools.partial(_batch, data, cfg.seed, cfg.batch_size)
 
 
-def _batch(data: VideoWindows | AudioWindows, seed: int, batch_size: int, step: int) -> torch.Tensor:
-    return data.batch(seed, step, batch_size)
+def _batch(data: VideoWindows | AudioWindows, seed: int, batch_size: int, step: int) -> np.ndarray:
+    # an array, not a tensor: worker processes then pass it by value, with no shared memory
+    return data.batch(seed, step, batch_size).numpy()
 
 
 class _Ahead:
     """`get(step)` for consecutive steps, with the next batches rendered by worker processes."""
 
-    def __init__(self, batches: Callable[[int], torch.Tensor], workers: int, first: int, last: int):
+    def __init__(self, batches: Callable[[int], np.ndarray], workers: int, first: int, last: int):
         self.batches, self.last = batches, last
         self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_one_thread)
         self.pending: deque[tuple[int, Future]] = deque()
@@ -120,7 +122,7 @@ class _Ahead:
             self.pending.append((self.next, self.pool.submit(self.batches, self.next)))
             self.next += 1
 
-    def get(self, step: int) -> torch.Tensor:
+    def get(self, step: int) -> np.ndarray:
         wanted, future = self.pending.popleft()
         assert wanted == step, f"batches are taken in order (asked {step}, next is {wanted})"
         self._submit()
@@ -160,7 +162,7 @@ def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> 
     try:
         while step < cfg.steps:
             t0 = time.perf_counter()
-            x = (ahead.get(step) if ahead else batches(step)).to(cfg.device)
+            x = torch.from_numpy(ahead.get(step) if ahead else batches(step)).to(cfg.device)
             torch.manual_seed(cfg.seed * 1_000_003 + step)  # the posterior's noise, reproducible on resume
             for group in opt.param_groups:
                 group["lr"] = learning_rate(cfg, step)
@@ -191,7 +193,7 @@ def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> 
 
 
 def _save(out: Path, cfg: AETrainConfig, model: torch.nn.Module, opt: torch.optim.Optimizer, step: int,
-          batches: Callable[[int], torch.Tensor]) -> None:  # fmt: skip
+          batches: Callable[[int], np.ndarray]) -> None:  # fmt: skip
     state = {"step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
              "train_config": dataclasses.asdict(cfg), "model_config": config_to_dict(model.config)}  # fmt: skip
     tmp = out / "checkpoint.pt.tmp"
@@ -202,7 +204,7 @@ def _save(out: Path, cfg: AETrainConfig, model: torch.nn.Module, opt: torch.opti
     export = type(model)(model.config)
     export.load_state_dict(model.state_dict())
     if not cfg.decoder_only:  # a frozen encoder keeps the statistics it came with, exactly
-        _calibrate(export, [batches(CALIBRATION_STEP + i) for i in range(4)], cfg)
+        _calibrate(export, [torch.from_numpy(batches(CALIBRATION_STEP + i)) for i in range(4)], cfg)
     save_component(export, out / "model")
 
 
