@@ -201,11 +201,11 @@ def _save(out: Path, cfg: AETrainConfig, model: torch.nn.Module, opt: torch.opti
     os.replace(tmp, out / "checkpoint.pt")
     # the exported component carries latent statistics measured on a few training batches; the
     # training state above keeps the raw weights, so statistics never feed back into training
-    export = type(model)(model.config)
+    export = type(model)(model.config).to(cfg.device)
     export.load_state_dict(model.state_dict())
     if not cfg.decoder_only:  # a frozen encoder keeps the statistics it came with, exactly
         _calibrate(export, [torch.from_numpy(batches(CALIBRATION_STEP + i)) for i in range(4)], cfg)
-    save_component(export, out / "model")
+    save_component(export.cpu(), out / "model")
 
 
 def _start_from(model: torch.nn.Module, folder: str) -> None:
