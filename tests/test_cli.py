@@ -145,6 +145,8 @@ GENERATE_BAD = [
     (["generate", "x", "--ratio", "wide"], "ratio must look like"),
     (["generate", "x", "-o", "clip.gif"], "must be an .mp4"),
     (["generate", "@image2 waves"], "cites @image2 but no reference images were given"),
+    (["generate", "x", "--device", "tpu"], "unknown device 'tpu'"),
+    *([(["generate", "x", "--device", "cuda"], "PyTorch sees no CUDA GPU")] if not torch.cuda.is_available() else []),
 ]
 
 

@@ -199,3 +199,53 @@ def test_missing_or_damaged_model_folder(tmp_path: Path, pipe: Pipeline) -> None
     (tmp_path / "m" / "transformer" / "model.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="cannot load the model"):
         Pipeline.from_pretrained(tmp_path / "m")
+
+
+def _every_path(pipe: Pipeline) -> dict[str, GenerationRequest]:
+    """One request per way in: text, first and last frame, sound for a video, picture for a sound,
+    references (image, voice, video) with reference guidance, shots, extension and an edit."""
+    from openseedance.stage.render import portrait, voice_sample
+    from openseedance.stage.scene import Identity, Voice
+
+    base = pipe(_req(), FAST).clip
+    red = portrait(Identity("red", "circle", "plain", "round"))
+    moving = media.Clip(np.stack([np.roll(FACELESS + 40 * (k % 3), 2 * k, axis=1) for k in range(30)]), None, fps=15.0)
+    return {
+        "t2av": _req(),
+        "frames": _req(first_frame=base.video[0], last_frame=base.video[-1]),
+        "v2a": _req(video=base.video),
+        "a2v": _req(audio=base.audio),
+        "references": _req(prompt="@image1 moves as in @video1 and speaks like @audio1", images=(red,),
+                           audios=(voice_sample(Voice("high", "warm"), seconds=2.0),), videos=(moving,)),
+        "shots": _req(prompt="A red circle. [shot 1 | 0.5s] It jumps. [shot 2] It says hi."),
+        "extend": _req(duration=2.5, source=base, extend="forward"),
+        "edit": _req(source=base, edit_window=(0.5, 1.0)),
+    }  # fmt: skip
+
+
+def test_to_a_device_keeps_the_clips(pipe: Pipeline) -> None:
+    """`to` moves the model and comes back; on the CPU it changes nothing."""
+    request = _req(seed=7)
+    before = pipe(request, FAST).clip
+    assert pipe.to("cpu") is pipe and pipe.device == torch.device("cpu")
+    assert np.array_equal(pipe(request, FAST).clip.video, before.video)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_cuda_clips_match_cpu_clips(pipe: Pipeline) -> None:
+    """On a GPU every way in gives the CPU's clip, but for float rounding (the same noise is drawn)."""
+    requests = _every_path(pipe)
+    sampler = replace(FAST, reference_guidance=2.0)
+    on_cpu = {k: pipe(r, sampler).clip for k, r in requests.items()}
+    try:
+        pipe.to("cuda")
+        assert next(pipe.transformer.parameters()).is_cuda
+        on_gpu = {k: pipe(r, sampler).clip for k, r in requests.items()}
+    finally:
+        pipe.to("cpu")
+    for k in requests:
+        a, b = on_cpu[k], on_gpu[k]
+        assert a.video.shape == b.video.shape, k
+        assert np.abs(a.video.astype(int) - b.video.astype(int)).mean() < 1.0, k
+        if a.audio is not None:
+            assert np.abs(a.audio - b.audio).max() < 0.02, k

@@ -134,6 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--soundtrack", type=Path, default=None, help="audio (or a video's audio) the picture must follow")
     p.add_argument("--for-video", type=Path, default=None, help="a video to make the sound for (video -> audio)")
     p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transformer")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--visible-watermark", action="store_true", help='also draw a small "AI" label into the frames')
     p.add_argument("--allow-faces", action="store_true", help="accept references that show real people (with consent)")
     p.set_defaults(func=_generate)
@@ -436,6 +437,20 @@ def _train_generator(args: argparse.Namespace) -> None:
     print(f"trained generator: {folder}")
 
 
+def _device(name: str) -> str:
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UsageError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: PyTorch sees no CUDA GPU on this machine")
+    if device.type not in ("cpu", "cuda"):
+        raise UsageError(f"unknown device {name!r}: use cpu, cuda or cuda:N")
+    return name
+
+
 def _generate(args: argparse.Namespace) -> None:
     from openseedance import media
     from openseedance.pipeline import Pipeline, resolve_size
@@ -444,7 +459,8 @@ def _generate(args: argparse.Namespace) -> None:
     output = _writable_file(args.output)
     if output.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise UsageError(f"output must be an .mp4, .mov or .mkv file, got {output}")
-    pipe = Pipeline.from_pretrained(args.model, allow_faces=args.allow_faces)
+    device = _device(args.device)
+    pipe = Pipeline.from_pretrained(args.model, allow_faces=args.allow_faces).to(device)
     pipe.bf16 = args.bf16
     c = pipe.config
     width, height = args.size or resolve_size(c, args.ratio)

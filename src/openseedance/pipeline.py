@@ -87,6 +87,7 @@ class Pipeline:
         self._text = text_encoder
         self.flow = RectifiedFlow()
         self.bf16 = False  # bfloat16 autocast for the transformer
+        self.device = torch.device("cpu")  # where the transformer and the autoencoders run (`to`)
         self.source = "in memory"  # where the weights came from, recorded with every clip
         self.mark = True  # invisible video and audio marks on every clip (off only to measure them)
         self.allow_faces = False  # accept references that show real human faces
@@ -146,6 +147,15 @@ class Pipeline:
         tmp.write_text(json.dumps(asdict(self.config), indent=2) + "\n")
         os.replace(tmp, folder / "pipeline.json")
         return folder
+
+    def to(self, device: str | torch.device) -> Pipeline:
+        """Run the transformer and the autoencoders on `device` ("cuda", "cuda:1", "cpu"); the text
+        encoder stays on the CPU. Noise is drawn on the CPU whatever the device, so a seed gives the
+        same starting point everywhere (the clips then differ only by the device's arithmetic)."""
+        self.device = torch.device(device)
+        for part in (self.transformer, self.video_ae, self.audio_ae):
+            part.to(self.device)
+        return self
 
     def sampler(self, steps: int | None = None, solver: str | None = None, guidance: float | None = None,
                 audio_guidance: float | None = None, reference_guidance: float | None = None) -> SamplerConfig:
@@ -276,10 +286,14 @@ class Pipeline:
         noise = {s: torch.randn(x.shape, generator=gen) for s, x in clean.items()}
         shift = sampler.shift if sampler.shift is not None else self.flow.shift(total)
 
+        bare = None
         if valid is None:  # nothing for reference guidance to act on
             sampler = replace(sampler, reference_guidance=1.0)
         else:  # the "bare" branch hides the reference tokens: as if none were given
             bare = {s: valid[s] & (torch.arange(v.shape[1]) < targets[s]) for s, v in valid.items()}
+        clean, keep, pos, shot, valid, role, bare, noise = (
+            self._on_device(d) for d in (clean, keep, pos, shot, valid, role, bare, noise))  # fmt: skip
+        text = Text(*(None if t is None else t.to(self.device) for t in (text.states, text.mask, text.shot)))
 
         def velocity(x: dict[str, torch.Tensor], t: dict[str, torch.Tensor], branches: tuple[str, ...]):
             n = len(branches)
@@ -289,7 +303,7 @@ class Pipeline:
                                  seen[s] if seen else None, role[s].expand(n, -1) if role else None,
                                  shot[s].expand(n, -1)) for s in x}  # fmt: skip
             parts = text.shot[rows] if text.shot is not None else None
-            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=self.bf16):
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
                 v = self.transformer(streams, Text(text.states[rows], text.mask[rows], parts))
             return [{s: v[s][i : i + 1].float() for s in v} for i in range(n)]
 
@@ -348,6 +362,17 @@ class Pipeline:
                   "visible_mark": request.visible_watermark}  # fmt: skip
         return Clip(video=video, audio=audio, fps=clip.fps, sample_rate=clip.sample_rate), record
 
+    def _on_device(self, tensors: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+        return None if tensors is None else {s: t.to(self.device) for s, t in tensors.items()}
+
+    def _encode_video(self, frames: np.ndarray, chunk_frames: int | None = None) -> torch.Tensor:
+        """uint8 frames (T, H, W, 3) -> normalised latents (1, D, t, h, w), on the CPU."""
+        return self.video_ae.encode(frames_to_tensor(frames)[None].to(self.device), chunk_frames).cpu()
+
+    def _encode_audio(self, track: np.ndarray) -> torch.Tensor:
+        """A mono track (1, samples) -> normalised latents (1, C, n), on the CPU."""
+        return self.audio_ae.encode(torch.from_numpy(np.ascontiguousarray(track))[None].to(self.device))[:, 0].cpu()
+
     def _given(self, request: GenerationRequest) -> Given:
         """What is given in pixel time: a full-length clip and, per frame and per sample, whether it
         is given. A clip to extend sits at the start (forward) or the end (backward); a clip to edit
@@ -400,18 +425,17 @@ class Pipeline:
         frames = (layout.video_grid[0] - 1) * layout.temporal_factor + 1
         if task == "i2av":
             image = media.resize_frames(request.first_frame[None], (request.height, request.width))
-            z = self.video_ae.encode(frames_to_tensor(image)[None])  # (1, D, 1, h, w)
+            z = self._encode_video(image)  # (1, D, 1, h, w)
             first = cond.video_to_tokens(z, layout.patch)
             video[:, : first.shape[1]] = first
         elif task == "v2a":
             given = hold_last(media.resize_frames(request.video, (request.height, request.width))[:frames], frames)
-            video = cond.video_to_tokens(self.video_ae.encode(frames_to_tensor(given)[None], chunk_frames=16),
-                                         layout.patch)  # fmt: skip
+            video = cond.video_to_tokens(self._encode_video(given, chunk_frames=16), layout.patch)
         elif task == "a2v":
             samples = layout.audio_latents * self.audio_ae.config.hop
             track = _mono(request.audio)
             track = np.pad(track[:, :samples], ((0, 0), (0, max(0, samples - track.shape[1]))))
-            audio = cond.audio_to_tokens(self.audio_ae.encode(torch.from_numpy(track)[None])[:, 0])
+            audio = cond.audio_to_tokens(self._encode_audio(track))
         return {"video": video, "audio": audio}, keep
 
     def _prompt_text(self, request: GenerationRequest) -> tuple[Text, tuple[float, ...]]:
@@ -433,22 +457,21 @@ class Pipeline:
         (resized and retimed to the clip's size and frame rate, encoded whole; their sound is not
         used) and voices (mono, encoded whole) as clean token groups."""
         size = (request.height, request.width)
-        images = [self.video_ae.encode(frames_to_tensor(media.resize_frames(im[None], size))[None])
-                  for im in request.images]  # fmt: skip
+        images = [self._encode_video(media.resize_frames(im[None], size)) for im in request.images]
         videos, f = [], self.video_ae.config.temporal_factor
         for ref in request.videos:
             frames = media.resize_frames(media.resample_frames(ref.video, ref.fps, request.fps), size)
             coded = 1 + f * ((len(frames) - 1) // f)  # whole groups of frames after the first
-            videos.append(self.video_ae.encode(frames_to_tensor(frames[:coded])[None], chunk_frames=16))
-        voices = [self.audio_ae.encode(torch.from_numpy(_mono(a))[None])[:, 0] for a in request.audios]
+            videos.append(self._encode_video(frames[:coded], chunk_frames=16))
+        voices = [self._encode_audio(_mono(a)) for a in request.audios]
         return cond.reference_tokens(images, voices, layout, videos)
 
     def _given_latents(self, given: Given, layout: cond.Layout):
         coded = (layout.video_grid[0] - 1) * layout.temporal_factor + 1
-        z = self.video_ae.encode(frames_to_tensor(hold_last(given.video, coded)[:coded])[None], chunk_frames=16)
+        z = self._encode_video(hold_last(given.video, coded)[:coded], chunk_frames=16)
         hop = self.audio_ae.config.hop
         track = np.pad(given.audio, ((0, 0), (0, max(0, layout.audio_latents * hop - given.audio.shape[1]))))
-        audio = self.audio_ae.encode(torch.from_numpy(track[:, : layout.audio_latents * hop])[None])[:, 0]
+        audio = self._encode_audio(track[:, : layout.audio_latents * hop])
         keep = cond.given_masks(layout, given.frames, given.samples, hop)
         return {"video": cond.video_to_tokens(z, layout.patch), "audio": cond.audio_to_tokens(audio)}, keep
 
@@ -467,7 +490,7 @@ class Pipeline:
                 audio = _mono(request.audio)[:, :samples]
             else:
                 wave = self.audio_ae.decode(cond.tokens_to_audio(latents["audio"])[:, None], length=samples)
-                audio = wave[0].float().clamp(-1, 1).numpy()
+                audio = wave[0].float().clamp(-1, 1).cpu().numpy()
         clip = Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
         return _composite(clip, given) if given is not None else clip
 
