@@ -106,16 +106,30 @@ def _batch(data: VideoWindows | AudioWindows, seed: int, batch_size: int, step: 
     return data.batch(seed, step, batch_size).numpy()
 
 
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 class _Ahead:
     """`get(step)` for consecutive steps, with the next batches rendered by worker processes."""
 
     def __init__(self, batches: Callable[[int], np.ndarray], workers: int, first: int, last: int):
         self.batches, self.last = batches, last
-        self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_one_thread)
         self.pending: deque[tuple[int, Future]] = deque()
         self.next = first
-        for _ in range(2 * workers):
-            self._submit()
+        # each worker renders on one thread: numpy's BLAS would otherwise start a thread per core in
+        # every worker; the workers start with the first tasks and read these variables then
+        saved = {k: os.environ.get(k) for k in THREAD_VARIABLES}
+        os.environ.update(dict.fromkeys(THREAD_VARIABLES, "1"))
+        try:
+            self.pool = ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), initializer=_one_thread)
+            for _ in range(2 * workers):
+                self._submit()
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v
 
     def _submit(self) -> None:
         if self.next < self.last:
