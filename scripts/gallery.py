@@ -21,13 +21,14 @@ from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
 from openseedance.stage.captions import caption
 from openseedance.stage.render import RenderConfig, portrait, render, voice_sample
-from openseedance.stage.scene import sample_scene
+from openseedance.stage.scene import motion_twin, sample_scene
 
 SEED = 900_000  # held-out scenes: far from the training seeds
 
 
-def examples(config: RenderConfig) -> list[tuple[str, str, GenerationRequest, dict[str, object]]]:
-    """(name, what it shows, request, inputs to write beside it)."""
+def examples(config: RenderConfig, videos: bool = True) -> list[tuple[str, str, GenerationRequest, dict[str, object]]]:
+    """(name, what it shows, request, inputs to write beside it); `videos`: include the example with
+    a reference video (for models that learnt them)."""
     out = []
     base = dict(width=config.width, height=config.height, fps=config.fps, sample_rate=config.sample_rate)
 
@@ -51,6 +52,11 @@ def examples(config: RenderConfig) -> list[tuple[str, str, GenerationRequest, di
     inputs.update({f"audio{i + 1}": v for i, v in enumerate(voices)})
     out.append(("references", "reference images (@imageN) and voices (@audioN) + text", GenerationRequest(
         caption(s, cited=True).prompt, seed=4, images=images, audios=voices, **base), inputs))  # fmt: skip
+    if videos:
+        s, _ = scene(9)
+        moves = render(motion_twin(s, SEED), config).clip  # the same moves by other characters elsewhere
+        out.append(("motion", "a reference video (@video1) for the moves + text for the looks", GenerationRequest(
+            caption(s, motion="@video1").prompt, seed=10, videos=(moves,), **base), {"video1": moves}))  # fmt: skip
     shots = sample_scene(SEED + 8, duration=4.0, num_shots=3)
     timed = caption(shots).prompt  # each shot but the last given its length: "[shot 1 | 1.4s]"
     for k, shot in enumerate(shots.shots[:-1], start=1):
@@ -92,7 +98,7 @@ def main() -> None:
     lines = ["# Gallery", "", f"Made by `python scripts/gallery.py` with the model `{pipe.source}` (8 steps, "
              "4 s, 64×64, 12 fps, 16 kHz). The scenes are held-out Stage scenes; inputs sit beside each clip.", "",
              "| clip | request | prompt | inputs |", "|---|---|---|---|"]  # fmt: skip
-    for name, what, request, inputs in examples(config):
+    for name, what, request, inputs in examples(config, videos=pipe.knows_references("video")):
         result = pipe(request)
         clip = result.write(args.out / f"{name}.mp4")
         files = [write_input(args.out, name, k, v, config.sample_rate) for k, v in inputs.items()]

@@ -40,6 +40,13 @@ def test_help(words: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     assert "usage: openseedance" in capsys.readouterr().out
 
 
+def test_serve_and_worker_refuse_an_unknown_device(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for command in ("serve", "worker"):
+        assert main([command, "--device", "tpu", "--data", str(tmp_path / "data")]) == 2
+        assert "unknown device 'tpu'" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()
+
+
 def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "openseedance.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("openseedance ")

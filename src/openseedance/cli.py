@@ -263,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--data", type=Path, default=Path("openseedance-data"), help="job store and results folder")
         p.add_argument("--allow-faces", action="store_true", help="accept references that show real faces")
         p.add_argument("--threads", type=_positive(int), default=None, help="torch threads per worker")
+        p.add_argument("--device", default="cpu", help="where workers run the model: cpu, cuda, cuda:N")
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
             p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -553,6 +554,7 @@ def _serve(args: argparse.Namespace) -> None:
     serving = args.command == "serve"
     settings = ServeSettings(
         data_dir=args.data, model=args.model, allow_faces=args.allow_faces, threads_per_worker=args.threads,
+        device=_device(args.device),
         api_keys=server.api_keys(args.api_key, args.data) if serving else (),
         workers=args.workers if serving else 1,
         max_pending_per_key=args.max_pending if serving else 8,

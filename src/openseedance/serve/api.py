@@ -45,6 +45,7 @@ class ServeSettings:
     callback_hosts: frozenset[str] = frozenset()  # hosts exempt from the private-address refusal
     allow_faces: bool = False
     threads_per_worker: int | None = None
+    device: str = "cpu"  # where workers run the model: cpu, cuda, cuda:N
 
     @property
     def db_path(self) -> Path:

@@ -159,7 +159,7 @@ def _sheet(frames: np.ndarray, columns: int = 4, count: int = 16) -> np.ndarray:
 
 
 def load_pipeline(settings: ServeSettings) -> Pipeline:
-    return Pipeline.from_pretrained(settings.model, allow_faces=settings.allow_faces)
+    return Pipeline.from_pretrained(settings.model, allow_faces=settings.allow_faces).to(settings.device)
 
 
 def run_worker(settings: ServeSettings, stop: threading.Event | Any) -> None:
