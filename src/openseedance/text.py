@@ -132,7 +132,14 @@ class TextEncoder(nn.Module):
 
     @classmethod
     def load(cls, spec: str) -> TextEncoder:
-        return cls.default() if spec == DEFAULT else cls.from_pretrained(spec)
+        """"minilm" (the default), "untrained:DIR" (`from_folder(DIR, weights=False)`: an architecture
+        with random weights, for timing and for checking a machine without the default's weights), or
+        a `transformers` encoder folder."""
+        if spec == DEFAULT:
+            return cls.default()
+        if spec.startswith("untrained:"):
+            return cls.from_folder(spec.removeprefix("untrained:"), weights=False)
+        return cls.from_pretrained(spec)
 
     @torch.no_grad()
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
