@@ -47,23 +47,5 @@ openseedance train video-ae --preset tiny --init "$RUNS/video-ae-tiny/model" --d
 openseedance train audio-ae --preset tiny --init "$RUNS/audio-ae-tiny/model" --decoder-only \
   --out "$RUNS/audio-dec-tiny" --steps "${AUDIO_DEC_STEPS:-3000}" --batch-size 8 --seconds 0.5 --lr 5e-4 \
   --seed 1 --checkpoint-every 100 --device "$DEVICE"
-openseedance export "$RUNS/generator-tiny-v2/pipeline" "$RUNS/bundle-v3" --dtype bfloat16 \
+openseedance export "$RUNS/generator-tiny-v2/pipeline" src/openseedance/weights/tiny --dtype bfloat16 \
   --video-decoder "$RUNS/video-dec-tiny/model" --audio-decoder "$RUNS/audio-dec-tiny/model" --reference-guidance 12
-# the decoders continued from that export (bfloat16 weights, encoders frozen) at batch 32: the bundled
-# ones ran on one H100 for 400 s each, beside two other runs (recipes/tiny_ae_gpu.sh): 540 and 557 steps
-openseedance train video-ae --preset tiny --init "$RUNS/bundle-v3/video_ae" --decoder-only \
-  --out "$RUNS/gpu-ae/video-dec" --steps "${GPU_VIDEO_DEC_STEPS:-540}" --batch-size 32 --lr 5e-4 --seed 1 \
-  --workers "${WORKERS:-5}" --checkpoint-every 500 --device "$DEVICE"
-openseedance train audio-ae --preset tiny --init "$RUNS/bundle-v3/audio_ae" --decoder-only \
-  --out "$RUNS/gpu-ae/audio-dec" --steps "${GPU_AUDIO_DEC_STEPS:-557}" --batch-size 32 --seconds 0.5 --lr 5e-4 \
-  --seed 1 --workers "${WORKERS:-2}" --checkpoint-every 500 --device "$DEVICE"
-# reference videos (the motion task) joined the mix: 500 steps from the transformer above
-TASKS=t2av=0.25,i2av=0.08,a2v=0.07,v2a=0.07,extend=0.1,references=0.18,motion=0.25
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
-  train generator --preset tiny --out "$RUNS/generator-tiny-motion" --video-ae "$RUNS/video-ae-tiny/model" \
-  --audio-ae "$RUNS/audio-ae-tiny/model" --clips 1024 --cache "$RUNS/latents" --steps 500 \
-  --batch-size 4 --lr 5e-4 --warmup 50 --ema-decay 0.995 --checkpoint-every 50 --device "$DEVICE" \
-  --init "$RUNS/generator-tiny-v2/pipeline" --tasks "$TASKS"
-openseedance export "$RUNS/generator-tiny-motion/pipeline" src/openseedance/weights/tiny --dtype bfloat16 \
-  --video-decoder "$RUNS/gpu-ae/video-dec/model" --audio-decoder "$RUNS/gpu-ae/audio-dec/model" \
-  --reference-guidance 12
