@@ -17,6 +17,7 @@ folder holding its config.json and tokenizer.json (for machines where its weight
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -24,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from openseedance.pipeline import Pipeline, PipelineConfig
+from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
 from openseedance.sampling import SamplerConfig
 from openseedance.text import TextEncoder
@@ -76,8 +77,8 @@ def main() -> None:
     args = parser.parse_args()
     pipe = Pipeline.untrained(args.untrained) if args.untrained else Pipeline.from_pretrained(args.model)
     width, height = args.size or (pipe.config.width, pipe.config.height)
-    pipe.config = PipelineConfig(**{**pipe.config.__dict__, "width": width, "height": height,
-                                    "fps": args.fps or pipe.config.fps, "max_side": max(width, height)})  # fmt: skip
+    pipe.config = dataclasses.replace(pipe.config, width=width, height=height, fps=args.fps or pipe.config.fps,
+                                      max_side=max(width, height))  # fmt: skip
     if args.untrained_text is not None:
         pipe._text = TextEncoder.from_folder(args.untrained_text, weights=False)
     pipe.to(args.device)

@@ -442,13 +442,13 @@ def _device(name: str) -> str:
     import torch
 
     try:
-        device = torch.device(name)
+        kind = torch.device(name).type
     except RuntimeError:
-        raise UsageError(f"unknown device {name!r}: use cpu, cuda or cuda:N") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: PyTorch sees no CUDA GPU on this machine")
-    if device.type not in ("cpu", "cuda"):
+        kind = None
+    if kind not in ("cpu", "cuda"):
         raise UsageError(f"unknown device {name!r}: use cpu, cuda or cuda:N")
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: PyTorch sees no CUDA GPU on this machine")
     return name
 
 

