@@ -47,6 +47,21 @@ def test_serve_and_worker_refuse_an_unknown_device(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "data").exists()
 
 
+TRAIN = [["train", "video-ae"], ["train", "audio-ae"], ["train", "generator", "--video-ae", "v", "--audio-ae", "a"]]
+
+
+@pytest.mark.parametrize("words", TRAIN, ids=lambda w: w[1])
+def test_train_refuses_a_device_it_cannot_use(words: list[str], tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    devices = ["tpu", "cuda:x"] + ([] if torch.cuda.is_available() else ["cuda"])
+    for device in devices:
+        assert main([*words, "--out", str(tmp_path / "run"), "--device", device]) == 2
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1
+        assert ("unknown device" in err) if device != "cuda" else ("PyTorch sees no CUDA GPU" in err)
+    assert not (tmp_path / "run").exists()
+
+
 def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "openseedance.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("openseedance ")

@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
             action="store_true",
             help="bfloat16 autocast (default float32: on CPUs convolutions measured slower in bfloat16)",
         )
-        p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+        p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
         p.add_argument(
             "--workers",
             type=int,
@@ -236,7 +236,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="bfloat16 autocast or float32 (auto: bf16 on GPUs, fp32 on the CPU, where it measured faster)",
     )
-    p.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     p.add_argument("--fsdp", action="store_true", help="under torchrun: shard with FSDP2 instead of replicating")
     p.add_argument("--activation-checkpointing", choices=("none", "full", "selective"), default="none",
                    help="recompute block activations in the backward pass (full: every block, selective: every "
@@ -398,7 +398,7 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
         "width": args.size[0], "height": args.size[1], "fps": args.fps, "frames": args.frames}  # fmt: skip
     cfg = AETrainConfig(kind=args.kind, preset=args.preset, data=args.data, steps=args.steps,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=args.bf16,
-                        checkpoint_every=args.checkpoint_every, device=args.device, init=args.init,
+                        checkpoint_every=args.checkpoint_every, device=_device(args.device), init=args.init,
                         decoder_only=args.decoder_only, workers=args.workers, **extra)  # fmt: skip
     _writable_dir(args.out)
     model_dir = train(cfg, args.out, progress=sys.stderr.isatty())
@@ -430,7 +430,8 @@ def _train_generator(args: argparse.Namespace) -> None:
                          warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, init=args.init, shots=not args.no_shots,
                          **({"tasks": args.tasks} if args.tasks is not None else {}),
-                         bf16={"auto": None, "bf16": True, "fp32": False}[args.precision], device=args.device,
+                         bf16={"auto": None, "bf16": True, "fp32": False}[args.precision],
+                         device=_device(args.device),
                          fsdp=args.fsdp,
                          activation_checkpointing=args.activation_checkpointing, compile=args.compile)  # fmt: skip
     _writable_dir(args.out)
