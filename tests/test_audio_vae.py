@@ -17,6 +17,7 @@ from openseedance.audio_vae import (
     audio_ae_config,
     multi_resolution_stft_distance,
     si_sdr,
+    transient_distance,
 )
 from openseedance.checkpoint import load_component, save_component
 
@@ -255,6 +256,22 @@ def test_stft_distance_is_zero_for_identical_and_grows_with_noise() -> None:
 def test_stft_distance_accepts_short_signals() -> None:
     a = tones_and_clicks(1, 1, 50)
     assert multi_resolution_stft_distance(a, torch.zeros_like(a), SR).item() > 0.5
+
+
+def test_transient_distance_weighs_an_early_onset_above_a_level_change() -> None:
+    time = torch.arange(SR // 2) / SR
+
+    def tone(start: float, gain_db: float = 0.0) -> torch.Tensor:
+        return torch.where(time >= start, 0.5 * 10 ** (gain_db / 20) * torch.sin(2 * math.pi * 440 * time), 0.0)
+
+    clean, early, quieter = tone(0.25), tone(0.245), tone(0.25, -3.0)  # onset 5 ms early; 3 dB quieter
+    assert transient_distance(clean, clean, SR).item() == pytest.approx(0.0, abs=1e-6)
+    assert transient_distance(early, clean, SR).item() == pytest.approx(transient_distance(clean, early, SR).item())
+    # the longer windows rate the early onset below the level change; the short ones above it
+    assert multi_resolution_stft_distance(early, clean, SR) < multi_resolution_stft_distance(quieter, clean, SR)
+    assert transient_distance(early, clean, SR) > transient_distance(quieter, clean, SR)
+    with pytest.raises(ValueError):
+        transient_distance(clean, clean[:-1], SR)
 
 
 def test_si_sdr_matches_the_mixing_ratio() -> None:
