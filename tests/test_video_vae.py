@@ -3,11 +3,13 @@ save/load, bad input, and a short training run that learns."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
 from openseedance.checkpoint import load_component, save_component
-from openseedance.video_vae import PRESETS, VideoAEConfig, VideoAutoencoder, video_ae_config
+from openseedance.video_vae import PRESETS, VideoAEConfig, VideoAutoencoder, high_pass, video_ae_config
 
 
 @pytest.fixture(scope="module")
@@ -136,3 +138,25 @@ def test_short_training_learns() -> None:
         loss.backward()
         opt.step()
     assert metrics["psnr"] > first + 8, (first, metrics["psnr"])
+
+
+def test_high_pass_sees_small_features_not_flat_colour() -> None:
+    flat = torch.full((1, 3, 2, 16, 16), 0.3)
+    assert high_pass(flat).abs().max() < 1e-6
+    dot = flat.clone()
+    dot[:, :, 1, 8, 8] = -1.0  # a one-pixel dark feature in the second frame
+    hp = high_pass(dot)
+    assert hp.shape == dot.shape
+    assert hp[:, :, 0].abs().max() < 1e-6  # frames are filtered on their own
+    assert hp[0, 0, 1, 8, 8] < -1.0 and hp[:, :, 1, 8, 8].abs().min() > 5 * hp[:, :, 1, 8, 10].abs().max()
+
+
+def test_detail_term_is_part_of_the_loss() -> None:
+    x = _video(5, 16)
+    weighted = VideoAutoencoder(video_ae_config("debug"))
+    plain = VideoAutoencoder(dataclasses.replace(video_ae_config("debug"), detail_weight=0.0))
+    plain.load_state_dict(weighted.state_dict())
+    loss_w, metrics = weighted.training_loss(x, torch.Generator().manual_seed(0))
+    loss_p, _ = plain.training_loss(x, torch.Generator().manual_seed(0))
+    assert metrics["detail"] > 0
+    assert float((loss_w - loss_p).detach()) == pytest.approx(metrics["detail"] * weighted.config.detail_weight, rel=1e-4)
