@@ -23,7 +23,9 @@ Rows, each scored by the Stage probes against the scene:
 Columns: identity fidelity (each visible character's colour, shape and pattern as the probes see
 them; then colour alone), the whole attribute probe (also the place and no stray characters),
 action, voice pitch (within one semitone of the character's voice, where its speech can be
-attributed to it), sync.
+attributed to it), sync. A voice table splits the pitch score by cause: how much of each speaker's
+speech the probe could attribute to it (its mouth seen open while it is heard), the pitch where it
+could, and, for clips with one speaker, the pitch of all their speech (no mouth needed).
 
 A motion table (for a model that learnt reference videos; others refuse them and the table is
 skipped) uses the t2av cases: the scene asked for with its moves and hops left to @video1, a
@@ -50,9 +52,9 @@ import numpy as np
 
 from openseedance.pipeline import Pipeline, as_generator
 from openseedance.request import GenerationRequest
-from openseedance.stage import bench, world
+from openseedance.stage import bench, detect, world
 from openseedance.stage.captions import caption
-from openseedance.stage.probes import probe
+from openseedance.stage.probes import probe, reference_voice
 from openseedance.stage.render import RenderConfig, portrait, render, voice_sample
 from openseedance.stage.scene import Identity, Voice, motion_twin
 
@@ -74,14 +76,38 @@ def other_references(case: bench.Case) -> tuple[tuple[np.ndarray, ...], tuple[np
     return tuple(images), tuple(voices)
 
 
+def solo_pitch(clip, scene) -> bool | None:
+    """For a scene with one speaker: is the median pitch of the clip's loud voiced sound within a
+    semitone of that speaker's voice? Needs no mouth in the picture (None for other scenes)."""
+    speakers = {i for i, _, _ in scene.speech()}
+    if len(speakers) != 1 or clip.audio is None:
+        return None
+    sr = clip.sample_rate
+    want, _ = reference_voice(scene.characters[speakers.pop()].voice, sr)
+    times = np.arange(0.02, clip.audio.shape[1] / sr - 0.02, 0.01)
+    env = detect.voice_envelope(clip.audio, sr, times)
+    f0, aperiodic = detect.pitch(clip.audio, sr, times[env > 0.25 * max(float(env.max()), 1e-6)])
+    voiced = (aperiodic < 0.2) & ~np.isnan(f0)
+    if voiced.sum() < 3:
+        return False
+    return bool(abs(12 * np.log2(np.median(f0[voiced]) / want)) <= 1.0)
+
+
 def score(clip, scene) -> dict[str, float | None]:
     report = probe(clip, scene)
     ident = [c["ok"] for c in report.checks if c["probe"] == "attribute" and c["check"] in IDENTITY_CHECKS]
-    pitch = [c["ok"] for c in report.checks if c["probe"] == "voice" and c["check"] == "pitch"]
+    voice = [c for c in report.checks if c["probe"] == "voice" and c["check"] == "pitch"]
+    heard = [c["ok"] for c in voice if c.get("got_hz") is not None]
     colour = [c["ok"] for c in report.checks if c["probe"] == "attribute" and c["check"] == "colour"]
+    solo = solo_pitch(clip, scene)
     return {"identity": float(np.mean(ident)) if ident else None,
             "colour": float(np.mean(colour)) if colour else None, "attribute": report.scores["attribute"],
-            "action": report.scores["action"], "pitch": float(np.mean(pitch)) if pitch else None,
+            "action": report.scores["action"], "pitch": float(np.mean([c["ok"] for c in voice])) if voice else None,
+            # pitch split by cause: was a speaker's voice attributed to it at all (its mouth seen
+            # open while it was heard), and where it was, did the pitch match
+            "heard": float(np.mean([c.get("got_hz") is not None for c in voice])) if voice else None,
+            "pitch_heard": float(np.mean(heard)) if heard else None,
+            "solo_pitch": None if solo is None else float(solo),
             "sync": report.scores["sync"], "consistency": report.scores["identity"]}  # fmt: skip
 
 
@@ -179,6 +205,9 @@ def main() -> None:
     print(f"model {pipe.source}, {args.cases} cases per table, {np.mean(seconds):.2f} s per generated clip")
     one = table("references (one shot)", rows, ("identity", "colour", "attribute", "action", "pitch", "sync"),
                 ("identity fidelity", "of which colour", "attribute", "action", "voice pitch ±1 st", "sync"))
+    voices = table("voice pitch by cause (one shot)", rows, ("pitch", "heard", "pitch_heard", "solo_pitch"),
+                   ("voice pitch ±1 st", "speech attributed to its speaker", "pitch ±1 st where attributed",
+                    "one-speaker clips: pitch of all speech ±1 st"))  # fmt: skip
     two = table("multi-shot (2-3 shots)", multi, ("consistency", "identity", "colour", "pitch", "action"),
                 ("cross-shot identity consistency", "identity fidelity", "of which colour", "voice pitch ±1 st",
                  "action"))  # fmt: skip
@@ -189,7 +218,7 @@ def main() -> None:
     Path(args.out).write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
         "model": pipe.source, "cases": args.cases, "seconds_per_clip": float(np.mean(seconds)),
-        "reference_guidance": scales, "references": one, "multi_shot": two, "motion": three,
+        "reference_guidance": scales, "references": one, "voices": voices, "multi_shot": two, "motion": three,
         "per_case": {"references": rows, "multi_shot": multi, "motion": motion}}, indent=1))  # fmt: skip
 
 
