@@ -62,6 +62,19 @@ def test_train_refuses_a_device_it_cannot_use(words: list[str], tmp_path: Path,
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(("words", "message"), [
+    (["video-ae", "--loss-weights", "transient=1"], "video-ae has no loss term 'transient'"),
+    (["audio-ae", "--loss-weights", "transient"], "'transient': give TERM=WEIGHT"),
+    (["audio-ae", "--loss-weights", "kl=-1"], "loss weight kl=-1.0: give a number >= 0"),
+])  # fmt: skip
+def test_train_refuses_bad_loss_weights(words: list[str], message: str, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert main(["train", *words, "--out", str(tmp_path / "run")]) != 0
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
 def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "openseedance.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("openseedance ")

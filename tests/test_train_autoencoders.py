@@ -126,6 +126,25 @@ def test_decoder_only_keeps_the_latents(tmp_path: Path, kind: str) -> None:
     assert tuned.name == "model"
 
 
+def test_loss_weights_replace_the_presets_and_travel_with_the_component(tmp_path: Path) -> None:
+    base = train(_cfg(steps=2), tmp_path / "base", progress=False)
+    assert load_component(VideoAutoencoder, base).config.detail_weight == 1.0
+    # a run from `base` with other loss weights: same architecture, so it may start from it
+    tuned = train(_cfg(steps=3, init=str(base), decoder_only=True, loss_weights=(("detail", 0.0), ("mse", 2.0))),
+                  tmp_path / "tuned", progress=False)  # fmt: skip
+    config = load_component(VideoAutoencoder, tuned).config
+    assert (config.detail_weight, config.mse_weight) == (0.0, 2.0)
+    log = [json.loads(x) for x in (tmp_path / "tuned" / "log.jsonl").read_text().splitlines()]
+    assert all(r["loss"] == pytest.approx(r["l1"] + 2.0 * r["mse"] + 1e-6 * r["kl"], rel=1e-4) for r in log)
+    # the weights are part of the run: resuming it with others is refused
+    with pytest.raises(ValueError, match="different video-ae configuration"):
+        train(_cfg(steps=4, init=str(base), decoder_only=True), tmp_path / "tuned", progress=False)
+    with pytest.raises(ValueError, match="no loss term 'transient'; its terms: kl, mse, detail"):
+        _cfg(loss_weights=(("transient", 1.0),))
+    with pytest.raises(ValueError, match=">= 0"):
+        _cfg(kind="audio-ae", loss_weights=(("transient", float("nan")),))
+
+
 def test_init_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="needs a trained component"):
         _cfg(decoder_only=True)

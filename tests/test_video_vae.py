@@ -159,4 +159,5 @@ def test_detail_term_is_part_of_the_loss() -> None:
     loss_w, metrics = weighted.training_loss(x, torch.Generator().manual_seed(0))
     loss_p, _ = plain.training_loss(x, torch.Generator().manual_seed(0))
     assert metrics["detail"] > 0
-    assert float((loss_w - loss_p).detach()) == pytest.approx(metrics["detail"] * weighted.config.detail_weight, rel=1e-4)
+    added = float((loss_w - loss_p).detach())
+    assert added == pytest.approx(metrics["detail"] * weighted.config.detail_weight, rel=1e-4)

@@ -167,7 +167,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a component")
     train_sub = train.add_subparsers(dest="train_command", required=True, parser_class=_Parser)
-    for kind, what in (("video-ae", "the causal video autoencoder"), ("audio-ae", "the waveform autoencoder")):
+    for kind, what, terms in (("video-ae", "the causal video autoencoder", "mse, kl, detail; L1 always weighs 1"),
+                              ("audio-ae", "the waveform autoencoder", "stft, waveform, transient, kl")):
         p = train_sub.add_parser(kind, help=f"train {what}; a stopped run resumes from its --out folder")
         p.add_argument("--preset", default="tiny", help="model preset: debug, tiny, base (default tiny)")
         p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.jsonl, model/")
@@ -191,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
             "the batches are the same either way",
         )
         p.add_argument("--init", default="", help="start from this trained component folder (same preset)")
+        p.add_argument("--loss-weights", type=_loss_weights, default=(), metavar="TERM=W,...",
+                       help=f"loss weights instead of the preset's (terms: {terms}), e.g. kl=1e-5")
         p.add_argument(
             "--decoder-only",
             action="store_true",
@@ -399,10 +402,23 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
     cfg = AETrainConfig(kind=args.kind, preset=args.preset, data=args.data, steps=args.steps,
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=args.bf16,
                         checkpoint_every=args.checkpoint_every, device=_device(args.device), init=args.init,
-                        decoder_only=args.decoder_only, workers=args.workers, **extra)  # fmt: skip
+                        decoder_only=args.decoder_only, workers=args.workers, loss_weights=args.loss_weights,
+                        **extra)  # fmt: skip
     _writable_dir(args.out)
     model_dir = train(cfg, args.out, progress=sys.stderr.isatty())
     print(f"trained {args.kind}: {model_dir}")
+
+
+def _loss_weights(text: str) -> tuple[tuple[str, float], ...]:
+    """'detail=0,kl=1e-5' -> (("detail", 0.0), ("kl", 1e-5)); the terms are checked with the kind."""
+    out = []
+    for part in text.split(","):
+        name, _, value = part.partition("=")
+        try:
+            out.append((name.strip(), float(value)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: give TERM=WEIGHT") from None
+    return tuple(out)
 
 
 def _task_mix(text: str) -> tuple[float, ...]:

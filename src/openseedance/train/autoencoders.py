@@ -73,6 +73,9 @@ class AETrainConfig:
     init: str = ""  # start from this trained component folder (same preset)
     decoder_only: bool = False  # freeze the encoder (and the latent statistics); needs `init`
     workers: int = 0  # processes rendering batches ahead (0: render in the training loop)
+    # loss weights to use instead of the preset's, as ((term, weight), ...): ("detail", 0.0) sets
+    # the model config's `detail_weight`; they are stored with the trained component
+    loss_weights: tuple[tuple[str, float], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
@@ -85,17 +88,34 @@ class AETrainConfig:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         if self.decoder_only and not self.init:
             raise ValueError("decoder-only training needs a trained component to start from (init)")
+        known = loss_terms(self.kind)
+        for term, weight in self.loss_weights:
+            if term not in known:
+                raise ValueError(f"{self.kind} has no loss term {term!r}; its terms: {', '.join(known)}")
+            if not weight >= 0:  # also refuses NaN
+                raise ValueError(f"loss weight {term}={weight}: give a number >= 0")
+
+
+def loss_terms(kind: str) -> tuple[str, ...]:
+    """The weighted loss terms of an autoencoder kind: its config's `<term>_weight` fields."""
+    config = {"video-ae": video_vae.VideoAEConfig, "audio-ae": audio_vae.AudioAEConfig}.get(kind)
+    fields = dataclasses.fields(config) if config else ()
+    return tuple(f.name.removesuffix("_weight") for f in fields if f.name.endswith("_weight"))
+
+
+def _model_config(cfg: AETrainConfig, config: object) -> object:
+    return dataclasses.replace(config, **{f"{term}_weight": float(w) for term, w in cfg.loss_weights})
 
 
 def _video(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], np.ndarray]]:
-    model = video_vae.VideoAutoencoder(video_vae.video_ae_config(cfg.preset))
+    model = video_vae.VideoAutoencoder(_model_config(cfg, video_vae.video_ae_config(cfg.preset)))
     model.latent_frames(cfg.frames)  # a clear error now rather than at the first step
     data = VideoWindows(cfg.data, cfg.width, cfg.height, cfg.fps, cfg.frames)
     return model, functools.partial(_batch, data, cfg.seed, cfg.batch_size)
 
 
 def _audio(cfg: AETrainConfig) -> tuple[torch.nn.Module, Callable[[int], np.ndarray]]:
-    config = audio_vae.audio_ae_config(cfg.preset)
+    config = _model_config(cfg, audio_vae.audio_ae_config(cfg.preset))
     model = audio_vae.AudioAutoencoder(config)
     data = AudioWindows(cfg.data, config.sample_rate, cfg.seconds)
     return model, functools.partial(_batch, data, cfg.seed, cfg.batch_size)
@@ -222,13 +242,18 @@ def _save(out: Path, cfg: AETrainConfig, model: torch.nn.Module, opt: torch.opti
     save_component(export.cpu(), out / "model")
 
 
+def _architecture(config: object) -> dict:
+    return {k: v for k, v in config_to_dict(config).items() if not k.endswith("_weight")}
+
+
 def _start_from(model: torch.nn.Module, folder: str) -> None:
-    """Load a trained component of the same architecture (latent statistics included)."""
+    """Load a trained component of the same architecture (latent statistics included); the loss
+    weights it was trained with may differ from this run's."""
     try:
         init = load_component(type(model), folder)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot start from {folder}: {err}") from None
-    if config_to_dict(init.config) != config_to_dict(model.config):
+    if _architecture(init.config) != _architecture(model.config):
         raise ValueError(f"{folder} holds a different {type(model).__name__} configuration than this preset")
     model.load_state_dict(init.state_dict())
 
