@@ -1,7 +1,8 @@
-"""Extension, editing and frame conditioning with the bundled model, on Stage clips.
+"""Extension, editing and frame conditioning with the bundled model (or --model), on Stage clips.
 
     python benchmarks/extend_edit.py                # 8 scenes
     python benchmarks/extend_edit.py --scenes 16
+    python benchmarks/extend_edit.py --model runs/x/pipeline   # another model folder
 
 For each Stage scene (4 s, 64×64, 12 fps, 16 kHz):
 - forward / backward extension of its first / last half to the full length;
@@ -62,9 +63,10 @@ def audio_jump(audio: np.ndarray, seam: int, block: int = 160) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=8)
+    parser.add_argument("--model", default="", help="model folder (default: the bundled model)")
     parser.add_argument("--out", type=Path, default=Path(__file__).with_name("extend_edit.json"))
     args = parser.parse_args()
-    pipe = Pipeline.from_pretrained()
+    pipe = Pipeline.from_pretrained(args.model or None)
     config = RenderConfig()
     rows: dict[str, list[dict]] = {}
 
@@ -125,7 +127,7 @@ def main() -> None:
     summary = {name: {k: float(np.mean([v[k] for v in values])) for k in values[0]} for name, values in rows.items()}
     result = {"machine": f"{platform.machine()}, CPU", "date": time.strftime("%Y-%m-%d"), "scenes": args.scenes,
               "seconds": round(time.time() - start, 1), "rows": summary, "cases": rows}
-    print(f"\nextension / editing / frames: bundled model, {args.scenes} Stage scenes (4 s, 64x64)")
+    print(f"\nextension / editing / frames: model {pipe.source}, {args.scenes} Stage scenes (4 s, 64x64)")
     print(f"{'task':<20}{'kept PSNR':>10}{'video jump':>12}{'(joined)':>10}{'audio jump':>12}{'(joined)':>10}"
           f"{'frame PSNR':>12}{'(free)':>8}")
     for name, r in summary.items():
