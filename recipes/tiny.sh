@@ -49,3 +49,22 @@ openseedance train audio-ae --preset tiny --init "$RUNS/audio-ae-tiny/model" --d
   --seed 1 --checkpoint-every 100 --device "$DEVICE"
 openseedance export "$RUNS/generator-tiny-v2/pipeline" src/openseedance/weights/tiny --dtype bfloat16 \
   --video-decoder "$RUNS/video-dec-tiny/model" --audio-decoder "$RUNS/audio-dec-tiny/model" --reference-guidance 12
+# Then the decoders of that bundle, continued: first on one GPU at batch 32 (the video-dec and
+# audio-dec runs of recipes/tiny_ae_gpu.sh, whose 400 s budget gave 540 and 557 steps; they ran
+# before the detail and transient loss terms existed, hence weight 0 here; on a CPU they are slow),
+# then on the CPU, one thread each, with those terms in the loss.
+W=src/openseedance/weights/tiny
+DEC_DEVICE=${DEC_DEVICE:-cuda}
+openseedance train video-ae --preset tiny --init "$W/video_ae" --decoder-only --out "$RUNS/gpu-ae/video-dec" \
+  --steps 540 --batch-size 32 --lr 5e-4 --seed 1 --workers 5 --checkpoint-every 500 --loss-weights detail=0 \
+  --device "$DEC_DEVICE"
+openseedance train audio-ae --preset tiny --init "$W/audio_ae" --decoder-only --out "$RUNS/gpu-ae/audio-dec" \
+  --steps 557 --batch-size 32 --seconds 0.5 --lr 5e-4 --seed 1 --workers 2 --checkpoint-every 500 \
+  --loss-weights transient=0 --device "$DEC_DEVICE"
+openseedance train video-ae --preset tiny --init "$RUNS/gpu-ae/video-dec/model" --decoder-only \
+  --out "$RUNS/video-dec-detail" --steps 1200 --batch-size 4 --lr 3e-4 --seed 3 --checkpoint-every 50 --device "$DEVICE"
+openseedance train audio-ae --preset tiny --init "$RUNS/gpu-ae/audio-dec/model" --decoder-only \
+  --out "$RUNS/audio-dec-transient" --steps 2400 --batch-size 8 --seconds 0.5 --lr 3e-4 --seed 2 \
+  --checkpoint-every 100 --device "$DEVICE"
+openseedance export "$W" "$W" --dtype bfloat16 \
+  --video-decoder "$RUNS/video-dec-detail/model" --audio-decoder "$RUNS/audio-dec-transient/model"
