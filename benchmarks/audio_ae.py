@@ -3,9 +3,10 @@
     python benchmarks/audio_ae.py --model runs/audio-ae-tiny/model [--clips 16] [--out benchmarks/audio_ae.json]
     python benchmarks/audio_ae.py --model OLD,NEW          # two models side by side
 
-Prints: quality (SI-SDR, multi-resolution STFT distance, onsets kept within 10 ms, and the Stage
-voice/sync probes with reconstructed audio against the original), then speed (encode and decode
-audio seconds per wall second, float32 and bfloat16 autocast).
+Prints: quality (SI-SDR, multi-resolution STFT distance, onsets kept within 10 ms and which way
+the missed ones went, and the Stage voice/sync probes with reconstructed audio against the
+original), then speed (encode and decode audio seconds per wall second, float32 and bfloat16
+autocast).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ def quality(model: AudioAutoencoder, clips: int) -> dict:
     sr = model.config.sample_rate
     config = RenderConfig(64, 64, 12.0, sr)
     sdr, stft, matched, missed, extra, errors = [], [], 0, 0, 0, []
+    early = late = 0
     probe_names = ("sync", "voice")
     truth = {p: [] for p in probe_names}
     recon = {p: [] for p in probe_names}
@@ -62,9 +64,15 @@ def quality(model: AudioAutoencoder, clips: int) -> dict:
         sdr.append(float(si_sdr(y[0], x[0]).mean()))
         stft.append(float(multi_resolution_stft_distance(y[0], x[0], sr).mean()))
         out = y[0].numpy()
-        m, mi, ex, err = onset_match(onsets(r.clip.audio[0], sr), onsets(out[0], sr))
+        truth_onsets, recon_onsets = onsets(r.clip.audio[0], sr), onsets(out[0], sr)
+        m, mi, ex, err = onset_match(truth_onsets, recon_onsets)
         matched, missed, extra = matched + m, missed + mi, extra + ex
         errors += err
+        for t in truth_onsets:  # which way the missed ones went: the nearest reconstructed onset
+            off = recon_onsets - t
+            if len(off) and np.abs(off).min() > TOLERANCE:
+                early += int(off[np.abs(off).argmin()] < 0)
+                late += int(off[np.abs(off).argmin()] > 0)
         clip = r.clip.__class__(video=r.clip.video, audio=out, fps=r.clip.fps, sample_rate=sr)
         for scores, c in ((truth, r.clip), (recon, clip)):
             report = probe(c, scene, only=probe_names)
@@ -76,6 +84,8 @@ def quality(model: AudioAutoencoder, clips: int) -> dict:
         "stft_distance": float(np.mean(stft)),
         "onsets_kept": matched / max(1, matched + missed),
         "onsets_extra": extra,
+        "missed_early": early,  # missed: the nearest reconstructed onset is over 10 ms early
+        "missed_late": late,
         "onset_error_ms_median": 1000 * float(np.median(np.abs(errors))) if errors else None,
         "probes": {
             p: {"truth": float(np.mean(truth[p])), "recon": float(np.mean(recon[p]))} for p in probe_names if truth[p]
@@ -116,12 +126,12 @@ def main() -> None:
                     "quality": quals, "speed": speeds}  # fmt: skip
     rate = next(iter(models.values())).config.sample_rate
     print(f"quality on {args.clips} held-out Stage clips (4 s, {rate} Hz)")
-    print("| model | SI-SDR dB | STFT distance | onsets kept (±10 ms) | extra onsets | median onset error |")
-    print("|---|---|---|---|---|---|")
+    print("| model | SI-SDR dB | STFT distance | onsets kept (±10 ms) | missed: early / late | extra onsets | "
+          "median onset error |\n|---|---|---|---|---|---|---|")
     for folder, q in quals.items():
         err = "-" if q["onset_error_ms_median"] is None else f"{q['onset_error_ms_median']:.1f} ms"
         print(f"| {folder} | {q['si_sdr_db']:.2f} | {q['stft_distance']:.3f} | {100 * q['onsets_kept']:.1f}% | "
-              f"{q['onsets_extra']} | {err} |")  # fmt: skip
+              f"{q['missed_early']} / {q['missed_late']} | {q['onsets_extra']} | {err} |")  # fmt: skip
     print("| model | probe | original | reconstruction | ratio |\n|---|---|---|---|---|")
     for folder, q in quals.items():
         for p, s in q["probes"].items():
