@@ -52,9 +52,9 @@ import numpy as np
 
 from openseedance.pipeline import Pipeline, as_generator
 from openseedance.request import GenerationRequest
-from openseedance.stage import bench, detect, world
+from openseedance.stage import bench, world
 from openseedance.stage.captions import caption
-from openseedance.stage.probes import probe, reference_voice
+from openseedance.stage.probes import loud_voice, measure_voice, probe, reference_voice, semitones
 from openseedance.stage.render import RenderConfig, portrait, render, voice_sample
 from openseedance.stage.scene import Identity, Voice, motion_twin
 
@@ -82,15 +82,10 @@ def solo_pitch(clip, scene) -> bool | None:
     speakers = {i for i, _, _ in scene.speech()}
     if len(speakers) != 1 or clip.audio is None:
         return None
-    sr = clip.sample_rate
-    want, _ = reference_voice(scene.characters[speakers.pop()].voice, sr)
-    times = np.arange(0.02, clip.audio.shape[1] / sr - 0.02, 0.01)
-    env = detect.voice_envelope(clip.audio, sr, times)
-    f0, aperiodic = detect.pitch(clip.audio, sr, times[env > 0.25 * max(float(env.max()), 1e-6)])
-    voiced = (aperiodic < 0.2) & ~np.isnan(f0)
-    if voiced.sum() < 3:
-        return False
-    return bool(abs(12 * np.log2(np.median(f0[voiced]) / want)) <= 1.0)
+    want, _ = reference_voice(scene.characters[speakers.pop()].voice, clip.sample_rate)
+    times, loud = loud_voice(clip.audio, clip.sample_rate)
+    got, _ = measure_voice(clip.audio, clip.sample_rate, times[loud])
+    return bool(semitones(got, want) <= 1.0)
 
 
 def score(clip, scene) -> dict[str, float | None]:

@@ -372,10 +372,24 @@ def reference_voice(voice: Voice, sample_rate: int) -> tuple[float, np.ndarray]:
     audio = voice_sample(voice, sample_rate)
     times = np.arange(0.05, audio.shape[1] / sample_rate - 0.05, 0.01)
     env = detect.voice_envelope(audio, sample_rate, times)
-    return _measure_voice(audio, sample_rate, times[env > 0.3 * env.max()])
+    return measure_voice(audio, sample_rate, times[env > 0.3 * env.max()])
 
 
-def _measure_voice(audio: np.ndarray, sample_rate: int, times: np.ndarray) -> tuple[float, np.ndarray]:
+def loud_voice(audio: np.ndarray, sample_rate: int) -> tuple[np.ndarray, np.ndarray]:
+    """Times every 10 ms through a clip's sound, and where its voice band is loud (above a quarter
+    of its peak): ((N,), (N,) bool)."""
+    times = np.arange(0.02, audio.shape[1] / sample_rate - 0.02, 0.01)
+    env = detect.voice_envelope(audio, sample_rate, times)
+    return times, env > 0.25 * max(float(env.max()), 1e-6)
+
+
+def semitones(got_hz: float, want_hz: float) -> float:
+    """How far apart two pitches are, in semitones (inf when `got_hz` was not measured)."""
+    return abs(12 * np.log2(got_hz / want_hz)) if np.isfinite(got_hz) else np.inf
+
+
+def measure_voice(audio: np.ndarray, sample_rate: int, times: np.ndarray) -> tuple[float, np.ndarray]:
+    """Median pitch (Hz; NaN with fewer than 3 voiced frames) and harmonic profile of the voice at `times`."""
     f0, ap = detect.pitch(audio, sample_rate, times)
     ok = (ap < 0.2) & ~np.isnan(f0)
     if ok.sum() < 3:
@@ -394,18 +408,15 @@ def _voice(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:
     sr = a.clip.sample_rate
     frames = np.arange(len(a.truth.shot))
     mouths = np.stack([np.nan_to_num(a.openness[c.identity.colour], nan=0.0) for c in a.scene.characters], 1)
-    env_times = np.arange(0.02, a.clip.audio.shape[1] / sr - 0.02, 0.01)
-    env = detect.voice_envelope(a.clip.audio, sr, env_times)
-    loud = env > 0.25 * max(float(env.max()), 1e-6)
+    env_times, loud = loud_voice(a.clip.audio, sr)
     f = np.clip(np.round(env_times * a.fps).astype(int), 0, len(frames) - 1)
     speaker = np.where(mouths[f].max(1) > detect.MOUTH_OPEN, mouths[f].argmax(1), -1)
     out = []
     for i in speakers:
         want_pitch, want_profile = reference_voice(a.scene.characters[i].voice, sr)
-        got_pitch, got_profile = _measure_voice(a.clip.audio, sr, env_times[loud & (speaker == i)])
-        semitones = abs(12 * np.log2(got_pitch / want_pitch)) if np.isfinite(got_pitch) else np.inf
+        got_pitch, got_profile = measure_voice(a.clip.audio, sr, env_times[loud & (speaker == i)])
         gap = float(np.abs(got_profile - want_profile).mean()) if np.isfinite(got_profile).all() else np.inf
-        out.append(_check("pitch", semitones <= 1.0, character=i, want_hz=round(want_pitch, 1),
+        out.append(_check("pitch", semitones(got_pitch, want_pitch) <= 1.0, character=i, want_hz=round(want_pitch, 1),
                           got_hz=round(got_pitch, 1) if np.isfinite(got_pitch) else None))  # fmt: skip
         out.append(_check("timbre", gap <= 5.0, character=i, gap_db=round(gap, 2) if np.isfinite(gap) else None))
     return out
