@@ -75,6 +75,17 @@ def test_train_refuses_bad_loss_weights(words: list[str], message: str, tmp_path
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize("kind", ["video-ae", "audio-ae"])
+def test_loss_weights_help_names_every_term(kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from openseedance.train.autoencoders import loss_terms
+
+    with pytest.raises(SystemExit):
+        main(["train", kind, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = text[text.rindex("--loss-weights TERM=W,..."):]  # the option's entry, not the usage line
+    assert all(term in listed.split("e.g.")[0] for term in loss_terms(kind))
+
+
 def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "openseedance.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("openseedance ")

@@ -409,16 +409,17 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
     print(f"trained {args.kind}: {model_dir}")
 
 
+def _weight(part: str, what: str) -> float:
+    """The number after '=' in 'NAME=WEIGHT', or an argparse error naming the part."""
+    try:
+        return float(part.partition("=")[2])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{part!r}: give {what}=WEIGHT") from None
+
+
 def _loss_weights(text: str) -> tuple[tuple[str, float], ...]:
     """'detail=0,kl=1e-5' -> (("detail", 0.0), ("kl", 1e-5)); the terms are checked with the kind."""
-    out = []
-    for part in text.split(","):
-        name, _, value = part.partition("=")
-        try:
-            out.append((name.strip(), float(value)))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{part!r}: give TERM=WEIGHT") from None
-    return tuple(out)
+    return tuple((part.partition("=")[0].strip(), _weight(part, "TERM")) for part in text.split(","))
 
 
 def _task_mix(text: str) -> tuple[float, ...]:
@@ -427,13 +428,10 @@ def _task_mix(text: str) -> tuple[float, ...]:
 
     weights = dict.fromkeys(TASKS, 0.0)
     for part in text.split(","):
-        name, _, value = part.partition("=")
-        if name.strip() not in weights:
-            raise argparse.ArgumentTypeError(f"unknown task {name.strip()!r}; tasks: {', '.join(TASKS)}")
-        try:
-            weights[name.strip()] = float(value)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"{part!r}: give TASK=WEIGHT") from None
+        name = part.partition("=")[0].strip()
+        if name not in weights:
+            raise argparse.ArgumentTypeError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+        weights[name] = _weight(part, "TASK")
     return tuple(weights.values())
 
 
