@@ -68,11 +68,10 @@ def quality(model: AudioAutoencoder, clips: int) -> dict:
         m, mi, ex, err = onset_match(truth_onsets, recon_onsets)
         matched, missed, extra = matched + m, missed + mi, extra + ex
         errors += err
-        for t in truth_onsets:  # which way the missed ones went: the nearest reconstructed onset
-            off = recon_onsets - t
-            if len(off) and np.abs(off).min() > TOLERANCE:
-                early += int(off[np.abs(off).argmin()] < 0)
-                late += int(off[np.abs(off).argmin()] > 0)
+        for t in truth_onsets if len(recon_onsets) else ():  # which way the missed ones went
+            nearest = recon_onsets[np.abs(recon_onsets - t).argmin()] - t
+            if abs(nearest) > TOLERANCE:
+                early, late = early + int(nearest < 0), late + int(nearest > 0)
         clip = r.clip.__class__(video=r.clip.video, audio=out, fps=r.clip.fps, sample_rate=sr)
         for scores, c in ((truth, r.clip), (recon, clip)):
             report = probe(c, scene, only=probe_names)
