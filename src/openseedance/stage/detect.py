@@ -2,7 +2,7 @@
 
 Vision: every saturated pixel is named by the nearest body colour's hue; per frame the largest
 connected blob of each colour is a character's track (centre, size, shape, pattern, mouth).
-Audio: onsets from band-wise log-energy rises, pitch by YIN, timbre as the levels of the first
+Audio: onsets from band-wise log-energy rises, timed on a 2 ms envelope; pitch by YIN, timbre as the levels of the first
 harmonics. Nothing here reads a scene's ground truth; `probes.py` compares against it.
 """
 
