@@ -79,6 +79,7 @@ def quality(reconstruct: Callable[[Clip], np.ndarray], clips: int, sr: int) -> d
     probe_names = ("sync", "voice")
     truth = {p: [] for p in probe_names}
     recon = {p: [] for p in probe_names}
+    by_timbre: dict[str, dict[str, list[int]]] = {}  # timbre -> check -> [passed, total] on reconstructions
     for i in range(clips):
         scene = sample_scene(HELD_OUT_SEED + i, duration=4.0)
         r = render(scene, config)
@@ -100,6 +101,12 @@ def quality(reconstruct: Callable[[Clip], np.ndarray], clips: int, sr: int) -> d
             for name in probe_names:
                 if report.scores.get(name) is not None:
                     scores[name].append(report.scores[name])
+        for check in report.checks:  # the reconstruction's voice checks, by the speaker's timbre
+            if check["probe"] == "voice":
+                tally = by_timbre.setdefault(scene.characters[check["character"]].voice.timbre, {})
+                tally.setdefault(check["check"], [0, 0])
+                tally[check["check"]][0] += int(check["ok"])
+                tally[check["check"]][1] += 1
     return {
         "si_sdr_db": float(np.mean(sdr)),
         "stft_distance": float(np.mean(stft)),
@@ -108,6 +115,7 @@ def quality(reconstruct: Callable[[Clip], np.ndarray], clips: int, sr: int) -> d
         "missed_early": early,  # missed: the nearest reconstructed onset is over 10 ms early
         "missed_late": late,
         "onset_error_ms_median": 1000 * float(np.median(np.abs(errors))) if errors else None,
+        "voice_checks_by_timbre": dict(sorted(by_timbre.items())),
         "probes": {
             p: {"truth": float(np.mean(truth[p])), "recon": float(np.mean(recon[p]))} for p in probe_names if truth[p]
         },
@@ -178,6 +186,12 @@ def main() -> None:
         for p, s in q["probes"].items():
             print(f"| {folder} | {p} | {100 * s['truth']:.1f}% | {100 * s['recon']:.1f}% | "
                   f"{s['recon'] / max(s['truth'], 1e-9):.3f} |")  # fmt: skip
+    print("voice checks passed on reconstructions, by the speaker's timbre\n"
+          "| model | timbre | pitch | timbre |\n|---|---|---|---|")  # fmt: skip
+    for folder, q in quals.items():
+        for timbre, tally in q["voice_checks_by_timbre"].items():
+            cells = [f"{tally[c][0]} / {tally[c][1]}" if c in tally else "-" for c in ("pitch", "timbre")]
+            print(f"| {folder} | {timbre} | {cells[0]} | {cells[1]} |")
     print("| model | precision | encode x real time | decode x real time | decode 4 s |\n|---|---|---|---|---|")
     for folder, sp in speeds.items():
         for name, v in sp.items():
