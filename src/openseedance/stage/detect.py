@@ -2,8 +2,8 @@
 
 Vision: every saturated pixel is named by the nearest body colour's hue; per frame the largest
 connected blob of each colour is a character's track (centre, size, shape, pattern, mouth).
-Audio: onsets from band-wise log-energy rises, timed on a 2 ms envelope; pitch by YIN, timbre as the levels of the first
-harmonics. Nothing here reads a scene's ground truth; `probes.py` compares against it.
+Audio: onsets from band-wise log-energy rises, timed on a 2 ms envelope; pitch by YIN, timbre as
+the levels of the first harmonics. Nothing here reads a scene's ground truth; `probes.py` compares against it.
 """
 
 from __future__ import annotations
@@ -297,8 +297,8 @@ def onsets(audio: np.ndarray, sample_rate: int) -> np.ndarray:
     """Times (s) where a sound starts: a band's energy rises by 12 dB within 30 ms and stays up.
 
     The 5 ms band frames find each rise, but their 16 ms windows hear a sound before it starts and
-    the walk back to the rise's first frame wanders with the noise floor (10-20 ms early on Stage
-    clips). A 2 ms broadband envelope then times it (`_time_rise`), within a few ms."""
+    the walk back to the rise's first frame wanders with the noise floor (on Stage clips a median
+    8 ms early, up to 18 ms). A 2 ms broadband envelope then times it (`_time_rise`), within a few ms."""
     x = audio.mean(0) if audio.ndim == 2 else audio
     energy, times = band_energy(x, sample_rate)
     # a band counts when it is well above its own floor and not far below the loudest sound
