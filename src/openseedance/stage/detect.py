@@ -339,18 +339,18 @@ def _time_rise(level: np.ndarray, sample_rate: int, start: float, peak: float) -
     first sample whose fine level is within 20 dB of the rise's top and 6 dB above the level of the
     50-10 ms before `start`. Falls back to `start` where the clip is too short to tell."""
 
-    def span(a: float, b: float) -> np.ndarray:
-        return level[max(0, int(a * sample_rate)) : max(0, int(b * sample_rate))]
+    def at(t: float) -> int:
+        return max(0, int(t * sample_rate))
 
-    top = span(start, peak + 0.04)
+    top = level[at(start) : at(peak + 0.04)]
     if not len(top):
         return start
-    before = span(start - 0.05, start - 0.01)
+    before = level[at(start - 0.05) : at(start - 0.01)]
     threshold = top.max() - 20.0
     if len(before):
         threshold = max(threshold, float(np.median(before)) + 6.0)
-    lo = max(0, int((start - 0.015) * sample_rate))
-    above = np.nonzero(span(start - 0.015, peak + 0.04) >= threshold)[0]
+    lo = at(start - 0.015)
+    above = np.nonzero(level[lo : at(peak + 0.04)] >= threshold)[0]
     return (lo + int(above[0])) / sample_rate if len(above) else start
 
 
