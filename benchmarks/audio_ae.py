@@ -19,6 +19,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,8 +29,8 @@ from openseedance.audio_vae import AudioAutoencoder, multi_resolution_stft_dista
 from openseedance.checkpoint import load_component
 from openseedance.media import Clip, read_audio, write_video
 from openseedance.stage.detect import onsets
-from openseedance.stage.probes import probe
-from openseedance.stage.render import RenderConfig, render
+from openseedance.stage.probes import Report, probe
+from openseedance.stage.render import RenderConfig, Rendering, render
 from openseedance.stage.scene import sample_scene
 
 HELD_OUT_SEED = 700_000  # training scenes start at 10_000_000
@@ -72,35 +73,52 @@ def aac(clip: Clip) -> np.ndarray:
     return audio[:, : clip.audio.shape[1]]
 
 
-def quality(reconstruct: Callable[[Clip], np.ndarray], clips: int, sr: int) -> dict:
-    config = RenderConfig(64, 64, 12.0, sr)
+PROBES = ("sync", "voice")
+
+
+@dataclass(frozen=True)
+class HeldOut:
+    """A held-out clip with what is measured on its original audio, once for every model."""
+
+    rendering: Rendering
+    onsets: np.ndarray
+    report: Report
+
+
+def held_out(clips: int, sr: int) -> list[HeldOut]:
+    out = []
+    for i in range(clips):
+        r = render(sample_scene(HELD_OUT_SEED + i, duration=4.0), RenderConfig(64, 64, 12.0, sr))
+        out.append(HeldOut(r, onsets(r.clip.audio[0], sr), probe(r.clip, r.scene, only=PROBES)))
+    return out
+
+
+def quality(reconstruct: Callable[[Clip], np.ndarray], clips: list[HeldOut]) -> dict:
     sdr, stft, matched, missed, extra, errors = [], [], 0, 0, 0, []
     early = late = 0
-    probe_names = ("sync", "voice")
-    truth = {p: [] for p in probe_names}
-    recon = {p: [] for p in probe_names}
+    truth = {p: [] for p in PROBES}
+    recon = {p: [] for p in PROBES}
     by_timbre: dict[str, dict[str, list[int]]] = {}  # timbre -> check -> [passed, total] on reconstructions
-    for i in range(clips):
-        scene = sample_scene(HELD_OUT_SEED + i, duration=4.0)
-        r = render(scene, config)
-        out = reconstruct(r.clip)
-        x, y = torch.from_numpy(r.clip.audio), torch.from_numpy(out)
+    for h in clips:
+        original, scene = h.rendering.clip, h.rendering.scene
+        sr = original.sample_rate
+        out = reconstruct(original)
+        x, y = torch.from_numpy(original.audio), torch.from_numpy(out)
         sdr.append(float(si_sdr(y, x).mean()))
         stft.append(float(multi_resolution_stft_distance(y, x, sr).mean()))
-        truth_onsets, recon_onsets = onsets(r.clip.audio[0], sr), onsets(out[0], sr)
-        m, mi, ex, err = onset_match(truth_onsets, recon_onsets)
+        recon_onsets = onsets(out[0], sr)
+        m, mi, ex, err = onset_match(h.onsets, recon_onsets)
         matched, missed, extra = matched + m, missed + mi, extra + ex
         errors += err
-        for t in truth_onsets if len(recon_onsets) else ():  # which way the missed ones went
+        for t in h.onsets if len(recon_onsets) else ():  # which way the missed ones went
             nearest = recon_onsets[np.abs(recon_onsets - t).argmin()] - t
             if abs(nearest) > TOLERANCE:
                 early, late = early + int(nearest < 0), late + int(nearest > 0)
-        clip = Clip(video=r.clip.video, audio=out, fps=r.clip.fps, sample_rate=sr)
-        for scores, c in ((truth, r.clip), (recon, clip)):
-            report = probe(c, scene, only=probe_names)
-            for name in probe_names:
-                if report.scores.get(name) is not None:
-                    scores[name].append(report.scores[name])
+        report = probe(Clip(video=original.video, audio=out, fps=original.fps, sample_rate=sr), scene, only=PROBES)
+        for scores, r in ((truth, h.report), (recon, report)):
+            for name in PROBES:
+                if r.scores.get(name) is not None:
+                    scores[name].append(r.scores[name])
         for check in report.checks:  # the reconstruction's voice checks, by the speaker's timbre
             if check["probe"] == "voice":
                 tally = by_timbre.setdefault(scene.characters[check["character"]].voice.timbre, {})
@@ -117,20 +135,18 @@ def quality(reconstruct: Callable[[Clip], np.ndarray], clips: int, sr: int) -> d
         "onset_error_ms_median": 1000 * float(np.median(np.abs(errors))) if errors else None,
         "voice_checks_by_timbre": dict(sorted(by_timbre.items())),
         "probes": {
-            p: {"truth": float(np.mean(truth[p])), "recon": float(np.mean(recon[p]))} for p in probe_names if truth[p]
+            p: {"truth": float(np.mean(truth[p])), "recon": float(np.mean(recon[p]))} for p in PROBES if truth[p]
         },
     }
 
 
-def detector_precision(clips: int, sr: int) -> dict:
+def detector_precision(clips: list[HeldOut]) -> dict:
     """How far the onsets found in the original audio lie from the scenes' own event times
     (landings and syllable starts): the resolution the onsets column can be trusted to."""
     errors = []
-    for i in range(clips):
-        scene = sample_scene(HELD_OUT_SEED + i, duration=4.0)
-        audio = render(scene, RenderConfig(64, 64, 12.0, sr)).clip.audio[0]
-        events = np.array([t for _, t in scene.landings()] + [s for _, s, _ in scene.speech()])
-        errors += [float(t - events[np.abs(events - t).argmin()]) for t in onsets(audio, sr) if len(events)]
+    for h in clips:
+        events = np.array([e["time"] for e in h.rendering.truth.events])
+        errors += [float(t - events[np.abs(events - t).argmin()]) for t in h.onsets if len(events)]
     e = np.abs(np.asarray(errors))
     return {"onsets": len(e), "within_5ms": float(np.mean(e <= 0.005)) if len(e) else None,
             "within_10ms": float(np.mean(e <= TOLERANCE)) if len(e) else None,
@@ -165,9 +181,10 @@ def main() -> None:
     folders = args.model.split(",")
     models = {folder: load_component(AudioAutoencoder, folder) for folder in folders}
     rate = next(iter(models.values())).config.sample_rate
-    quals = {folder: quality(autoencoder(model), args.clips, rate) for folder, model in models.items()}
-    quals[AAC_PEER] = quality(aac, args.clips, rate)
-    ruler = detector_precision(args.clips, rate)
+    clips = held_out(args.clips, rate)
+    quals = {folder: quality(autoencoder(model), clips) for folder, model in models.items()}
+    quals[AAC_PEER] = quality(aac, clips)
+    ruler = detector_precision(clips)
     speeds = {folder: speed(model) for folder, model in models.items()}
     result: dict = {"models": folders, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads",
                     "quality": quals, "onset_detector": ruler, "speed": speeds}  # fmt: skip
