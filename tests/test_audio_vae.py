@@ -15,6 +15,7 @@ from openseedance.audio_vae import (
     AudioAutoencoder,
     Snake,
     audio_ae_config,
+    harmonic_distance,
     multi_resolution_stft_distance,
     si_sdr,
     transient_distance,
@@ -272,6 +273,44 @@ def test_transient_distance_weighs_an_early_onset_above_a_level_change() -> None
     assert transient_distance(early, clean, SR) > transient_distance(quieter, clean, SR)
     with pytest.raises(ValueError):
         transient_distance(clean, clean[:-1], SR)
+
+
+def test_harmonic_distance_weighs_a_filled_in_harmonic_above_a_level_change_and_ignores_hiss() -> None:
+    time = torch.arange(SR // 2) / SR
+    noise = 0.002 * torch.randn(time.shape, generator=torch.Generator().manual_seed(0))
+
+    def hollow(even_db: float | None = None, gain_db: float = 0.0, hiss: float = 0.0) -> torch.Tensor:
+        """A 300 Hz voice with odd harmonics only; optionally its 2nd harmonic at `even_db`."""
+        wave = sum(torch.sin(2 * math.pi * k * 300 * time) / k for k in (1, 3, 5, 7, 9, 11, 13))
+        if even_db is not None:
+            wave = wave + 10 ** (even_db / 20) * torch.sin(2 * math.pi * 600 * time)
+        high = torch.sin(2 * math.pi * 6000 * time) * hiss  # far above the voice band
+        return 0.25 * 10 ** (gain_db / 20) * wave + noise + high
+
+    clean, filled, quieter, hissy = hollow(), hollow(even_db=-16.0), hollow(gain_db=-2.0), hollow(hiss=0.05)
+    assert harmonic_distance(clean, clean, SR).item() == pytest.approx(0.0, abs=1e-6)
+    assert harmonic_distance(filled, clean, SR).item() == pytest.approx(harmonic_distance(clean, filled, SR).item())
+    # the full-band distance rates the filled-in harmonic below a 2 dB level change; this one above
+    assert multi_resolution_stft_distance(filled, clean, SR) < multi_resolution_stft_distance(quieter, clean, SR)
+    assert harmonic_distance(filled, clean, SR) > 1.5 * harmonic_distance(quieter, clean, SR)
+    # a tone at 6 kHz moves the full-band distance, not this one
+    assert harmonic_distance(hissy, clean, SR) < 0.1 * multi_resolution_stft_distance(hissy, clean, SR)
+    with pytest.raises(ValueError):
+        harmonic_distance(clean, clean[:-1], SR)
+
+
+def test_harmonic_weight_adds_the_harmonic_term_to_the_loss() -> None:
+    audio = tones_and_clicks(2, 1, 4000)
+    losses = []
+    for weight in (0.0, 2.0):
+        torch.manual_seed(0)
+        model = AudioAutoencoder(dataclasses.replace(CONFIG, harmonic_weight=weight)).train()
+        torch.manual_seed(1)  # the same latent draw for both
+        loss, metrics = model.training_loss(audio)
+        losses.append((loss.item(), metrics["harmonic"]))
+    (plain, harmonic), (weighted, same) = losses
+    assert harmonic > 0 and same == pytest.approx(harmonic)
+    assert weighted == pytest.approx(plain + 2.0 * harmonic, rel=1e-5)
 
 
 def test_si_sdr_matches_the_mixing_ratio() -> None:
