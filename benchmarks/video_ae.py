@@ -4,10 +4,11 @@
     python benchmarks/video_ae.py --model DIR --memory     # peak memory against clip length only
     python benchmarks/video_ae.py --model OLD,NEW --no-memory   # two models side by side
 
-Prints three tables: quality (PSNR, SSIM, and the Stage probes on reconstructions relative to the
-originals), speed (encode and decode frames/s in float32 and bfloat16 autocast, and the time to
-decode a 4-second clip), and peak resident memory against clip length, whole-clip vs chunked, each
-length measured in a fresh process.
+Prints three tables: quality (PSNR, SSIM, how much of the speakers' mouth movement the
+reconstruction keeps, within the frames that share a latent and between latents, and the Stage
+probes on reconstructions relative to the originals), speed (encode and decode frames/s in
+float32 and bfloat16 autocast, and the time to decode a 4-second clip), and peak resident memory
+against clip length, whole-clip vs chunked, each length measured in a fresh process.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from openseedance.checkpoint import load_component
+from openseedance.stage import detect
 from openseedance.stage.probes import PROBES, probe
-from openseedance.stage.render import RenderConfig, render
+from openseedance.stage.render import RenderConfig, Rendering, render
 from openseedance.stage.scene import sample_scene
 from openseedance.train.data import frames_to_tensor, tensor_to_frames
 from openseedance.video_vae import VideoAutoencoder
@@ -53,12 +55,45 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
+def mouth_moves(rendering: Rendering, frames: np.ndarray, out: np.ndarray, group: int) -> np.ndarray:
+    """(N, 3) rows of (kind, original, reconstruction) mouth movements of the clip's speakers, read
+    as each mouth's dark fraction (the probes' own measure) on both: kind 0 is a frame's departure
+    from the mean of the `group` frames that share its latent, kind 1 a group's mean's departure
+    from the clip's mean."""
+    rows = []
+    seen, made = detect.tracks(frames), detect.tracks(out)
+    for c, character in enumerate(rendering.scene.characters):
+        name = character.identity.colour
+        if rendering.truth.mouth[: len(frames), c].max() < 0.3 or name not in seen or name not in made:
+            continue
+        a, b = seen[name].mouth[1:], made[name].mouth[1:]  # frame 0 has a latent of its own
+        whole = (len(a) // group) * group
+        a, b = a[:whole].reshape(-1, group), b[:whole].reshape(-1, group)
+        ok = ~(np.isnan(a).any(1) | np.isnan(b).any(1))
+        if ok.sum() < 2:
+            continue
+        a, b = a[ok], b[ok]
+        for x, y in zip((a - a.mean(1, keepdims=True)).ravel(), (b - b.mean(1, keepdims=True)).ravel(), strict=True):
+            rows.append((0, x, y))
+        for x, y in zip(a.mean(1) - a.mean(), b.mean(1) - b.mean(), strict=True):
+            rows.append((1, x, y))
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def kept_fraction(moves: np.ndarray, kind: int) -> float:
+    """How much of the original's movement the reconstruction keeps: the least-squares slope of
+    reconstruction on original (1: all of it, 0: none)."""
+    x, y = moves[moves[:, 0] == kind, 1:].T
+    return float((x * y).sum() / max((x * x).sum(), 1e-12))
+
+
 @torch.no_grad()
 def quality(model: VideoAutoencoder, clips: int) -> dict:
     config = RenderConfig(64, 64, 12.0, 16000)
     rows = {"psnr": [], "ssim": []}
     truth_scores: dict[str, list[float]] = {p: [] for p in PROBES}
     recon_scores: dict[str, list[float]] = {p: [] for p in PROBES}
+    moves = []
     for i in range(clips):
         scene = sample_scene(HELD_OUT_SEED + i, duration=4.0)
         r = render(scene, config)
@@ -68,6 +103,7 @@ def quality(model: VideoAutoencoder, clips: int) -> dict:
         out = tensor_to_frames(y)
         rows["psnr"].append(psnr(out, frames))
         rows["ssim"].append(ssim(y, x[0]))
+        moves.append(mouth_moves(r, frames, out, model.config.temporal_factor))
         clip = r.clip.__class__(video=out, audio=r.clip.audio, fps=r.clip.fps, sample_rate=r.clip.sample_rate)
         true_clip = r.clip.__class__(video=frames, audio=r.clip.audio, fps=r.clip.fps, sample_rate=r.clip.sample_rate)
         for scores, c in ((truth_scores, true_clip), (recon_scores, clip)):
@@ -76,6 +112,12 @@ def quality(model: VideoAutoencoder, clips: int) -> dict:
                     scores[name].append(v)
     result = {k: float(np.mean(v)) for k, v in rows.items()}
     result["min_psnr"] = float(np.min(rows["psnr"]))
+    moves = np.concatenate(moves)
+    result["mouth_moves_kept"] = {
+        "within_latent": kept_fraction(moves, 0),
+        "between_latents": kept_fraction(moves, 1),
+        "frames": int((moves[:, 0] == 0).sum()),
+    }
     result["probes"] = {
         p: {"truth": float(np.mean(truth_scores[p])), "recon": float(np.mean(recon_scores[p]))}
         for p in PROBES
@@ -147,6 +189,11 @@ def main() -> None:
         print("| model | PSNR dB | min PSNR dB | SSIM |\n|---|---|---|---|")
         for folder, q in quals.items():
             print(f"| {folder} | {q['psnr']:.2f} | {q['min_psnr']:.2f} | {q['ssim']:.4f} |")
+        print("mouth movement kept (slope of the reconstruction's mouth openness on the original's)\n"
+              "| model | within a latent's frames | between latents | frames |\n|---|---|---|---|")  # fmt: skip
+        for folder, q in quals.items():
+            mk = q["mouth_moves_kept"]
+            print(f"| {folder} | {mk['within_latent']:.3f} | {mk['between_latents']:.3f} | {mk['frames']} |")
         print("| model | probe | original | reconstruction | ratio |\n|---|---|---|---|---|")
         for folder, q in quals.items():
             for p, s in q["probes"].items():

@@ -9,7 +9,14 @@ import pytest
 import torch
 
 from openseedance.checkpoint import load_component, save_component
-from openseedance.video_vae import PRESETS, VideoAEConfig, VideoAutoencoder, high_pass, video_ae_config
+from openseedance.video_vae import (
+    PRESETS,
+    VideoAEConfig,
+    VideoAutoencoder,
+    frame_steps,
+    high_pass,
+    video_ae_config,
+)
 
 
 @pytest.fixture(scope="module")
@@ -161,3 +168,29 @@ def test_detail_term_is_part_of_the_loss() -> None:
     assert metrics["detail"] > 0
     added = float((loss_w - loss_p).detach())
     assert added == pytest.approx(metrics["detail"] * weighted.config.detail_weight, rel=1e-4)
+
+
+def test_frame_steps_rate_averaged_motion_worse_than_an_equal_level_error() -> None:
+    # a dark mouth that opens and closes every frame, and two reconstructions with the same L1 error:
+    # one draws every frame as the average, the other keeps the motion but shifts the level
+    target = torch.full((1, 3, 5, 8, 8), 0.5)
+    target[:, :, 1::2, 3:5, 3:5] = -0.5
+    averaged = target.mean(2, keepdim=True).expand_as(target)
+    shifted = target + (averaged - target).abs().mean()
+    assert (averaged - target).abs().mean() == pytest.approx(float((shifted - target).abs().mean()))
+    assert frame_steps(target).shape == (1, 3, 4, 8, 8)
+    assert (frame_steps(shifted) - frame_steps(target)).abs().max() < 1e-6
+    assert (frame_steps(averaged) - frame_steps(target)).abs().mean() > 0.05
+
+
+def test_temporal_term_is_part_of_the_loss_when_weighted() -> None:
+    x = _video(5, 16)
+    plain = VideoAutoencoder(video_ae_config("debug"))
+    weighted = VideoAutoencoder(dataclasses.replace(video_ae_config("debug"), temporal_weight=2.0))
+    weighted.load_state_dict(plain.state_dict())
+    loss_p, metrics = plain.training_loss(x, torch.Generator().manual_seed(0))
+    loss_w, _ = weighted.training_loss(x, torch.Generator().manual_seed(0))
+    assert plain.config.temporal_weight == 0.0 and metrics["temporal"] > 0  # logged even when off
+    assert float((loss_w - loss_p).detach()) == pytest.approx(2.0 * metrics["temporal"], rel=1e-4)
+    _, still = plain.training_loss(_video(1, 16), torch.Generator().manual_seed(0))
+    assert still["temporal"] == 0.0  # an image has no frame steps

@@ -167,8 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a component")
     train_sub = train.add_subparsers(dest="train_command", required=True, parser_class=_Parser)
-    for kind, what, terms in (("video-ae", "the causal video autoencoder", "mse, kl, detail; L1 always weighs 1"),
-                              ("audio-ae", "the waveform autoencoder", "stft, waveform, transient, harmonic, kl")):
+    for kind, what, terms in (
+        ("video-ae", "the causal video autoencoder", "mse, kl, detail, temporal; L1 always weighs 1"),
+        ("audio-ae", "the waveform autoencoder", "stft, waveform, transient, harmonic, kl"),
+    ):
         p = train_sub.add_parser(kind, help=f"train {what}; a stopped run resumes from its --out folder")
         p.add_argument("--preset", default="tiny", help="model preset: debug, tiny, base (default tiny)")
         p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.jsonl, model/")

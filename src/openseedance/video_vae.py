@@ -34,6 +34,11 @@ class VideoAEConfig:
     # features a few pixels wide (eyes, mouths, edges) weigh little in L1 and MSE, and without it
     # the decoder blurs them away
     detail_weight: float = 1.0
+    # L1 between the frame-to-frame differences of output and input: the frames that share a
+    # latent otherwise come out nearly alike (a mouth that opens and closes within 4 frames is
+    # drawn as their average), since L1 and MSE reward the average of frames the latent cannot
+    # tell apart
+    temporal_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.time_down) + 1 or len(self.blocks) != len(self.channels):
@@ -232,6 +237,11 @@ def high_pass(video: torch.Tensor) -> torch.Tensor:
     return (frames - low).view(b, t, c, h, w).transpose(1, 2)
 
 
+def frame_steps(video: torch.Tensor) -> torch.Tensor:
+    """(B, C, T, H, W) -> (B, C, T - 1, H, W): each frame minus the one before."""
+    return video[:, :, 1:] - video[:, :, :-1]
+
+
 @dataclass
 class VideoAEOutput:
     recon: torch.Tensor  # (B, 3, T, H, W)
@@ -303,10 +313,13 @@ class VideoAutoencoder(nn.Module):
         mse = (recon - target).pow(2).mean()
         kl = 0.5 * (out.mean.float().pow(2) + out.logvar.float().exp() - 1 - out.logvar.float()).mean()
         detail = (high_pass(recon) - high_pass(target)).abs().mean()
+        temporal = (frame_steps(recon) - frame_steps(target)).abs().mean() if video.shape[2] > 1 else l1 * 0
         loss = l1 + self.config.mse_weight * mse + self.config.kl_weight * kl
         if self.config.detail_weight:
             loss = loss + self.config.detail_weight * detail
-        m = {"loss": loss, "l1": l1, "mse": mse, "kl": kl, "detail": detail}
+        if self.config.temporal_weight:
+            loss = loss + self.config.temporal_weight * temporal
+        m = {"loss": loss, "l1": l1, "mse": mse, "kl": kl, "detail": detail, "temporal": temporal}
         metrics = {k: float(v.detach()) for k, v in m.items()}
         metrics["psnr"] = 10 * math.log10(4.0 / max(metrics["mse"], 1e-12))  # peak-to-peak 2 in [-1, 1]
         return loss, metrics
