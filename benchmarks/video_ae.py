@@ -26,9 +26,8 @@ import torch
 import torch.nn.functional as F
 
 from openseedance.checkpoint import load_component
-from openseedance.stage import detect
-from openseedance.stage.probes import PROBES, probe
-from openseedance.stage.render import RenderConfig, Rendering, render
+from openseedance.stage.probes import BETWEEN, PROBES, WITHIN, mouth_moves, movement_kept, probe
+from openseedance.stage.render import RenderConfig, render
 from openseedance.stage.scene import sample_scene
 from openseedance.train.data import frames_to_tensor, tensor_to_frames
 from openseedance.video_vae import VideoAutoencoder
@@ -55,38 +54,6 @@ def psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 10 * np.log10(255.0**2 / max(mse, 1e-10))
 
 
-def mouth_moves(rendering: Rendering, frames: np.ndarray, out: np.ndarray, group: int) -> np.ndarray:
-    """(N, 3) rows of (kind, original, reconstruction) mouth movements of the clip's speakers, read
-    as each mouth's dark fraction (the probes' own measure) on both: kind 0 is a frame's departure
-    from the mean of the `group` frames that share its latent, kind 1 a group's mean's departure
-    from the clip's mean."""
-    rows = []
-    seen, made = detect.tracks(frames), detect.tracks(out)
-    for c, character in enumerate(rendering.scene.characters):
-        name = character.identity.colour
-        if rendering.truth.mouth[: len(frames), c].max() < 0.3 or name not in seen or name not in made:
-            continue
-        a, b = seen[name].mouth[1:], made[name].mouth[1:]  # frame 0 has a latent of its own
-        whole = (len(a) // group) * group
-        a, b = a[:whole].reshape(-1, group), b[:whole].reshape(-1, group)
-        ok = ~(np.isnan(a).any(1) | np.isnan(b).any(1))
-        if ok.sum() < 2:
-            continue
-        a, b = a[ok], b[ok]
-        for x, y in zip((a - a.mean(1, keepdims=True)).ravel(), (b - b.mean(1, keepdims=True)).ravel(), strict=True):
-            rows.append((0, x, y))
-        for x, y in zip(a.mean(1) - a.mean(), b.mean(1) - b.mean(), strict=True):
-            rows.append((1, x, y))
-    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
-
-
-def kept_fraction(moves: np.ndarray, kind: int) -> float:
-    """How much of the original's movement the reconstruction keeps: the least-squares slope of
-    reconstruction on original (1: all of it, 0: none)."""
-    x, y = moves[moves[:, 0] == kind, 1:].T
-    return float((x * y).sum() / max((x * x).sum(), 1e-12))
-
-
 @torch.no_grad()
 def quality(model: VideoAutoencoder, clips: int) -> dict:
     config = RenderConfig(64, 64, 12.0, 16000)
@@ -103,7 +70,7 @@ def quality(model: VideoAutoencoder, clips: int) -> dict:
         out = tensor_to_frames(y)
         rows["psnr"].append(psnr(out, frames))
         rows["ssim"].append(ssim(y, x[0]))
-        moves.append(mouth_moves(r, frames, out, model.config.temporal_factor))
+        moves.append(mouth_moves(scene, r.truth, frames, out, model.config.temporal_factor))
         clip = r.clip.__class__(video=out, audio=r.clip.audio, fps=r.clip.fps, sample_rate=r.clip.sample_rate)
         true_clip = r.clip.__class__(video=frames, audio=r.clip.audio, fps=r.clip.fps, sample_rate=r.clip.sample_rate)
         for scores, c in ((truth_scores, true_clip), (recon_scores, clip)):
@@ -114,9 +81,9 @@ def quality(model: VideoAutoencoder, clips: int) -> dict:
     result["min_psnr"] = float(np.min(rows["psnr"]))
     moves = np.concatenate(moves)
     result["mouth_moves_kept"] = {
-        "within_latent": kept_fraction(moves, 0),
-        "between_latents": kept_fraction(moves, 1),
-        "frames": int((moves[:, 0] == 0).sum()),
+        "within_latent": movement_kept(moves, WITHIN),
+        "between_latents": movement_kept(moves, BETWEEN),
+        "frames": int((moves[:, 0] == WITHIN).sum()),
     }
     result["probes"] = {
         p: {"truth": float(np.mean(truth_scores[p])), "recon": float(np.mean(recon_scores[p]))}

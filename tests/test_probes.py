@@ -16,7 +16,7 @@ from openseedance import media
 from openseedance.stage import PROBES, RenderConfig, as_clip, probe, render, sample_scene
 from openseedance.stage.corrupt import CORRUPTIONS, applicable
 from openseedance.stage.detect import onsets
-from openseedance.stage.probes import reference_voice
+from openseedance.stage.probes import BETWEEN, WITHIN, mouth_moves, movement_kept, reference_voice
 from openseedance.stage.scene import Voice
 
 # (seed, num_shots): the first eight sampled scenes, and four three-shot scenes so that the
@@ -297,3 +297,20 @@ def test_probe_rejects_bad_requests() -> None:
     only = probe(clip, scene, only=("sync",))
     assert set(only.scores) == {"sync"}
     assert all(c["probe"] == "sync" for c in only.checks)
+
+
+def test_mouth_movement_kept_reads_one_on_a_copy_and_none_within_averaged_groups(trials) -> None:
+    moves_same, moves_averaged = [], []
+    for t in trials:
+        r = t["rendering"]
+        frames = r.clip.video[: 1 + 4 * ((len(r.clip.video) - 1) // 4)]
+        # every 4 frames after the first drawn as their average, as a codec that cannot tell them apart
+        groups = frames[1:].reshape(-1, 4, *frames.shape[1:]).astype(np.float32).mean(1, keepdims=True)
+        averaged = np.concatenate([frames[:1], np.repeat(groups, 4, 1).reshape(-1, *frames.shape[1:]).round()])
+        moves_same.append(mouth_moves(r.scene, r.truth, frames, frames, 4))
+        moves_averaged.append(mouth_moves(r.scene, r.truth, frames, averaged.astype(np.uint8), 4))
+    same, averaged = np.concatenate(moves_same), np.concatenate(moves_averaged)
+    assert (same[:, 0] == WITHIN).sum() > 50 and (same[:, 0] == BETWEEN).sum() > 10
+    assert movement_kept(same, WITHIN) == pytest.approx(1.0) and movement_kept(same, BETWEEN) == pytest.approx(1.0)
+    assert abs(movement_kept(averaged, WITHIN)) < 1e-9
+    assert movement_kept(averaged, BETWEEN) > 0.5

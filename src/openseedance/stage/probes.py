@@ -423,3 +423,38 @@ def _voice(a: Analysis, extra: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 _PROBES = {"attribute": _attribute, "action": _action, "identity": _identity, "sync": _sync, "voice": _voice}
+
+
+# ---------------------------------------------------------------- mouth movement kept by a copy
+
+WITHIN, BETWEEN = 0, 1  # kinds of movement rows, see `mouth_moves`
+
+
+def mouth_moves(scene: Scene, truth: Truth, original: np.ndarray, copy: np.ndarray, group: int) -> np.ndarray:
+    """(N, 3) rows of (kind, original, copy): the speakers' mouth movements read the probes' way
+    (each mouth's dark fraction) on a clip's frames and on a copy of them (a reconstruction), for a
+    codec that groups frames 1.. by `group` (frame 0 alone). Kind WITHIN is a frame's departure
+    from the mean of its group, kind BETWEEN a group mean's departure from the clip's mean."""
+    rows = []
+    seen, made = detect.tracks(original), detect.tracks(copy)
+    for c, character in enumerate(scene.characters):
+        name = character.identity.colour
+        if truth.mouth[: len(original), c].max() < 0.3 or name not in seen or name not in made:
+            continue
+        whole = ((len(original) - 1) // group) * group
+        a, b = (t[name].mouth[1 : 1 + whole].reshape(-1, group) for t in (seen, made))
+        ok = ~(np.isnan(a).any(1) | np.isnan(b).any(1))
+        if ok.sum() < 2:
+            continue
+        a, b = a[ok], b[ok]
+        within = zip((a - a.mean(1, keepdims=True)).ravel(), (b - b.mean(1, keepdims=True)).ravel(), strict=True)
+        rows += [(WITHIN, x, y) for x, y in within]
+        rows += [(BETWEEN, x, y) for x, y in zip(a.mean(1) - a.mean(), b.mean(1) - b.mean(), strict=True)]
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+
+
+def movement_kept(moves: np.ndarray, kind: int) -> float:
+    """How much of the original's movement of `kind` the copy keeps: the least-squares slope of the
+    copy's on the original's (1: all of it, 0: none; NaN without rows)."""
+    x, y = moves[moves[:, 0] == kind, 1:].T
+    return float((x * y).sum() / (x * x).sum()) if len(x) else float("nan")
