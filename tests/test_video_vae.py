@@ -100,6 +100,21 @@ def test_presets_compress_as_documented() -> None:
         cfg = PRESETS[name]
         assert (cfg.temporal_factor, cfg.spatial_factor) == (4, 4)
     assert (PRESETS["base"].temporal_factor, PRESETS["base"].spatial_factor) == (4, 8)
+    assert (PRESETS["tiny-t2"].temporal_factor, PRESETS["tiny-t2"].spatial_factor) == (2, 4)
+
+
+def test_two_times_temporal_preset_gives_a_latent_per_two_frames() -> None:
+    cfg = dataclasses.replace(PRESETS["tiny-t2"], channels=(8, 16, 16))  # the layout, at debug widths
+    model = VideoAutoencoder(cfg).eval()
+    x = _video(9, 16)
+    with torch.no_grad():
+        z = model.encode(x)
+        assert z.shape == (2, cfg.latent_channels, 5, 4, 4)
+        assert model.decode(z).shape == x.shape
+        # chunked streaming agrees with the whole clip at this temporal factor too
+        torch.testing.assert_close(model.decode(z, chunk_latents=2), model.decode(z), atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match="1 \\+ 2k"):
+        model.encode(_video(4, 16))
 
 
 def test_save_load_round_trip(model: VideoAutoencoder, tmp_path) -> None:
