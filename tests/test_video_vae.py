@@ -173,16 +173,16 @@ def test_high_pass_sees_small_features_not_flat_colour() -> None:
     assert hp[0, 0, 1, 8, 8] < -1.0 and hp[:, :, 1, 8, 8].abs().min() > 5 * hp[:, :, 1, 8, 10].abs().max()
 
 
-def test_detail_term_is_part_of_the_loss() -> None:
+@pytest.mark.parametrize("term", ["detail", "temporal"])
+def test_loss_term_is_added_with_its_weight(term: str) -> None:
     x = _video(5, 16)
-    weighted = VideoAutoencoder(video_ae_config("debug"))
-    plain = VideoAutoencoder(dataclasses.replace(video_ae_config("debug"), detail_weight=0.0))
-    plain.load_state_dict(weighted.state_dict())
-    loss_w, metrics = weighted.training_loss(x, torch.Generator().manual_seed(0))
-    loss_p, _ = plain.training_loss(x, torch.Generator().manual_seed(0))
-    assert metrics["detail"] > 0
-    added = float((loss_w - loss_p).detach())
-    assert added == pytest.approx(metrics["detail"] * weighted.config.detail_weight, rel=1e-4)
+    plain = VideoAutoencoder(dataclasses.replace(video_ae_config("debug"), **{f"{term}_weight": 0.0}))
+    weighted = VideoAutoencoder(dataclasses.replace(video_ae_config("debug"), **{f"{term}_weight": 2.0}))
+    weighted.load_state_dict(plain.state_dict())
+    loss_p, metrics = plain.training_loss(x, torch.Generator().manual_seed(0))
+    loss_w, _ = weighted.training_loss(x, torch.Generator().manual_seed(0))
+    assert metrics[term] > 0  # logged even when its weight is 0
+    assert float((loss_w - loss_p).detach()) == pytest.approx(2.0 * metrics[term], rel=1e-4)
 
 
 def test_frame_steps_rate_averaged_motion_worse_than_an_equal_level_error() -> None:
@@ -198,14 +198,8 @@ def test_frame_steps_rate_averaged_motion_worse_than_an_equal_level_error() -> N
     assert (frame_steps(averaged) - frame_steps(target)).abs().mean() > 0.05
 
 
-def test_temporal_term_is_part_of_the_loss_when_weighted() -> None:
-    x = _video(5, 16)
-    plain = VideoAutoencoder(video_ae_config("debug"))
-    weighted = VideoAutoencoder(dataclasses.replace(video_ae_config("debug"), temporal_weight=2.0))
-    weighted.load_state_dict(plain.state_dict())
-    loss_p, metrics = plain.training_loss(x, torch.Generator().manual_seed(0))
-    loss_w, _ = weighted.training_loss(x, torch.Generator().manual_seed(0))
-    assert plain.config.temporal_weight == 0.0 and metrics["temporal"] > 0  # logged even when off
-    assert float((loss_w - loss_p).detach()) == pytest.approx(2.0 * metrics["temporal"], rel=1e-4)
-    _, still = plain.training_loss(_video(1, 16), torch.Generator().manual_seed(0))
+def test_temporal_term_is_off_by_default_and_zero_for_an_image() -> None:
+    model = VideoAutoencoder(video_ae_config("debug"))
+    assert model.config.temporal_weight == 0.0
+    _, still = model.training_loss(_video(1, 16), torch.Generator().manual_seed(0))
     assert still["temporal"] == 0.0  # an image has no frame steps
