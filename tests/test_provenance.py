@@ -210,6 +210,26 @@ def test_face_guard_refuses_a_real_face(face_photo: np.ndarray, debug_pipe: Pipe
         debug_pipe.allow_faces = False
 
 
+def test_a_video_face_must_stay_more_than_a_frame(face_photo: np.ndarray) -> None:
+    # a clip the bundled model generated: the face finder takes a blur in its frame 10, and only there
+    clip = media.read_video(Path(__file__).parent / "data" / "generated_one_frame_fools_face_finder.mp4")
+    assert provenance.find_faces(clip.video[10])
+    assert not any(provenance.find_faces(f) for i, f in enumerate(clip.video) if i != 10)
+    assert not provenance.video_shows_face(clip.video)
+    provenance.check_references(GenerationRequest("x", duration=2.0, source=clip, extend="forward"))
+
+    # a real face that moves across the clip, and one shown for only three frames of 48, are refused
+    face = media.resize_frames(face_photo[None], (64, 64))[0]
+    moving = np.stack([np.roll(face, (t // 4, t // 3), (0, 1)) for t in range(24)])
+    assert provenance.video_shows_face(moving)
+    backdrop = render(sample_scene(3, duration=4.0), RenderConfig(64, 64)).clip.video
+    brief = backdrop.copy()
+    brief[17:20] = face  # frame 18 is one of the six looked at; its neighbours confirm it
+    assert not provenance.video_shows_face(backdrop) and provenance.video_shows_face(brief)
+    with pytest.raises(provenance.FaceError, match="the source clip"):
+        provenance.check_references(GenerationRequest("x", source=Clip(brief, None), extend="forward"))
+
+
 def test_stage_characters_do_not_trip_the_face_guard() -> None:
     rng = np.random.default_rng(5)
     from openseedance.stage import world

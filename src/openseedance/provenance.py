@@ -38,6 +38,7 @@ import base64
 import datetime as dt
 import functools
 import hashlib
+import itertools
 import json
 import logging
 import os
@@ -529,25 +530,47 @@ def find_faces(image: np.ndarray) -> list[tuple[int, int, int, int]]:
     return faces
 
 
+_NEIGHBOURS = (-2, -1, 1, 2)  # frames around a sampled one that show a video's face again
+
+
 def _reference_images(request: Any) -> list[tuple[str, np.ndarray]]:
     named = [("the first frame", request.first_frame), ("the last frame", request.last_frame)]
     named += [(f"@image{i}", image) for i, image in enumerate(request.images, start=1)]
-    videos = [(f"@video{i}", clip.video) for i, clip in enumerate(request.videos, start=1)]
-    if request.source is not None:
-        videos.append(("the source clip", request.source.video))
-    for name, video in videos:
-        if video is not None and len(video):
-            named += [(name, frame) for frame in video[np.linspace(0, len(video) - 1, min(6, len(video))).astype(int)]]
     return [(name, image) for name, image in named if image is not None]
+
+
+def _reference_videos(request: Any) -> list[tuple[str, np.ndarray]]:
+    named = [(f"@video{i}", clip.video) for i, clip in enumerate(request.videos, start=1)]
+    if request.source is not None:
+        named.append(("the source clip", request.source.video))
+    return [(name, video) for name, video in named if video is not None and len(video)]
+
+
+def video_shows_face(video: np.ndarray, samples: int = 6) -> bool:
+    """Whether a (T, H, W, 3) uint8 clip shows a real human face.
+
+    Looks at `samples` frames spread over the clip. A face found in one of them counts when a frame
+    next to it (within two) shows it too: a real face stays a while, while the chance pattern that
+    fools the face finder in one generated frame is gone in the next. A one-frame clip is an image."""
+    video = np.asarray(video, np.uint8)
+    for i in np.linspace(0, len(video) - 1, min(samples, len(video))).astype(int):
+        if not find_faces(video[i]):
+            continue
+        near = [i + d for d in _NEIGHBOURS if 0 <= i + d < len(video)]
+        if not near or any(find_faces(video[j]) for j in near):
+            return True
+    return False
 
 
 def check_references(request: Any) -> None:
     """Raise FaceError when a reference image or video of `request` shows a real human face."""
-    for name, image in _reference_images(request):
-        if find_faces(np.asarray(image, np.uint8)):
-            raise FaceError(f"{name} shows a real human face; references of real people are refused by default. "
-                            "If you have their consent, allow it: --allow-faces on the command line, "
-                            "Pipeline.allow_faces = True in Python, or the server's allow-faces setting")  # fmt: skip
+    stills = (name for name, image in _reference_images(request) if find_faces(np.asarray(image, np.uint8)))
+    clips = (name for name, video in _reference_videos(request) if video_shows_face(video))
+    name = next(itertools.chain(stills, clips), None)  # stops at the first one found
+    if name is not None:
+        raise FaceError(f"{name} shows a real human face; references of real people are refused by default. "
+                        "If you have their consent, allow it: --allow-faces on the command line, "
+                        "Pipeline.allow_faces = True in Python, or the server's allow-faces setting")  # fmt: skip
 
 
 # ---------------------------------------------------------------- manifest
