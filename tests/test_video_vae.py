@@ -101,6 +101,9 @@ def test_presets_compress_as_documented() -> None:
         assert (cfg.temporal_factor, cfg.spatial_factor) == (4, 4)
     assert (PRESETS["base"].temporal_factor, PRESETS["base"].spatial_factor) == (4, 8)
     assert (PRESETS["tiny-t2"].temporal_factor, PRESETS["tiny-t2"].spatial_factor) == (2, 4)
+    # tiny-c16 doubles tiny's latent values per position in channels, tiny-t2 in time
+    assert (PRESETS["tiny-c16"].temporal_factor, PRESETS["tiny-c16"].spatial_factor) == (4, 4)
+    assert PRESETS["tiny-c16"].latent_channels == 2 * PRESETS["tiny"].latent_channels
 
 
 def test_two_times_temporal_preset_gives_a_latent_per_two_frames() -> None:

@@ -172,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("audio-ae", "the waveform autoencoder", "stft, waveform, transient, harmonic, kl"),
     ):
         p = train_sub.add_parser(kind, help=f"train {what}; a stopped run resumes from its --out folder")
-        p.add_argument("--preset", default="tiny", help="preset: debug, tiny, base; video also tiny-t2 (default tiny)")
+        p.add_argument(
+            "--preset", default="tiny", help="preset: debug, tiny, base; video also tiny-t2, tiny-c16 (default tiny)"
+        )
         p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.jsonl, model/")
         p.add_argument("--data", default="stage", help="'stage' (rendered on the fly) or a folder of media files")
         p.add_argument("--steps", type=_positive(int), default=2000, help="total optimiser steps (default 2000)")

@@ -62,6 +62,9 @@ PRESETS: dict[str, VideoAEConfig] = {
     # the tiny autoencoder with 2x temporal compression: a latent per 2 frames (1/6 s at 12 fps),
     # short enough for a syllable's mouth movement, at twice the video tokens
     "tiny-t2": VideoAEConfig(latent_channels=8, channels=(32, 64, 128), time_down=(True, False), blocks=(1, 1, 1)),
+    # the tiny autoencoder with 16 latent channels: twice the latent values per position, spent on
+    # detail within each frame rather than on time (compare tiny-t2, which doubles them in time)
+    "tiny-c16": VideoAEConfig(latent_channels=16, channels=(32, 64, 128), blocks=(1, 1, 1)),
     # real scale: 8x spatial, 16 latent channels, for 480p-1080p on GPUs
     "base": VideoAEConfig(
         latent_channels=16, channels=(128, 256, 512, 512), time_down=(False, True, True), blocks=(2, 2, 3, 3)
