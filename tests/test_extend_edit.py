@@ -3,6 +3,7 @@ kept exactly (up to the invisible mark), the rest is generated, and impossible a
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,14 +17,18 @@ from openseedance.media import Clip
 from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
 from openseedance.sampling import SamplerConfig
+from openseedance.video_vae import VideoAutoencoder
 
 FAST = SamplerConfig(steps=2)
 FPS, RATE = 12.0, 16000
 
 
-@pytest.fixture(scope="module")
-def pipe() -> Pipeline:
+@pytest.fixture(scope="module", params=[4, 2], ids=["latent-per-4-frames", "latent-per-2-frames"])
+def pipe(request: pytest.FixtureRequest) -> Pipeline:
     p = Pipeline.untrained("debug")
+    if request.param == 2:  # the tiny-t2 layout: every part must follow the autoencoder's time grid
+        video_ae = VideoAutoencoder(replace(p.video_ae.config, time_down=(True, False)))
+        p = Pipeline(p.config, p.transformer, video_ae, p.audio_ae)
     with torch.no_grad():
         for param in p.transformer.parameters():
             param.add_(0.02 * torch.randn_like(param))

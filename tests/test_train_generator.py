@@ -4,6 +4,7 @@ caption files works as data."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -59,6 +60,21 @@ def test_loss_falls_and_the_export_generates(parts: Path, tmp_path: Path) -> Non
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
     assert (tmp_path / "run" / "tb").is_dir() and any((tmp_path / "run" / "tb").iterdir())
     pipe = Pipeline.from_pretrained(folder)
+    clip = pipe(GenerationRequest("a red circle", duration=1.0), SamplerConfig(steps=2)).clip
+    assert clip.video.shape == (12, 64, 64, 3)
+
+
+def test_a_latent_per_two_frames_trains_and_generates(parts: Path, tmp_path: Path) -> None:
+    # the tiny-t2 layout at debug widths: the cache, the task masks and the export follow its time grid
+    torch.manual_seed(0)
+    video_ae = VideoAutoencoder(dataclasses.replace(video_ae_config("debug"), time_down=(True, False)))
+    save_component(video_ae, tmp_path / "video_ae")
+    cfg = _cfg(parts, video_ae=str(tmp_path / "video_ae"), cache=str(tmp_path / "lat"), steps=4, clips=2)
+    folder = train(cfg, tmp_path / "run", progress=False)
+    shard = torch.load(tmp_path / "lat" / "shard-00000.pt", weights_only=True)
+    assert shard["video"].shape[2] == 7  # 12 frames held to 13 = 1 + 2 * 6: a latent per 2 frames
+    pipe = Pipeline.from_pretrained(folder)
+    assert pipe.video_ae.config.temporal_factor == 2
     clip = pipe(GenerationRequest("a red circle", duration=1.0), SamplerConfig(steps=2)).clip
     assert clip.video.shape == (12, 64, 64, 3)
 
