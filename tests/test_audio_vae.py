@@ -336,7 +336,9 @@ def test_presets_and_latent_rate() -> None:
     assert tiny.latent_rate == 25.0
     assert audio_ae_config("base").sample_rate == 48000
     assert audio_ae_config("base").latent_rate == 25.0
-    assert {"debug", "tiny", "base"} <= set(PRESETS)
+    assert {"debug", "tiny", "tiny-snake", "base"} <= set(PRESETS)
+    # tiny-snake is tiny with Snake activations, nothing else
+    assert dataclasses.replace(audio_ae_config("tiny-snake"), activation="silu") == tiny
 
 
 def test_unknown_preset_names_the_choices() -> None:

@@ -22,7 +22,7 @@ Shape letters:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
@@ -106,19 +106,19 @@ class AudioAEConfig:
         return (self.channels, *(self.channels * m for m in self.channel_mults))
 
 
+# The bundled default: 16 kHz, 640 samples per latent = 25 latents/s, ~2.9 M parameters; trains on a
+# laptop CPU.
+_TINY = AudioAEConfig(
+    sample_rate=16000, strides=(2, 4, 8, 10), channels=32, channel_mults=(2, 3, 4, 5), latent_channels=32
+)
+
 PRESETS: dict[str, AudioAEConfig] = {
     # Tests: ~20 k parameters, 40 samples per latent.
     "debug": AudioAEConfig(strides=(2, 4, 5), channels=8, channel_mults=(1, 2, 2), dilations=(1, 3), latent_channels=4),
-    # The bundled default: 16 kHz, 640 samples per latent = 25 latents/s, ~2.9 M parameters; trains
-    # on a laptop CPU.
-    "tiny": AudioAEConfig(
-        sample_rate=16000,
-        strides=(2, 4, 8, 10),
-        channels=32,
-        channel_mults=(2, 3, 4, 5),
-        latent_channels=32,
-        activation="silu",
-    ),
+    "tiny": _TINY,
+    # The tiny layout with Snake activations (x + sin²(αx)/α, α learned per channel) in place of
+    # SiLU: a periodic bias for drawing harmonics, at ~1.5x the training time on this CPU.
+    "tiny-snake": replace(_TINY, activation="snake"),
     # Real scale: 48 kHz, 1920 samples per latent = 25 latents/s, 64 latent channels, ~52 M parameters.
     "base": AudioAEConfig(
         sample_rate=48000,

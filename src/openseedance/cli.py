@@ -173,7 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         p = train_sub.add_parser(kind, help=f"train {what}; a stopped run resumes from its --out folder")
         p.add_argument(
-            "--preset", default="tiny", help="preset: debug, tiny, base; video also tiny-t2, tiny-c16 (default tiny)"
+            "--preset",
+            default="tiny",
+            help="preset: debug, tiny, base; video also tiny-t2, tiny-c16; audio also tiny-snake (default tiny)",
         )
         p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.jsonl, model/")
         p.add_argument("--data", default="stage", help="'stage' (rendered on the fly) or a folder of media files")
