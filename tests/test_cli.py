@@ -86,6 +86,19 @@ def test_loss_weights_help_names_every_term(kind: str, capsys: pytest.CaptureFix
     assert all(term in listed.split("e.g.")[0] for term in loss_terms(kind))
 
 
+@pytest.mark.parametrize("kind", ["video-ae", "audio-ae"])
+def test_preset_help_names_every_preset(kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # the help lists the presets as fixed text, to keep torch out of building the parser
+    from openseedance.audio_vae import PRESETS as AUDIO_PRESETS
+    from openseedance.video_vae import PRESETS as VIDEO_PRESETS
+
+    with pytest.raises(SystemExit):
+        main(["train", kind, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    listed = text[text.rindex("--preset PRESET"):].split("--out")[0]
+    assert all(name in listed for name in (VIDEO_PRESETS if kind == "video-ae" else AUDIO_PRESETS))
+
+
 def test_console_script_is_installed() -> None:
     out = subprocess.run([sys.executable, "-m", "openseedance.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("openseedance ")

@@ -117,7 +117,7 @@ PRESETS: dict[str, AudioAEConfig] = {
     "debug": AudioAEConfig(strides=(2, 4, 5), channels=8, channel_mults=(1, 2, 2), dilations=(1, 3), latent_channels=4),
     "tiny": _TINY,
     # The tiny layout with Snake activations (x + sin²(αx)/α, α learned per channel) in place of
-    # SiLU: a periodic bias for drawing harmonics, at ~1.5x the training time on this CPU.
+    # SiLU: a periodic bias for drawing harmonics, at ~1.3x the time per training step on a CPU.
     "tiny-snake": replace(_TINY, activation="snake"),
     # Real scale: 48 kHz, 1920 samples per latent = 25 latents/s, 64 latent channels, ~52 M parameters.
     "base": AudioAEConfig(
