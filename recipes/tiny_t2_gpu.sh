@@ -8,7 +8,8 @@
 #   cat "$OUT"/bundle.tar.part-* | tar -x -C runs/t2    # then: runs/t2/bundle is a model folder
 #
 # Each training stage first trains a few steps to measure its speed, then takes the steps that fit
-# its budget in seconds. VIDEO_AE=FOLDER starts the autoencoder from a trained tiny-t2 one
+# its budget in seconds. The autoencoder is warm-started from the bundled `tiny` one (which it
+# matches before its first step); VIDEO_AE=FOLDER starts it from a trained tiny-t2 one instead
 # (AE_BUDGET=0: use it as it is). On a CPU, small budgets run the same path as a check:
 #   DEVICE=cpu AE_BUDGET=20 GEN_BUDGET=20 AE_BATCH=2 GEN_BATCH=2 CLIPS=8 PROBE=3 WORKERS=1 \
 #     bash recipes/tiny_t2_gpu.sh runs/t2-check runs/t2-check/out
@@ -37,9 +38,9 @@ print(max(probe, int(budget / (1.1 * seconds))))
 EOF
 }
 
-video_ae=(openseedance train video-ae --preset tiny-t2 --batch-size "$AE_BATCH" --lr 1e-3 --workers "$WORKERS"
+video_ae=(openseedance train video-ae --preset tiny-t2 --batch-size "$AE_BATCH" --lr "${AE_LR:-3e-4}" --workers "$WORKERS"
           --device "$DEVICE" --checkpoint-every 200)
-if [ -n "${VIDEO_AE:-}" ]; then video_ae+=(--init "$VIDEO_AE"); fi
+if [ -n "${VIDEO_AE:-}" ]; then video_ae+=(--init "$VIDEO_AE"); else video_ae+=(--warm-start "$W/video_ae"); fi
 if [ "$AE_BUDGET" -gt 0 ]; then
   "${video_ae[@]}" --steps "$PROBE" --out "$RUN/probe-video-ae" >"$RUN/probe-video-ae.out" 2>&1
   AE_STEPS=$(steps_for "$AE_BUDGET" "$RUN/probe-video-ae/log.jsonl")

@@ -18,8 +18,8 @@ from safetensors.torch import load_file
 
 from openseedance.checkpoint import load_component
 from openseedance.train import data
-from openseedance.train.autoencoders import AETrainConfig, learning_rate, train
-from openseedance.video_vae import VideoAutoencoder
+from openseedance.train.autoencoders import AETrainConfig, learning_rate, train, warm_state
+from openseedance.video_vae import VideoAutoencoder, video_ae_config
 
 
 def _cfg(**kw) -> AETrainConfig:
@@ -153,6 +153,65 @@ def test_init_errors(tmp_path: Path) -> None:
     base = train(_cfg(steps=1), tmp_path / "base", progress=False)
     with pytest.raises(ValueError, match="different"):
         train(_cfg(preset="tiny", init=str(base)), tmp_path / "run2", progress=False)
+
+
+def test_warm_start_carries_the_bundled_tiny_over_to_tiny_t2() -> None:
+    """`tiny-t2` differs from `tiny` in one downsampling and one upsampling (the second level no
+    longer halves time). Warm-started from the bundled `tiny`, it reconstructs Stage clips about as
+    well as `tiny` before any training; with those three tensors fresh, or taken the wrong way
+    (one time slot of the upsampler, one tap of the temporal kernel), it does not."""
+    from openseedance.pipeline import BUNDLED
+
+    source = load_component(VideoAutoencoder, BUNDLED / "video_ae")
+    torch.manual_seed(0)
+    model = VideoAutoencoder(video_ae_config("tiny-t2"))
+    fresh = {k: t.clone() for k, t in model.state_dict().items()}
+    state, how = warm_state(model, source.state_dict())
+    assert {k: w for k, w in how.items() if w != "copied"} == {
+        "encoder.levels.1.1.conv.conv.weight": "folded in time",
+        "decoder.levels.0.1.conv.conv.weight": "merged time slots",
+        "decoder.levels.0.1.conv.conv.bias": "merged time slots",
+    }
+    clips = data.VideoWindows("stage", 64, 64, 12.0, 5).batch(3, 1 << 41, 2)
+
+    def psnr(weights: dict[str, torch.Tensor] | None, m: VideoAutoencoder = model) -> float:
+        if weights is not None:
+            m.load_state_dict(weights)
+        with torch.no_grad():
+            recon = m.eval()(clips).recon.clamp(-1, 1)
+        return float(10 * torch.log10(4 / (recon - clips).pow(2).mean()))
+
+    tiny = psnr(None, source)
+    assert psnr(state) > tiny - 1.0
+    src = source.state_dict()
+    up, down = "decoder.levels.0.1.conv.conv.", "encoder.levels.1.1.conv.conv.weight"
+    wrong = [
+        {**state, **{k: fresh[k] for k, w in how.items() if w != "copied"}},
+        {**state, up + "weight": src[up + "weight"][:256], up + "bias": src[up + "bias"][:256]},
+        {**state, down: src[down][:, :, 2:]},
+    ]
+    assert all(psnr(w) < tiny - 2.5 for w in wrong)
+
+
+def test_warm_start_run(tmp_path: Path) -> None:
+    """A run warm-started from another preset's component records what it carried over, trains,
+    resumes like any run, and refuses what is not a warm start."""
+    base = train(_cfg(steps=1), tmp_path / "base", progress=False)
+    with pytest.raises(ValueError, match="use init alone"):
+        _cfg(warm_start=str(base), init=str(base))
+    with pytest.raises(ValueError, match="cannot warm-start from"):
+        train(_cfg(warm_start=str(tmp_path / "missing")), tmp_path / "run0", progress=False)
+    with pytest.raises(ValueError, match="fits only 0% of this preset"):
+        train(_cfg(preset="tiny-t2", warm_start=str(base)), tmp_path / "run1", progress=False)
+    tiny = train(_cfg(preset="tiny", steps=1), tmp_path / "tiny", progress=False)
+    run = tmp_path / "t2"
+    train(_cfg(preset="tiny-t2", steps=2, warm_start=str(tiny)), run, progress=False)
+    record = json.loads((run / "warm_start.json").read_text())
+    assert set(record["values"]) == {"copied", "folded in time", "merged time slots"}  # nothing fresh
+    assert load_component(VideoAutoencoder, run / "model").config.temporal_factor == 2
+    train(_cfg(preset="tiny-t2", steps=3, warm_start=str(tiny)), run, progress=False)  # resumes at step 2
+    log = [json.loads(x) for x in (run / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in log] == [1, 2, 3]
 
 
 def test_bad_config() -> None:

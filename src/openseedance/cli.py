@@ -198,6 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
             "the batches are the same either way",
         )
         p.add_argument("--init", default="", help="start from this trained component folder (same preset)")
+        p.add_argument("--warm-start", default="", metavar="FOLDER",
+                       help="start from a trained component of another preset of this kind: weights that fit are "
+                       "carried over, the rest start fresh (listed in OUT/warm_start.json)")
         p.add_argument("--loss-weights", type=_loss_weights, default=(), metavar="TERM=W,...",
                        help=f"loss weights instead of the preset's (terms: {terms}), e.g. kl=1e-5")
         p.add_argument(
@@ -409,7 +412,7 @@ def _train_autoencoder(args: argparse.Namespace) -> None:
                         batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=args.bf16,
                         checkpoint_every=args.checkpoint_every, device=_device(args.device), init=args.init,
                         decoder_only=args.decoder_only, workers=args.workers, loss_weights=args.loss_weights,
-                        **extra)  # fmt: skip
+                        warm_start=args.warm_start, **extra)  # fmt: skip
     _writable_dir(args.out)
     model_dir = train(cfg, args.out, progress=sys.stderr.isatty())
     print(f"trained {args.kind}: {model_dir}")

@@ -7,7 +7,9 @@
 With `init` a run starts from a trained component instead of fresh weights. With `decoder_only` the
 encoder is frozen and only the decoder trains: the latents, and the latent statistics stored with
 the component, stay exactly those of `init`, so a generator trained on them keeps working and
-simply decodes with the sharper decoder.
+simply decodes with the sharper decoder. With `warm_start` a run starts from a trained component of
+another layout of the same kind (e.g. `tiny-t2` from `tiny`): what fits is carried over (see
+`warm_state`), the rest starts fresh, and the run log says which was which.
 
 Runs on the CPU or one GPU, in float32 or (`bf16`) under bfloat16 autocast. With `workers` > 0,
 that many processes render the next batches while the model trains on this one (a GPU step is far
@@ -72,6 +74,7 @@ class AETrainConfig:
     device: str = "cpu"
     init: str = ""  # start from this trained component folder (same preset)
     decoder_only: bool = False  # freeze the encoder (and the latent statistics); needs `init`
+    warm_start: str = ""  # start from a trained component of another layout: what fits is carried over
     workers: int = 0  # processes rendering batches ahead (0: render in the training loop)
     # loss weights to use instead of the preset's, as ((term, weight), ...): ("detail", 0.0) sets
     # the model config's `detail_weight`; they are stored with the trained component
@@ -88,6 +91,8 @@ class AETrainConfig:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
         if self.decoder_only and not self.init:
             raise ValueError("decoder-only training needs a trained component to start from (init)")
+        if self.warm_start and (self.init or self.decoder_only):
+            raise ValueError("warm start is for another layout; for the same one (or decoder-only), use init alone")
         known = loss_terms(self.kind)
         for term, weight in self.loss_weights:
             if term not in known:
@@ -182,6 +187,8 @@ def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> 
     model, batches = KINDS[cfg.kind](cfg)
     if cfg.init:
         _start_from(model, cfg.init)
+    if cfg.warm_start:
+        _warm_start(model, cfg.warm_start, out)
     if cfg.decoder_only:
         model.encoder.requires_grad_(False)
     model.to(cfg.device)
@@ -256,6 +263,54 @@ def _start_from(model: torch.nn.Module, folder: str) -> None:
     if _architecture(init.config) != _architecture(model.config):
         raise ValueError(f"{folder} holds a different {type(model).__name__} configuration than this preset")
     model.load_state_dict(init.state_dict())
+
+
+def warm_state(
+    model: torch.nn.Module, source: dict[str, torch.Tensor]
+) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """The weights of `model` taken from `source`, a trained state of another layout of the same
+    kind, and for each tensor how: "copied" (same name and shape); "folded in time" (a temporal
+    kernel summed into a one-frame kernel: on a still scene the one-frame layer computes what the
+    source's did); "merged time slots" (an upsampler that made 2 frames per latent frame and now
+    makes 1: its outputs for the 2 frames averaged); or "fresh" (kept as initialised)."""
+    state = model.state_dict()
+    how: dict[str, str] = {}
+    for name, target in state.items():
+        tensor = source.get(name)
+        module = model.get_submodule(name.rsplit(".", 3)[0]) if name.count(".") >= 3 else None
+        if tensor is None:
+            how[name] = "fresh"
+        elif tensor.shape == target.shape:
+            state[name], how[name] = tensor.clone(), "copied"
+        elif (tensor.ndim == 5 and target.ndim == 5 and target.shape[2] == 1
+              and tensor.shape[:2] + tensor.shape[3:] == target.shape[:2] + target.shape[3:]):  # fmt: skip
+            state[name], how[name] = tensor.sum(2, keepdim=True), "folded in time"
+        elif (isinstance(module, video_vae.Upsample) and module.r == 1 and name.endswith((".weight", ".bias"))
+              and tensor.shape[1:] == target.shape[1:] and tensor.shape[0] == 2 * target.shape[0]):  # fmt: skip
+            # output channels are laid out (channel, time slot, dy, dx): average the two time slots
+            merged = tensor.view(target.shape[0] // 4, 2, 4, *tensor.shape[1:]).mean(1)
+            state[name], how[name] = merged.reshape(target.shape), "merged time slots"
+        else:
+            how[name] = "fresh"
+    return state, how
+
+
+def _warm_start(model: torch.nn.Module, folder: str, out: Path) -> None:
+    try:
+        source = load_component(type(model), folder)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"cannot warm-start from {folder}: {err}") from None
+    state, how = warm_state(model, source.state_dict())
+    model.load_state_dict(state)
+    counts: dict[str, int] = {}
+    for name, way in how.items():
+        counts[way] = counts.get(way, 0) + state[name].numel()
+    carried = 1 - counts.get("fresh", 0) / sum(counts.values())
+    if carried < 0.5:  # another size altogether: a fresh start would be more honest
+        raise ValueError(f"{folder} fits only {carried:.0%} of this preset's weights: warm-start from the same size")
+    record = {"warm_start": folder, "values": counts, "not_copied": {k: v for k, v in how.items() if v != "copied"}}
+    (out / "warm_start.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("warm start from %s: %s", folder, ", ".join(f"{n:,} values {w}" for w, n in counts.items()))
 
 
 @torch.no_grad()
