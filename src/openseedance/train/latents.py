@@ -99,6 +99,7 @@ class LatentCache:
             self._shards[index] = torch.load(path, weights_only=True)
         return self._shards[index]
 
+    @torch.no_grad()  # the autoencoders' weights require grad: without this a shard holds every clip's graph
     def build(self, index: int) -> Path:
         """Encode shard `index` and write it atomically (a killed build leaves no half shard)."""
         path = self.shard_path(index)
