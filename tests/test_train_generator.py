@@ -139,18 +139,18 @@ def _one_task(parts: Path, tmp_path: Path, task: str, batch_size: int):
 
 
 def test_the_cache_is_encoded_without_autograd(parts: Path, tmp_path: Path) -> None:
-    """The autoencoders' weights require grad (they are trainable components); a shard built with
-    autograd on held every clip's graph until written, about 12 GB per process for 64 clips of
-    `tiny-t2`. The encoders must see no grad, and what the cache keeps must carry no graph."""
+    """Autoencoders load trainable (weights that require grad); a shard built with autograd on held
+    every clip's graph until written, about 12 GB per process for 64 clips of `tiny-t2`. The cache
+    freezes the autoencoders it is given: no encode builds a graph, whatever path it comes by."""
     _, cache, _, _ = _one_task(parts, tmp_path, "t2av", batch_size=1)
-    assert any(p.requires_grad for p in cache.video_ae.parameters())
-    seen: list[bool] = []
+    assert not any(p.requires_grad for ae in (cache.video_ae, cache.audio_ae) for p in ae.parameters())
+    graphs: list[bool] = []
     for ae in (cache.video_ae, cache.audio_ae):
-        ae.encoder.register_forward_hook(lambda *_: seen.append(torch.is_grad_enabled()))
+        ae.encoder.register_forward_hook(lambda _m, _i, out: graphs.append(out.grad_fn is not None))
     cache.shard_path(0).unlink()
     cache.build(0)
     cache.references(0)
-    assert seen and not any(seen)
+    assert len(graphs) >= 4 and not any(graphs)
     shard = torch.load(cache.shard_path(0), weights_only=True)
     assert not shard["video"].requires_grad and not shard["audio"].requires_grad
 

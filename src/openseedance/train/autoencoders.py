@@ -30,7 +30,7 @@ import logging
 import multiprocessing
 import os
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -185,16 +185,17 @@ def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> 
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(cfg.seed)
     model, batches = KINDS[cfg.kind](cfg)
-    if cfg.init:
-        _start_from(model, cfg.init)
-    if cfg.warm_start:
-        _warm_start(model, cfg.warm_start, out)
     if cfg.decoder_only:
         model.encoder.requires_grad_(False)
     model.to(cfg.device)
     trained = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(trained, lr=cfg.lr, betas=(0.9, 0.99), weight_decay=cfg.weight_decay)
     step = _resume(out, cfg, model, opt)
+    if step == 0:  # a resumed run has its weights from the checkpoint and needs neither source any more
+        if cfg.init:
+            _start_from(model, cfg.init)
+        if cfg.warm_start:
+            _warm_start(model, cfg.warm_start, out)
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
     logfile = (out / "log.jsonl").open("a")
     bar = tqdm(total=cfg.steps, initial=step, desc=cfg.kind, disable=not progress, dynamic_ncols=True)
@@ -277,7 +278,6 @@ def warm_state(
     how: dict[str, str] = {}
     for name, target in state.items():
         tensor = source.get(name)
-        module = model.get_submodule(name.rsplit(".", 3)[0]) if name.count(".") >= 3 else None
         if tensor is None:
             how[name] = "fresh"
         elif tensor.shape == target.shape:
@@ -285,14 +285,20 @@ def warm_state(
         elif (tensor.ndim == 5 and target.ndim == 5 and target.shape[2] == 1
               and tensor.shape[:2] + tensor.shape[3:] == target.shape[:2] + target.shape[3:]):  # fmt: skip
             state[name], how[name] = tensor.sum(2, keepdim=True), "folded in time"
-        elif (isinstance(module, video_vae.Upsample) and module.r == 1 and name.endswith((".weight", ".bias"))
-              and tensor.shape[1:] == target.shape[1:] and tensor.shape[0] == 2 * target.shape[0]):  # fmt: skip
+        elif (name.endswith((".weight", ".bias")) and tensor.shape[1:] == target.shape[1:]
+              and tensor.shape[0] == 2 * target.shape[0] and _in_one_frame_upsampler(model, name)):  # fmt: skip
             # output channels are laid out (channel, time slot, dy, dx): average the two time slots
             merged = tensor.view(target.shape[0] // 4, 2, 4, *tensor.shape[1:]).mean(1)
             state[name], how[name] = merged.reshape(target.shape), "merged time slots"
         else:
             how[name] = "fresh"
     return state, how
+
+
+def _in_one_frame_upsampler(model: torch.nn.Module, name: str) -> bool:
+    owner = name.rsplit(".", 3)[0] if name.count(".") >= 3 else ""
+    module = model.get_submodule(owner) if owner else None
+    return isinstance(module, video_vae.Upsample) and module.r == 1
 
 
 def _warm_start(model: torch.nn.Module, folder: str, out: Path) -> None:
@@ -302,13 +308,14 @@ def _warm_start(model: torch.nn.Module, folder: str, out: Path) -> None:
         raise ValueError(f"cannot warm-start from {folder}: {err}") from None
     state, how = warm_state(model, source.state_dict())
     model.load_state_dict(state)
-    counts: dict[str, int] = {}
+    counts: Counter[str] = Counter()
     for name, way in how.items():
-        counts[way] = counts.get(way, 0) + state[name].numel()
+        counts[way] += state[name].numel()
     carried = 1 - counts.get("fresh", 0) / sum(counts.values())
     if carried < 0.5:  # another size altogether: a fresh start would be more honest
         raise ValueError(f"{folder} fits only {carried:.0%} of this preset's weights: warm-start from the same size")
-    record = {"warm_start": folder, "values": counts, "not_copied": {k: v for k, v in how.items() if v != "copied"}}
+    not_copied = {k: v for k, v in how.items() if v != "copied"}
+    record = {"warm_start": folder, "values": dict(counts), "not_copied": not_copied}
     (out / "warm_start.json").write_text(json.dumps(record, indent=2) + "\n")
     log.info("warm start from %s: %s", folder, ", ".join(f"{n:,} values {w}" for w, n in counts.items()))
 

@@ -73,7 +73,9 @@ class LatentCache:
         if spec.source != "stage":
             spec = replace(spec, clips=min(spec.clips, len(_folder_items(spec.source))))
         self.spec = spec
-        self.video_ae, self.audio_ae, self.text = video_ae.eval(), audio_ae.eval(), text
+        # frozen, as the text encoder is: an encode that kept its graph would hold a shard's worth of it
+        self.video_ae, self.audio_ae = video_ae.eval().requires_grad_(False), audio_ae.eval().requires_grad_(False)
+        self.text = text
         self.identity = {"spec": asdict(spec), "video_ae": component_hash(video_ae),
                          "audio_ae": component_hash(audio_ae), "text": text.name}  # fmt: skip
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -99,7 +101,6 @@ class LatentCache:
             self._shards[index] = torch.load(path, weights_only=True)
         return self._shards[index]
 
-    @torch.no_grad()  # the autoencoders' weights require grad: without this a shard holds every clip's graph
     def build(self, index: int) -> Path:
         """Encode shard `index` and write it atomically (a killed build leaves no half shard)."""
         path = self.shard_path(index)
@@ -157,7 +158,6 @@ class LatentCache:
         return self._stage_extra("motion", index, self._motion,
                                  "motion-reference training needs Stage data (a folder of clips has no twins)")
 
-    @torch.no_grad()
     def _motion(self, i: int) -> dict:
         spec = self.spec
         scene = sample_scene(TRAIN_SEED_BASE + i, duration=spec.duration)
@@ -165,7 +165,6 @@ class LatentCache:
         prompts = list(dict.fromkeys(caption(scene, "train", k, motion="@video1").prompt for k in range(2)))
         return {"video": self._video_latents(twin.video), "text": self._text_states(prompts)}
 
-    @torch.no_grad()
     def _shots(self, i: int) -> dict | None:
         scene = sample_scene(TRAIN_SEED_BASE + i, duration=self.spec.duration)
         if len(scene.shots) < 2:
@@ -176,7 +175,6 @@ class LatentCache:
             out[name] = self._text_states([c.overall, *c.shots])
         return out
 
-    @torch.no_grad()
     def _references(self, i: int) -> dict:
         spec = self.spec
         scene = sample_scene(TRAIN_SEED_BASE + i, duration=spec.duration)
