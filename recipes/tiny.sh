@@ -68,3 +68,11 @@ openseedance train audio-ae --preset tiny --init "$RUNS/gpu-ae/audio-dec/model" 
   --checkpoint-every 100 --device "$DEVICE"
 openseedance export "$W" "$W" --dtype bfloat16 \
   --video-decoder "$RUNS/video-dec-detail/model" --audio-decoder "$RUNS/audio-dec-transient/model"
+# Last, the transformer trained further with references in half the task mix (the autoencoders stay,
+# so the latent cache is made with the bundled ones), then exported over the bundle.
+OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
+  train generator --preset tiny --out "$RUNS/generator-tiny-refs-half" --init "$W" --video-ae "$W/video_ae" \
+  --audio-ae "$W/audio_ae" --clips 1024 --cache "$RUNS/latents-bundled" --steps 600 --batch-size 4 --lr 3e-4 \
+  --warmup 20 --ema-decay 0.995 --seed 2 --checkpoint-every 50 --device "$DEVICE" \
+  --tasks t2av=0.2,i2av=0.08,a2v=0.06,v2a=0.06,extend=0.1,references=0.5
+openseedance export "$RUNS/generator-tiny-refs-half/pipeline" "$W" --dtype bfloat16 --reference-guidance 12
