@@ -3,6 +3,7 @@
     python benchmarks/references.py                      # the bundled model, 8 cases
     python benchmarks/references.py --model runs/x/pipeline --cases 16
     python benchmarks/references.py --reference-guidance 1,2,3   # a row per reference guidance scale
+    python benchmarks/references.py --sampler steps=8 --sampler steps=16,solver=heun --no-controls
 
 Each case is a held-out Stage scene whose prompt names every character only by its references
 ("@image1 who speaks like @audio1 ... @image1 jumps twice"): a portrait of each character on a
@@ -11,13 +12,15 @@ can only come from @imageN, and its voice from @audioN.
 
 Rows, each scored by the Stage probes against the scene:
 - truth: the scene itself (what a perfect generator scores);
-- references: the model given the right references (one row per reference guidance scale asked
-  for, `references r=S`; the model's default scale otherwise);
+- references: the model given the right references (one row per sampler asked for: `references
+  r=S` per reference guidance scale, `references [steps=16,solver=heun]` per `--sampler`; the
+  model's default sampler otherwise);
 - other references: the same prompt with each character's portrait and voice replaced by another
   character's (another colour and pitch): if the model reads its references, fidelity to the
   scene falls here;
 - words, no references: the same model given the scene's ordinary caption, which spells out each
   character's colour, shape, pattern and voice instead (text -> video + audio);
+  (`--no-controls` leaves out these two rows, which do not depend on the sampler variants)
 - shuffled: another case's scene (right format, wrong content).
 
 Columns: identity fidelity (each visible character's colour, shape and pattern as the probes see
@@ -37,6 +40,9 @@ Its first column is the action probe.
 A second table does the same on the stage-bench multi-shot cases (2-3 shots per clip): the model
 given each character's references and the cited per-shot prompt, or the ordinary multi-shot
 caption. Its first column is the identity probe: each character keeps its looks across the cuts.
+
+Two more tables split the rows with references (one shot, and multi-shot) by the number of
+characters in the scene: with two, each portrait's look and each voice must go to the right one.
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ import json
 import platform
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -127,54 +134,83 @@ def table(title: str, rows: dict[str, list[dict]], cols: tuple[str, ...], heads:
     return summary
 
 
+SAMPLER_KEYS = {"steps": int, "solver": str, "r": float, "guidance": float, "audio_guidance": float, "rescale": float}
+
+
+def parse_sampler(spec: str) -> dict[str, Any]:
+    """'steps=16,solver=heun,r=12' -> {'steps': 16, 'solver': 'heun', 'reference_guidance': 12.0}."""
+    out: dict[str, Any] = {}
+    for part in filter(None, spec.split(",")):
+        key, _, value = part.partition("=")
+        if key not in SAMPLER_KEYS or not value:
+            raise SystemExit(f"--sampler {spec!r}: each part is KEY=VALUE with KEY one of {sorted(SAMPLER_KEYS)}")
+        out["reference_guidance" if key == "r" else key] = SAMPLER_KEYS[key](value)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="", help="model folder (default: the bundled model)")
     ap.add_argument("--cases", type=int, default=8)
     ap.add_argument("--reference-guidance", default="",
                     help="comma-separated reference guidance scales, a 'references' row each (default: the model's)")
+    ap.add_argument("--sampler", action="append", default=[],
+                    help="a sampler variant, KEY=VALUE[,KEY=VALUE] with KEY steps, solver, r, guidance, "
+                         "audio_guidance or rescale: a "
+                         "'references' row each (repeat the flag for more)")  # fmt: skip
+    ap.add_argument("--no-controls", action="store_true",
+                    help="skip the 'other references' and 'words' rows (two generations per case)")
     ap.add_argument("--out", default="benchmarks/references.json")
     args = ap.parse_args()
 
     pipe = Pipeline.from_pretrained(args.model or None)
-    scales = [float(x) for x in args.reference_guidance.split(",") if x] or [pipe.config.reference_guidance]
-    named = {(f"references r={r:g}" if args.reference_guidance else "references"): r for r in scales}
+    named: dict[str, dict[str, Any]] = {}
+    for r in [float(x) for x in args.reference_guidance.split(",") if x]:
+        named[f"references r={r:g}"] = {"reference_guidance": r}
+    for spec in args.sampler:
+        named[f"references [{spec}]"] = parse_sampler(spec)
+    if not named:
+        named["references"] = {}
+    samplers = {name: pipe.sampler(**overrides) for name, overrides in named.items()}
     generate = as_generator(pipe)
-    seconds = []
+    seconds: dict[str, list[float]] = {}
 
-    def timed(request: GenerationRequest, r: float | None = None):
+    def timed(request: GenerationRequest, name: str = "default"):
         start = time.perf_counter()
-        clip = generate(request) if r is None else pipe(request, pipe.sampler(reference_guidance=r)).clip
-        seconds.append(time.perf_counter() - start)
+        clip = pipe(request, samplers[name]).clip if name in samplers else generate(request)
+        seconds.setdefault(name, []).append(time.perf_counter() - start)
         return clip
 
     cases = bench.suite(("references",), args.cases)
     shuffled = bench.ShuffledGenerator(cases)
-    rows: dict[str, list[dict]] = {k: [] for k in ("truth", *named, "other references",
-                                                    "words, no references", "shuffled")}  # fmt: skip
+    controls = () if args.no_controls else ("other references", "words, no references")
+    rows: dict[str, list[dict]] = {k: [] for k in ("truth", *named, *controls, "shuffled")}
     for case in cases:
         req, scene = case.request, case.scene
         config = RenderConfig(req.width, req.height, req.fps, req.sample_rate)
         rows["truth"].append(score(render(scene, config).clip, scene))
-        for name, r in named.items():
-            rows[name].append(score(timed(req, r), scene))
-        images, voices = other_references(case)
-        rows["other references"].append(score(timed(dataclasses.replace(req, images=images, audios=voices)), scene))
-        words = dataclasses.replace(req, prompt=caption(scene, "train").prompt, images=(), audios=())
-        rows["words, no references"].append(score(timed(words), scene))
+        for name in named:
+            rows[name].append(score(timed(req, name), scene))
+        if controls:
+            images, voices = other_references(case)
+            other = dataclasses.replace(req, images=images, audios=voices)
+            rows["other references"].append(score(timed(other), scene))
+            words = dataclasses.replace(req, prompt=caption(scene, "train").prompt, images=(), audios=())
+            rows["words, no references"].append(score(timed(words), scene))
         rows["shuffled"].append(score(shuffled(req), scene))
 
     # multi-shot: 2-3 shots per clip; the identity probe checks each character keeps its looks across cuts
     shots = bench.suite(("multi-shot",), args.cases)
     shuffled = bench.ShuffledGenerator(shots)
-    multi: dict[str, list[dict]] = {k: [] for k in ("truth", *named, "words, no references", "shuffled")}
+    multi: dict[str, list[dict]] = {k: [] for k in ("truth", *named, *controls[1:], "shuffled")}
     for case in shots:
         req, scene = case.request, case.scene
         config = RenderConfig(req.width, req.height, req.fps, req.sample_rate)
         multi["truth"].append(score(render(scene, config).clip, scene))
-        for name, r in named.items():
-            multi[name].append(score(timed(with_references(case), r), scene))
-        multi["words, no references"].append(score(timed(req), scene))
+        for name in named:
+            multi[name].append(score(timed(with_references(case), name), scene))
+        if controls:
+            multi["words, no references"].append(score(timed(req), scene))
         multi["shuffled"].append(score(shuffled(req), scene))
 
     motion: dict[str, list[dict]] = {}
@@ -197,12 +233,27 @@ def main() -> None:
             motion["@video1: another case's twin"].append(score(timed(wrong), scene))
             motion["words (moves described)"].append(score(timed(req), scene))
 
-    print(f"model {pipe.source}, {args.cases} cases per table, {np.mean(seconds):.2f} s per generated clip")
+    every = [x for v in seconds.values() for x in v]
+    print(f"model {pipe.source}, {args.cases} cases per table, {np.mean(every):.2f} s per generated clip")
+    for name in named:
+        print(f"  {name}: {np.mean(seconds[name]):.2f} s per clip ({samplers[name]})")
     one = table("references (one shot)", rows, ("identity", "colour", "attribute", "action", "pitch", "sync"),
                 ("identity fidelity", "of which colour", "attribute", "action", "voice pitch ±1 st", "sync"))
     voices = table("voice pitch by cause (one shot)", rows, ("pitch", "heard", "pitch_heard", "solo_pitch"),
                    ("voice pitch ±1 st", "speech attributed to its speaker", "pitch ±1 st where attributed",
                     "one-speaker clips: pitch of all speech ±1 st"))  # fmt: skip
+    # one character or several: with two, each look and voice must go to the right one (binding)
+    count = {"one": [len(c.scene.characters) for c in cases], "multi": [len(c.scene.characters) for c in shots]}
+
+    def by_characters(got: dict[str, list[dict]], counts: list[int]) -> dict[str, list[dict]]:
+        return {f"{name}, {n} character{'s' * (n > 1)}": [g for g, k in zip(got[name], counts, strict=True) if k == n]
+                for name in named for n in sorted(set(counts))}  # fmt: skip
+
+    split_one = table("by characters in the scene (one shot)", by_characters(rows, count["one"]),
+                      ("identity", "solo_pitch", "attribute"),
+                      ("identity fidelity", "one-speaker clips: pitch of all speech ±1 st", "attribute"))  # fmt: skip
+    split_multi = table("by characters in the scene (multi-shot)", by_characters(multi, count["multi"]),
+                        ("consistency", "identity"), ("cross-shot identity consistency", "identity fidelity"))
     two = table("multi-shot (2-3 shots)", multi, ("consistency", "identity", "colour", "pitch", "action"),
                 ("cross-shot identity consistency", "identity fidelity", "of which colour", "voice pitch ±1 st",
                  "action"))  # fmt: skip
@@ -212,8 +263,11 @@ def main() -> None:
         print("\nmotion table skipped: this model was not trained with reference videos")
     Path(args.out).write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
-        "model": pipe.source, "cases": args.cases, "seconds_per_clip": float(np.mean(seconds)),
-        "reference_guidance": scales, "references": one, "voices": voices, "multi_shot": two, "motion": three,
+        "model": pipe.source, "cases": args.cases, "seconds_per_clip": float(np.mean(every)),
+        "seconds_per_clip_by_row": {k: float(np.mean(v)) for k, v in seconds.items()},
+        "samplers": {k: dataclasses.asdict(v) for k, v in samplers.items()},
+        "references": one, "voices": voices, "multi_shot": two, "motion": three,
+        "by_characters": {"references": split_one, "multi_shot": split_multi, "counts": count},
         "per_case": {"references": rows, "multi_shot": multi, "motion": motion}}, indent=1))  # fmt: skip
 
 
