@@ -188,13 +188,13 @@ def debug_model(tmp_path_factory) -> Path:
 def test_generate_writes_mp4_with_audio(debug_model: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "gen.mp4"
     code = main(["generate", "a green square hops", "--model", str(debug_model), "-o", str(out), "--duration", "1",
-                 "--steps", "1", "--ratio", "2:1", "--seed", "5"])  # fmt: skip
+                 "--steps", "1", "--ratio", "2:1", "--seed", "5", "--guidance-rescale", "0.5"])  # fmt: skip
     assert code == 0 and "real time" in capsys.readouterr().out
     with av.open(str(out)) as container:
         kinds = {s.type: s.codec_context.name for s in container.streams}
         meta = json.loads(container.metadata["openseedance"])
     assert kinds == {"video": "h264", "audio": "aac"}
-    assert meta["seed"] == 5 and meta["width"] == 88 and meta["height"] == 48
+    assert meta["seed"] == 5 and meta["width"] == 88 and meta["height"] == 48 and meta["guidance_rescale"] == 0.5
 
 
 GENERATE_BAD = [
@@ -205,6 +205,7 @@ GENERATE_BAD = [
     (["generate", "x", "-o", "clip.gif"], "must be an .mp4"),
     (["generate", "@image2 waves"], "cites @image2 but no reference images were given"),
     (["generate", "x", "--device", "tpu"], "unknown device 'tpu'"),
+    (["generate", "x", "--guidance-rescale", "2"], "rescale must be in [0, 1]"),
     *([(["generate", "x", "--device", "cuda"], "PyTorch sees no CUDA GPU")] if not torch.cuda.is_available() else []),
 ]
 

@@ -110,3 +110,21 @@ def test_sampler_config_rejects_nonsense() -> None:
         SamplerConfig(solver="rk9")
     with pytest.raises(ValueError, match="reference"):
         SamplerConfig(reference_guidance=-1.0)
+
+
+def test_rescale_pulls_the_guided_velocity_to_the_cond_size_over_free_tokens() -> None:
+    cond = torch.tensor([[[1.0], [-1.0], [1.0], [50.0]]])  # the last token is a held condition
+
+    def fn(x, t, branches):
+        return [{s: cond if b == "cond" else torch.zeros_like(cond) for s in x} for b in branches]
+
+    x = {"video": torch.zeros(1, 4, 1)}
+    free = {"video": torch.tensor([[True, True, True, False]])}
+    plain = guided(fn, {"video": 4.0})(x, {})["video"]
+    torch.testing.assert_close(plain, 4.0 * cond)  # uncond 0: guidance multiplies the cond velocity
+    full = guided(fn, {"video": 4.0}, rescale=1.0, free=free)(x, {})["video"]
+    torch.testing.assert_close(full, cond)  # same size as cond over the free tokens: the held one is ignored
+    half = guided(fn, {"video": 4.0}, rescale=0.5, free=free)(x, {})["video"]
+    torch.testing.assert_close(half, 0.5 * cond + 0.5 * 4.0 * cond)
+    with pytest.raises(ValueError, match="rescale"):
+        SamplerConfig(rescale=1.5)

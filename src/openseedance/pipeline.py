@@ -58,6 +58,7 @@ class PipelineConfig:
     guidance: float = 3.0  # text guidance for the video stream
     audio_guidance: float = 3.0  # text guidance for the audio stream
     reference_guidance: float = 1.0  # guidance towards the references (1: none beyond text guidance)
+    guidance_rescale: float = 0.0  # pull the guided velocity back to the cond branch's size (0: off)
     min_duration: float = 1.0
     max_duration: float = 15.0
     max_side: int = 512
@@ -159,7 +160,8 @@ class Pipeline:
         return self
 
     def sampler(self, steps: int | None = None, solver: str | None = None, guidance: float | None = None,
-                audio_guidance: float | None = None, reference_guidance: float | None = None) -> SamplerConfig:
+                audio_guidance: float | None = None, reference_guidance: float | None = None,
+                rescale: float | None = None) -> SamplerConfig:
         """The model's sampler defaults, with any of them overridden (None keeps the default)."""
         c = self.config
 
@@ -168,7 +170,8 @@ class Pipeline:
 
         return SamplerConfig(pick(steps, c.steps), pick(solver, c.solver),
                              {"video": pick(guidance, c.guidance), "audio": pick(audio_guidance, c.audio_guidance)},
-                             reference_guidance=pick(reference_guidance, c.reference_guidance))  # fmt: skip
+                             reference_guidance=pick(reference_guidance, c.reference_guidance),
+                             rescale=pick(rescale, c.guidance_rescale))  # fmt: skip
 
     def use_decoder(self, autoencoder: VideoAutoencoder | AudioAutoencoder) -> None:
         """Decode with `autoencoder` from now on (e.g. one whose decoder was fine-tuned with
@@ -324,6 +327,8 @@ class Pipeline:
                         shift=round(shift, 4), model=self.source)  # fmt: skip
         if valid is not None:
             resolved["reference_guidance"] = sampler.reference_guidance
+        if sampler.rescale:
+            resolved["guidance_rescale"] = sampler.rescale
         if job_id is None:
             settings = json.dumps({**resolved, "model": self.model_id}, sort_keys=True)
             job_id = "request-" + hashlib.sha256(settings.encode()).hexdigest()[:16]

@@ -11,6 +11,12 @@ the model is asked for the velocities of up to three branches and the sampler mi
 
 With r = 1 this is ordinary text guidance in which both branches see the references.
 
+Large scales overshoot: the guided velocity grows far larger than any the model predicts, which
+draws speckle and burnt colours. `rescale` (phi) pulls it back towards the size of the cond
+branch's velocity, per clip and stream over the tokens being denoised:
+
+    v <- phi * v * std(v_cond) / std(v) + (1 - phi) * v
+
 Per-token times: tokens marked clean (conditions: a given first frame, a given soundtrack, ...)
 stay at t = 0 with their given values throughout; only the others are denoised.
 """
@@ -40,6 +46,7 @@ class SamplerConfig:
     guidance: dict[str, float] = field(default_factory=lambda: {"video": 3.0, "audio": 3.0})
     shift: float | None = None  # None: the flow's shift for the token count
     reference_guidance: float = 1.0  # r above; used only when the clip has references
+    rescale: float = 0.0  # phi above: 0 leaves the guided velocity as it is, 1 matches the cond's std
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -48,6 +55,8 @@ class SamplerConfig:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if any(g < 0 for g in self.guidance.values()) or self.reference_guidance < 0:
             raise ValueError(f"guidance scales must be >= 0, got {self.guidance}, reference {self.reference_guidance}")
+        if not 0.0 <= self.rescale <= 1.0:
+            raise ValueError(f"rescale must be in [0, 1], got {self.rescale}")
 
 
 def schedule(steps: int, shift: float) -> torch.Tensor:
@@ -55,19 +64,36 @@ def schedule(steps: int, shift: float) -> torch.Tensor:
     return RectifiedFlow.shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
 
 
-def guided(fn: VelocityFn, scales: dict[str, float], reference: float = 1.0) -> Callable[[Latents, Latents], Latents]:
+def guided(fn: VelocityFn, scales: dict[str, float], reference: float = 1.0, rescale: float = 0.0,
+           free: dict[str, torch.Tensor] | None = None) -> Callable[[Latents, Latents], Latents]:  # fmt: skip
     """The guided velocity (module docstring), asking `fn` only for the branches it needs: one model
-    call when every scale is 1."""
+    call when every scale is 1. `free[s]` (B, N) marks the tokens being denoised, over which
+    `rescale` measures sizes (all tokens when not given)."""
+
+    def resized(v: Latents, cond: Latents) -> Latents:
+        if not rescale:
+            return v
+        out = {}
+        for s in v:
+            mask = torch.ones(v[s].shape[:2], dtype=torch.bool, device=v[s].device) if free is None else free[s]
+            w = mask[..., None].to(v[s].dtype)
+            n = (w.sum((1, 2)) * v[s].shape[-1]).clamp_min(1.0)
+            std_v = ((v[s] * w).pow(2).sum((1, 2)) / n).sqrt()
+            std_c = ((cond[s] * w).pow(2).sum((1, 2)) / n).sqrt()
+            factor = (std_c / std_v.clamp_min(1e-8)).view(-1, 1, 1)
+            out[s] = rescale * v[s] * factor + (1 - rescale) * v[s]
+        return out
 
     def velocity(x: Latents, t: Latents) -> Latents:
         if reference != 1.0:
             cond, uncond, bare = fn(x, t, ("cond", "uncond", "bare"))
-            return {s: bare[s] + reference * (uncond[s] - bare[s]) + scales.get(s, 1.0) * (cond[s] - uncond[s])
-                    for s in x}  # fmt: skip
+            v = {s: bare[s] + reference * (uncond[s] - bare[s]) + scales.get(s, 1.0) * (cond[s] - uncond[s])
+                 for s in x}  # fmt: skip
+            return resized(v, cond)
         if all(scales.get(s, 1.0) == 1.0 for s in x):
             return fn(x, t, ("cond",))[0]
         cond, uncond = fn(x, t, ("cond", "uncond"))
-        return {s: uncond[s] + scales.get(s, 1.0) * (cond[s] - uncond[s]) for s in x}
+        return resized({s: uncond[s] + scales.get(s, 1.0) * (cond[s] - uncond[s]) for s in x}, cond)
 
     return velocity
 
@@ -77,7 +103,7 @@ def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torc
     """Integrate from `noise` at t = 1 to data at t = 0. `keep[s]` (B, N) marks tokens that are
     conditions: they hold `clean[s]` at t = 0 the whole way. `progress`: True for a progress bar, or
     a callable told (steps done, steps) after each step (it may raise to stop the loop)."""
-    velocity = guided(fn, config.guidance, config.reference_guidance)
+    velocity = guided(fn, config.guidance, config.reference_guidance, config.rescale, {s: ~k for s, k in keep.items()})
     times = schedule(config.steps, shift)
 
     def at(value: float) -> Latents:
