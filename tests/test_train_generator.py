@@ -223,6 +223,49 @@ def test_multi_shot_clips_are_captioned_shot_by_shot(parts: Path, tmp_path: Path
     assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2]
 
 
+def test_citation_roles_follow_the_cited_captions(parts: Path, tmp_path: Path) -> None:
+    """With `cite_roles` the captions that cite references (one shot, or part by part) mark their
+    citations with the references' roles, token for token with the cached states; a model trained
+    without the option starts such a run, and the exported model marks the prompts it is given."""
+    cfg = _cfg(parts, steps=2, clips=6, duration=4.0, cache=str(tmp_path / "lat"), batch_size=6,
+               tasks=tuple(1.0 if t in ("t2av", "references") else 0.0 for t in TASKS), text_dropout=0.0,
+               cite_roles=True)  # fmt: skip
+    vae, aae = load_component(VideoAutoencoder, cfg.video_ae), load_component(AudioAutoencoder, cfg.audio_ae)
+    text = TextEncoder.load("minilm")
+    cache = LatentCache(cfg.cache, CacheSpec(clips=6, duration=4.0), vae, aae, text)
+    layout = layout_for(cfg, vae, aae, transformer_config("debug").patch)
+    sampler = Sampler(cfg, cache, layout, text.encode([""])[0][0], text)
+    cited = set(range(role_id("image", 0), role_id("image", 8) + 1)) | {role_id("audio", k) for k in range(3)}
+    seen = 0
+    for step in range(4):
+        batch = sampler(step)
+        assert batch.text.role is not None and batch.text.role.shape == batch.text.mask.shape
+        for k, task in enumerate(batch.tasks):
+            marks = set(batch.text.role[k][batch.text.mask[k]].tolist()) - {0}
+            assert not batch.text.role[k][~batch.text.mask[k]].any()  # padding carries none
+            if task == "references":
+                assert marks and marks <= cited and role_id("image", 0) in marks
+                seen += 1
+            else:
+                assert not marks  # captions in words cite nothing
+    assert seen
+    with pytest.raises(ValueError, match="tokenizer"):
+        Sampler(cfg, cache, layout, text.encode([""])[0][0])
+    start = Pipeline.untrained("debug").save_pretrained(tmp_path / "plain")
+    folder = train(dataclasses.replace(cfg, init=str(start)), tmp_path / "run", progress=False)
+    pipe = Pipeline.from_pretrained(folder)
+    assert pipe.transformer.config.cite_roles
+    scene = sample_scene(TRAIN_SEED_BASE, duration=1.0)
+    marked = pipe._prompt_text(GenerationRequest("@image1 hops. [shot 1] @image1 waits [shot 2] it hops",
+                                                 duration=2.0, images=(portrait(scene.characters[0].identity),)))[0]
+    assert marked.role is not None and marked.role[0].eq(role_id("image", 0)).sum() == 6  # 3 tokens, twice
+    assert not marked.role[1].any()  # the empty prompt's row
+    with torch.no_grad():  # two steps teach no reference roles; give them some, as training would
+        pipe.transformer.roles.weight.normal_(0.0, 0.1)
+    request = GenerationRequest("@image1 jumps", duration=1.0, images=(portrait(scene.characters[0].identity),))
+    assert pipe(request, SamplerConfig(steps=2)).clip.video.shape == (12, 64, 64, 3)
+
+
 def test_folder_of_mp4_and_captions(parts: Path, tmp_path: Path) -> None:
     data = tmp_path / "clips"
     data.mkdir()

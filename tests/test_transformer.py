@@ -177,6 +177,22 @@ def test_reference_roles() -> None:
     assert first[:, 0].max() < -REF_SLOT * role_id("image", 8)  # after every image slot, before the clip
 
 
+def test_citation_roles_reach_the_text_only_when_configured() -> None:
+    """With `cite_roles`, a text token citing a reference carries that reference's role embedding;
+    tokens marked 0 and models without the option are unchanged."""
+    model = _trained_like()
+    streams, text = _inputs()
+    cites = torch.zeros(2, 4, dtype=torch.long)
+    cites[:, 1] = 2
+    marked = Text(text.states, text.mask, role=cites)
+    plain = model(streams, text)["video"]
+    assert torch.equal(model(streams, marked)["video"], plain)  # option off: roles ignored
+    model.config = replace(model.config, cite_roles=True)
+    assert torch.equal(model(streams, Text(text.states, text.mask, role=cites * 0))["video"], plain)
+    assert not torch.allclose(model(streams, marked)["video"], plain)
+    assert torch.equal(marked.rows([1]).role, cites[1:])
+
+
 def test_a_shot_reads_only_its_own_caption_and_the_global_one() -> None:
     model = _trained_like()
     streams, _ = _inputs(b=1, nv=12, na=6)

@@ -200,7 +200,8 @@ class ContextParallel:
         shots = text.shot is not None and bool(text.shot.any())
         full, rows = _shot_mask(streams, text, size) if shots else (None, None)
         with attention_kernel(ulysses_attention(self.group, full, rows)):
-            out = self.model(local, Text(mine(text.states), mine(text.mask)))
+            cites = mine(text.role) if text.role is not None else None
+            out = self.model(local, Text(mine(text.states), mine(text.mask), None, cites))
         return {s: _AllGather.apply(v, 1, self.group)[:, : streams[s].x.shape[1]] for s, v in out.items()}
 
 

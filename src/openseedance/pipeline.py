@@ -299,7 +299,7 @@ class Pipeline:
             bare = {s: valid[s] & (torch.arange(v.shape[1]) < targets[s]) for s, v in valid.items()}
         clean, keep, pos, shot, valid, role, bare, noise = (
             self._on_device(d) for d in (clean, keep, pos, shot, valid, role, bare, noise))  # fmt: skip
-        text = Text(*(None if t is None else t.to(self.device) for t in (text.states, text.mask, text.shot)))
+        text = text.to(self.device)
 
         def velocity(x: dict[str, torch.Tensor], t: dict[str, torch.Tensor], branches: tuple[str, ...]):
             n = len(branches)
@@ -308,9 +308,8 @@ class Pipeline:
             streams = {s: Tokens(x[s].repeat(n, 1, 1), t[s].repeat(n, 1), pos[s].expand(n, -1, -1),
                                  seen[s] if seen else None, role[s].expand(n, -1) if role else None,
                                  shot[s].expand(n, -1)) for s in x}  # fmt: skip
-            parts = text.shot[rows] if text.shot is not None else None
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
-                v = self.transformer(streams, Text(text.states[rows], text.mask[rows], parts))
+                v = self.transformer(streams, text.rows(rows))
             return [{s: v[s][i : i + 1].float() for s in v} for i in range(n)]
 
         latents = denoise(velocity, noise, clean, keep, sampler, shift, progress)
@@ -452,13 +451,21 @@ class Pipeline:
         ...); its shots last as long as the prompt says, or share the clip's length equally."""
         prompt = canonical_prompt(request.prompt, request.reference_counts)
         whole, shots = split_shots(prompt)
+        cite = self.transformer.config.cite_roles
         if not shots or not self.per_shot:
-            return Text(*self.text_encoder.encode([prompt, ""])), ()
+            states, mask = self.text_encoder.encode([prompt, ""])
+            roles = pad_shots([self.text_encoder.citation_roles(prompt), None], states.shape[1]) if cite else None
+            return Text(states, mask, role=roles), ()
         states, mask = self.text_encoder.encode([whole, *shots, ""])
         joined, parts = join_parts([states[k, mask[k]] for k in range(len(shots) + 1)])
         empty = states[-1, mask[-1]]
         padded, valid = pad_states([joined, empty])
-        return Text(padded, valid, pad_shots([parts, None], padded.shape[1])), shot_cuts(prompt, request.duration)
+        roles = None
+        if cite:
+            cites = torch.cat([self.text_encoder.citation_roles(x) for x in (whole, *shots)])
+            roles = pad_shots([cites, None], padded.shape[1])
+        return (Text(padded, valid, pad_shots([parts, None], padded.shape[1]), roles),
+                shot_cuts(prompt, request.duration))  # fmt: skip
 
     def _references(self, request: GenerationRequest, layout: cond.Layout) -> cond.References:
         """Reference images (each resized to the clip's size and encoded as a 1-frame video), videos

@@ -60,6 +60,9 @@ class AVTransformerConfig:
     text_dim: int = 384  # width of the text encoder's states
     rope_theta: float = 10_000.0
     rope_time_unit: float = 0.04  # seconds per rotary unit on the time axis: 40 ms, one audio latent
+    # the text tokens that cite a reference ("@image2") carry that reference's role embedding, as
+    # its own tokens do, so a citation and what it cites share a direction (adds no weights)
+    cite_roles: bool = False
 
     def __post_init__(self) -> None:
         if self.dim % self.heads:
@@ -140,6 +143,14 @@ class Text:
     states: torch.Tensor
     mask: torch.Tensor
     shot: torch.Tensor | None = None
+    role: torch.Tensor | None = None  # (B, L): the role of the reference a token cites, 0 for none
+
+    def rows(self, index: list[int]) -> Text:
+        """These prompts' rows (the others dropped)."""
+        return Text(*(None if t is None else t[index] for t in (self.states, self.mask, self.shot, self.role)))
+
+    def to(self, device: torch.device) -> Text:
+        return Text(*(None if t is None else t.to(device) for t in (self.states, self.mask, self.shot, self.role)))
 
 
 class StreamLayers(nn.Module):
@@ -264,6 +275,9 @@ class AVTransformer(nn.Module):
         for s, tok in streams.items():  # every call uses the table (data-parallel training expects it)
             xs[s] = xs[s] + (self.roles(tok.role.long()) if tok.role is not None else self.roles.weight[0])
         xs["text"] = self.inputs["text"](self.text_norm(text.states))
+        if self.config.cite_roles and text.role is not None:
+            cites = text.role.long()
+            xs["text"] = xs["text"] + self.roles(cites) * (cites > 0)[..., None].to(xs["text"].dtype)
         temb = {s: self.time(tok.t) for s, tok in streams.items()}  # (B, N, D)
         temb["text"] = self.time(torch.zeros(b, length, device=text.states.device))
         mods = {s: self.adaln[s](e) for s, e in temb.items()}  # (B, N, 6D)

@@ -41,8 +41,10 @@ from openseedance import parallel
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_to_dict, load_component
 from openseedance.flow import RectifiedFlow
+from openseedance.stage.scene import sample_scene
 from openseedance.text import TextEncoder, join_parts, pad_shots, pad_states
-from openseedance.train.latents import CacheSpec, LatentCache
+from openseedance.train.data import TRAIN_SEED_BASE
+from openseedance.train.latents import CacheSpec, LatentCache, motion_prompts, reference_prompts, shot_prompts
 from openseedance.train.schedule import learning_rate
 from openseedance.transformer import AVTransformer, Text, Tokens, transformer_config
 from openseedance.video_vae import VideoAutoencoder
@@ -80,6 +82,9 @@ class GenTrainConfig:
     tasks: tuple[float, ...] = (0.36, 0.12, 0.08, 0.08, 0.12, 0.16, 0.08)
     init: str = ""  # a model folder whose transformer starts a new run (fine-tuning); ignored on resume
     shots: bool = True  # multi-shot Stage clips captioned part by part, each shot reading its own part
+    # the text tokens citing a reference carry its role (transformer `cite_roles`; with --init it
+    # turns the option on for a model trained without it)
+    cite_roles: bool = False
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
@@ -116,9 +121,13 @@ class Batch:
 class Sampler:
     """Draws training batches from the latent cache; a pure function of (seed, step, rank)."""
 
-    def __init__(self, cfg: GenTrainConfig, cache: LatentCache, layout: cond.Layout, empty_text: torch.Tensor):
+    def __init__(self, cfg: GenTrainConfig, cache: LatentCache, layout: cond.Layout, empty_text: torch.Tensor,
+                 text: TextEncoder | None = None):  # fmt: skip
         self.cfg, self.cache, self.layout = cfg, cache, layout
         self.empty = empty_text
+        if cfg.cite_roles and text is None:
+            raise ValueError("citation roles need the text encoder's tokenizer")
+        self.text = text if cfg.cite_roles else None
         self.pos = {"video": layout.video_positions(), "audio": layout.audio_positions()}
         self.patch = layout.patch
         weights = np.asarray(cfg.tasks, dtype=np.float64)
@@ -134,7 +143,7 @@ class Sampler:
     def __call__(self, step: int, rank: int = 0) -> Batch:
         cfg, spec = self.cfg, self.cache.spec
         rng = np.random.default_rng([cfg.seed, step, rank])
-        videos, audios, texts, parts, cuts, keeps, tasks, refs = [], [], [], [], [], [], [], []
+        videos, audios, texts, parts, cuts, keeps, tasks, refs, cites = [], [], [], [], [], [], [], [], []
         for _ in range(cfg.batch_size):
             i = int(rng.integers(spec.clips))
             shard = self.cache.shard(i // spec.clips_per_shard)
@@ -155,10 +164,14 @@ class Sampler:
                 texts.append(states)
                 parts.append(ids)
                 cuts.append(shots["cuts"].tolist())
+                cites.append(self._cites(i, "shots", states) if ref is not None else None)
             else:
-                texts.append(self.empty if drop else wordings[int(rng.integers(len(wordings)))].float())
+                k = None if drop else int(rng.integers(len(wordings)))
+                texts.append(self.empty if k is None else wordings[k].float())
                 parts.append(None)
                 cuts.append([])
+                kind = "references" if ref is not None else "motion" if motion is not None else None
+                cites.append(self._cites(i, kind, texts[-1], k) if kind is not None and k is not None else None)
             masks = cond.task_masks(task, self.layout, prefix=float(rng.uniform(0.2, 0.8)))
             keeps.append(masks)
             tasks.append(task)
@@ -179,8 +192,27 @@ class Sampler:
         if any(r is not None for r in refs):
             x0, keep, pos, shot, valid, role = cond.with_references(x0, keep, pos, shot, refs)
         states, mask = pad_states(texts)
-        text = Text(states, mask, pad_shots(parts, states.shape[1]) if any(p is not None for p in parts) else None)
+        text = Text(states, mask, pad_shots(parts, states.shape[1]) if any(p is not None for p in parts) else None,
+                    pad_shots(cites, states.shape[1]) if self.text is not None else None)  # fmt: skip
         return Batch(x0=x0, keep=keep, pos=pos, text=text, tasks=tasks, valid=valid, role=role, shot=shot)
+
+
+    def _cites(self, clip: int, kind: str, states: torch.Tensor, wording: int = 0) -> torch.Tensor | None:
+        """The citation roles of the caption a cited `kind` ("references", "motion" or "shots")
+        sample of Stage clip `clip` was given (wording `wording`; a multi-shot caption's parts
+        joined); None unless the run marks citations."""
+        if self.text is None:
+            return None
+        scene = sample_scene(TRAIN_SEED_BASE + clip, duration=self.cache.spec.duration)
+        if kind == "shots":
+            roles = torch.cat([self.text.citation_roles(x) for x in shot_prompts(scene, cited=True)])
+        else:
+            prompts = reference_prompts(scene) if kind == "references" else motion_prompts(scene)
+            roles = self.text.citation_roles(prompts[wording])
+        if roles.shape[0] != states.shape[0]:
+            raise RuntimeError(f"clip {clip}: {roles.shape[0]} citation roles for {states.shape[0]} cached text "
+                               "states (the cache was made with another text encoder or captions)")  # fmt: skip
+        return roles
 
 
 def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generator: torch.Generator,
@@ -200,8 +232,7 @@ def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generat
         streams[s] = Tokens(xt.to(device), tt.to(device), batch.pos[s].to(device), valid, role, shot)
         targets[s] = flow.velocity(x0, noise).to(device)
         weights[s] = (~keep).float().to(device)
-    parts = batch.text.shot.to(device) if batch.text.shot is not None else None
-    text = Text(batch.text.states.to(device), batch.text.mask.to(device), parts)
+    text = batch.text.to(device)
     pred = model(streams, text)
     losses = {s: flow.loss(pred[s], targets[s], weights[s]) for s in pred}
     loss = sum(losses.values())
@@ -241,7 +272,8 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True, st
     _barrier(world)
 
     model_cfg = dataclasses.replace(transformer_config(cfg.preset), video_channels=video_ae.config.latent_channels,
-                                    audio_channels=audio_ae.config.latent_channels, text_dim=text.dim)  # fmt: skip
+                                    audio_channels=audio_ae.config.latent_channels, text_dim=text.dim,
+                                    cite_roles=cfg.cite_roles)  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = AVTransformer(model_cfg).to(device)
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
@@ -254,7 +286,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True, st
         _initialise(model, ema, cfg.init)
     layout = layout_for(cfg, video_ae, audio_ae, model_cfg.patch)
     empty = text.encode([""])[0][0]
-    sampler = Sampler(cfg, cache, layout, empty)
+    sampler = Sampler(cfg, cache, layout, empty, text)
     flow = RectifiedFlow()
     ddp = world > 1 and not cfg.fsdp
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
@@ -382,7 +414,9 @@ def _initialise(model: torch.nn.Module, ema: list[torch.Tensor], folder: str) ->
         start = load_component(AVTransformer, path)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot start from {folder}: {err}") from None
-    if config_to_dict(start.config) != config_to_dict(model.config):
+    # citation roles add no weights: a model trained without them can start a run that uses them
+    if config_to_dict(dataclasses.replace(start.config, cite_roles=model.config.cite_roles)) != config_to_dict(
+            model.config):  # fmt: skip
         raise ValueError(f"{folder} holds a different transformer configuration than --preset asks for")
     full = start.state_dict()
     for (name, p), e in zip(model.named_parameters(), ema, strict=True):

@@ -26,7 +26,7 @@ from openseedance import media
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.stage.captions import caption
 from openseedance.stage.render import RenderConfig, portrait, render, voice_sample
-from openseedance.stage.scene import motion_twin, sample_scene
+from openseedance.stage.scene import Scene, motion_twin, sample_scene
 from openseedance.text import TextEncoder
 from openseedance.train.data import TRAIN_SEED_BASE, frames_to_tensor, hold_last
 from openseedance.video_vae import VideoAutoencoder
@@ -162,8 +162,7 @@ class LatentCache:
         spec = self.spec
         scene = sample_scene(TRAIN_SEED_BASE + i, duration=spec.duration)
         twin = render(motion_twin(scene, i), self._render_config).clip
-        prompts = list(dict.fromkeys(caption(scene, "train", k, motion="@video1").prompt for k in range(2)))
-        return {"video": self._video_latents(twin.video), "text": self._text_states(prompts)}
+        return {"video": self._video_latents(twin.video), "text": self._text_states(motion_prompts(scene))}
 
     def _shots(self, i: int) -> dict | None:
         scene = sample_scene(TRAIN_SEED_BASE + i, duration=self.spec.duration)
@@ -171,8 +170,7 @@ class LatentCache:
             return None
         out: dict = {"cuts": torch.tensor([s.start for s in scene.shots[1:]], dtype=torch.float32)}
         for name, cited in (("plain", False), ("cited", True)):
-            c = caption(scene, "train", 0, cited=cited)
-            out[name] = self._text_states([c.overall, *c.shots])
+            out[name] = self._text_states(shot_prompts(scene, cited))
         return out
 
     def _references(self, i: int) -> dict:
@@ -183,8 +181,8 @@ class LatentCache:
                            for c in scene.characters])  # fmt: skip
         v = self.video_ae.encode(frames_to_tensor(images).transpose(0, 1).unsqueeze(2))  # each a 1-frame video
         a = self.audio_ae.encode(torch.from_numpy(voices))[:, 0]  # (n, D, S)
-        prompts = list(dict.fromkeys(caption(scene, "train", k, cited=True).prompt for k in range(2)))
-        return {"images": v.to(torch.bfloat16), "voices": a.to(torch.bfloat16), "text": self._text_states(prompts)}
+        text = self._text_states(reference_prompts(scene))
+        return {"images": v.to(torch.bfloat16), "voices": a.to(torch.bfloat16), "text": text}
 
     def _clip(self, i: int) -> tuple[torch.Tensor, torch.Tensor, list[str], list[torch.Tensor]]:
         spec = self.spec
@@ -216,6 +214,23 @@ class LatentCache:
         """Each text's encoder states (L_k, text_dim) without padding, in bfloat16."""
         states, mask = self.text.encode(texts)
         return [states[k, mask[k]].to(torch.bfloat16) for k in range(len(texts))]
+
+
+def reference_prompts(scene: Scene) -> list[str]:
+    """The captions a reference-task clip is trained with: characters named by `@imageN` / `@audioN`
+    (the `text` of `LatentCache.references`, in this order)."""
+    return list(dict.fromkeys(caption(scene, "train", k, cited=True).prompt for k in range(2)))
+
+
+def motion_prompts(scene: Scene) -> list[str]:
+    """The captions of a motion-task clip, moves left to `@video1` (`LatentCache.motion`'s `text`)."""
+    return list(dict.fromkeys(caption(scene, "train", k, motion="@video1").prompt for k in range(2)))
+
+
+def shot_prompts(scene: Scene, cited: bool) -> list[str]:
+    """A multi-shot caption's parts: global, shot 1, shot 2, ... (`LatentCache.shots`' texts)."""
+    c = caption(scene, "train", 0, cited=cited)
+    return [c.overall, *c.shots]
 
 
 def _folder_items(folder: str) -> list[Path]:
