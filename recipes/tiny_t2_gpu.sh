@@ -10,7 +10,9 @@
 # Each training stage first trains a few steps to measure its speed, then takes the steps that fit
 # its budget in seconds. The autoencoder is warm-started from the bundled `tiny` one (which it
 # matches before its first step); VIDEO_AE=FOLDER starts it from a trained tiny-t2 one instead
-# (AE_BUDGET=0: use it as it is). On a CPU, small budgets run the same path as a check:
+# (AE_BUDGET=0: use it as it is). GEN_FLAGS adds flags to the generator stage (e.g.
+# GEN_FLAGS=--cite-roles: the prompt's citations marked with the references' roles). On a CPU,
+# small budgets run the same path as a check:
 #   DEVICE=cpu AE_BUDGET=20 GEN_BUDGET=20 AE_BATCH=2 GEN_BATCH=2 CLIPS=8 PROBE=3 WORKERS=1 \
 #     bash recipes/tiny_t2_gpu.sh runs/t2-check runs/t2-check/out
 set -euo pipefail
@@ -54,6 +56,8 @@ fi
 generator=(openseedance train generator --preset tiny --init "$W" --video-ae "$VAE" --audio-ae "$W/audio_ae"
            --clips "$CLIPS" --cache "$RUN/latents" --batch-size "$GEN_BATCH" --lr 5e-4 --warmup 50
            --ema-decay 0.995 --device "$DEVICE" --tasks "$TASKS" --checkpoint-every 500)
+read -r -a extra <<<"${GEN_FLAGS:-}"
+generator+=("${extra[@]}")
 # the probe also encodes the latent cache, which the run then reads
 "${generator[@]}" --steps "$PROBE" --out "$RUN/probe-generator" >"$RUN/probe-generator.out" 2>&1
 GEN_STEPS=$(steps_for "$GEN_BUDGET" "$RUN/probe-generator/log.jsonl")
