@@ -128,6 +128,7 @@ class Sampler:
         if cfg.cite_roles and text is None:
             raise ValueError("citation roles need the text encoder's tokenizer")
         self.text = text if cfg.cite_roles else None
+        self._roles: dict[tuple[int, str, int], torch.Tensor] = {}  # (clip, kind, wording) -> citation roles
         self.pos = {"video": layout.video_positions(), "audio": layout.audio_positions()}
         self.patch = layout.patch
         weights = np.asarray(cfg.tasks, dtype=np.float64)
@@ -203,12 +204,16 @@ class Sampler:
         joined); None unless the run marks citations."""
         if self.text is None:
             return None
-        scene = sample_scene(TRAIN_SEED_BASE + clip, duration=self.cache.spec.duration)
-        if kind == "shots":
-            roles = torch.cat([self.text.citation_roles(x) for x in shot_prompts(scene, cited=True)])
-        else:
-            prompts = reference_prompts(scene) if kind == "references" else motion_prompts(scene)
-            roles = self.text.citation_roles(prompts[wording])
+        key = (clip, kind, wording)
+        if key not in self._roles:  # clips come back every epoch: make their captions once
+            scene = sample_scene(TRAIN_SEED_BASE + clip, duration=self.cache.spec.duration)
+            if kind == "shots":
+                roles = torch.cat([self.text.citation_roles(x) for x in shot_prompts(scene, cited=True)])
+            else:
+                prompts = reference_prompts(scene) if kind == "references" else motion_prompts(scene)
+                roles = self.text.citation_roles(prompts[wording])
+            self._roles[key] = roles
+        roles = self._roles[key]
         if roles.shape[0] != states.shape[0]:
             raise RuntimeError(f"clip {clip}: {roles.shape[0]} citation roles for {states.shape[0]} cached text "
                                "states (the cache was made with another text encoder or captions)")  # fmt: skip
