@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import torch
@@ -89,6 +90,29 @@ def check_context_parallel_shots() -> None:
     assert not torch.allclose(flat["video"], expected["video"], atol=1e-3)
 
 
+def check_context_parallel_citation_bias() -> None:
+    """A model with a citation bias: the prompt's citations and the reference tokens they cite,
+    split over the processes like every other token, give the single-process result."""
+    torch.manual_seed(1)
+    model = AVTransformer(replace(transformer_config("debug"), cite_roles=True, cite_bias=True))
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+        model.cite_bias.fill_(0.2)  # a logit bias of 2
+    streams, text = _inputs()
+    video = streams["video"]
+    role = torch.zeros(video.x.shape[:2], dtype=torch.long)
+    role[:, -5:] = 3  # the last video tokens are reference @image3's
+    streams["video"] = Tokens(video.x, video.t, video.pos, role=role)
+    cites = torch.zeros(text.mask.shape, dtype=torch.long)
+    cites[:, 1:3] = 3
+    text = Text(text.states, text.mask, role=cites)
+    expected = model(streams, text)
+    got = parallel.ContextParallel(model)(streams, text)
+    for s in expected:
+        torch.testing.assert_close(got[s], expected[s], atol=1e-4, rtol=1e-4)
+
+
 def check_fsdp_matches_single_process(out: Path) -> None:
     """A few AdamW steps: FSDP2 over 2 processes (each with half the batch) vs one process with
     the whole batch; then a sharded checkpoint for the 1-process load check."""
@@ -130,6 +154,7 @@ def main() -> None:
     for name, check in (("ulysses_attention", check_ulysses_attention),
                         ("context_parallel_model", check_context_parallel_model),
                         ("context_parallel_shots", check_context_parallel_shots),
+                        ("context_parallel_citation_bias", check_context_parallel_citation_bias),
                         ("fsdp_matches_single_process", lambda: check_fsdp_matches_single_process(out))):  # fmt: skip
         check()
         dist.barrier()

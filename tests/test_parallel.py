@@ -32,7 +32,7 @@ def two_processes(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("check", ["ulysses_attention", "context_parallel_model", "context_parallel_shots",
-                                   "fsdp_matches_single_process"])
+                                   "context_parallel_citation_bias", "fsdp_matches_single_process"])
 def test_two_process_checks(two_processes: Path, check: str) -> None:
     assert check in json.loads((two_processes / "ok.json").read_text())
 

@@ -260,6 +260,12 @@ def test_citation_roles_follow_the_cited_captions(parts: Path, tmp_path: Path) -
                                                  duration=2.0, images=(portrait(scene.characters[0].identity),)))[0]
     assert marked.role is not None and marked.role[0].eq(role_id("image", 0)).sum() == 6  # 3 tokens, twice
     assert not marked.role[1].any()  # the empty prompt's row
+    # the citation bias: it needs the marks, starts at zero from a model without it, and is exported
+    with pytest.raises(ValueError, match="cite_roles"):
+        dataclasses.replace(cfg, cite_roles=False, cite_bias=True)
+    biased = train(dataclasses.replace(cfg, init=str(start), cite_bias=True), tmp_path / "biased", progress=False)
+    model = Pipeline.from_pretrained(biased).transformer
+    assert model.config.cite_bias and model.cite_bias.shape == (model.config.depth, model.config.heads)
     with torch.no_grad():  # two steps teach no reference roles; give them some, as training would
         pipe.transformer.roles.weight.normal_(0.0, 0.1)
     request = GenerationRequest("@image1 jumps", duration=1.0, images=(portrait(scene.characters[0].identity),))

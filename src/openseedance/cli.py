@@ -242,6 +242,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="caption multi-shot Stage clips as one text, without per-shot parts and masks")
     p.add_argument("--cite-roles", action="store_true",
                    help="give the prompt's tokens that cite a reference (@image2) that reference's role embedding")
+    p.add_argument("--cite-bias", action="store_true",
+                   help="learn an attention bias per block and head between citations and the references they "
+                        "cite (implies --cite-roles)")  # fmt: skip
     p.add_argument("--init", default="", help="start a new run from this model folder's transformer (fine-tune)")
     p.add_argument("--tasks", type=_task_mix, default=None,
                    help="task mix as TASK=WEIGHT,... (e.g. t2av=0.4,i2av=0.1,references=0.2); tasks not named "
@@ -456,7 +459,8 @@ def _train_generator(args: argparse.Namespace) -> None:
                          duration=args.duration, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, init=args.init, shots=not args.no_shots,
-                         cite_roles=args.cite_roles, **({"tasks": args.tasks} if args.tasks is not None else {}),
+                         cite_roles=args.cite_roles or args.cite_bias, cite_bias=args.cite_bias,
+                         **({"tasks": args.tasks} if args.tasks is not None else {}),
                          bf16={"auto": None, "bf16": True, "fp32": False}[args.precision],
                          device=_device(args.device),
                          fsdp=args.fsdp,

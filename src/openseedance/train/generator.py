@@ -85,6 +85,9 @@ class GenTrainConfig:
     # the text tokens citing a reference carry its role (transformer `cite_roles`; with --init it
     # turns the option on for a model trained without it)
     cite_roles: bool = False
+    # a learned attention bias between citations and what they cite (transformer `cite_bias`; needs
+    # cite_roles; with --init from a model trained without it, it starts at its starting value)
+    cite_bias: bool = False
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
@@ -104,6 +107,8 @@ class GenTrainConfig:
             raise ValueError(f"tasks needs {len(cond.TASKS)} non-negative weights for {cond.TASKS}")
         if not self.video_ae or not self.audio_ae:
             raise ValueError("training the generator needs trained autoencoders: --video-ae and --audio-ae")
+        if self.cite_bias and not self.cite_roles:
+            raise ValueError("cite_bias needs cite_roles: the citations it biases must be marked")
 
 
 @dataclass
@@ -278,7 +283,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True, st
 
     model_cfg = dataclasses.replace(transformer_config(cfg.preset), video_channels=video_ae.config.latent_channels,
                                     audio_channels=audio_ae.config.latent_channels, text_dim=text.dim,
-                                    cite_roles=cfg.cite_roles)  # fmt: skip
+                                    cite_roles=cfg.cite_roles, cite_bias=cfg.cite_bias)  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = AVTransformer(model_cfg).to(device)
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
@@ -412,19 +417,24 @@ def _export(out: Path, cfg: GenTrainConfig, model_cfg, weights: dict[str, torch.
 @torch.no_grad()
 def _initialise(model: torch.nn.Module, ema: list[torch.Tensor], folder: str) -> None:
     """Start from a trained model's transformer (a model folder, or its `transformer/` part): the
-    same configuration is required; parts it lacks (reference roles, in older models) start fresh."""
+    same configuration is required; parts it lacks (reference roles, in older models; the citation
+    bias) start fresh."""
     path = Path(folder)
     path = path / "transformer" if (path / "transformer").is_dir() else path
     try:
         start = load_component(AVTransformer, path)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot start from {folder}: {err}") from None
-    # citation roles add no weights: a model trained without them can start a run that uses them
-    if config_to_dict(dataclasses.replace(start.config, cite_roles=model.config.cite_roles)) != config_to_dict(
-            model.config):  # fmt: skip
+    # citation roles add no weights and the citation bias is new: a model trained without them can
+    # start a run that uses them
+    cites = {"cite_roles": model.config.cite_roles, "cite_bias": model.config.cite_bias}
+    if config_to_dict(dataclasses.replace(start.config, **cites)) != config_to_dict(model.config):
         raise ValueError(f"{folder} holds a different transformer configuration than --preset asks for")
     full = start.state_dict()
     for (name, p), e in zip(model.named_parameters(), ema, strict=True):
+        if name not in full:  # the citation bias, new to this run: it keeps its starting value
+            e.copy_(p)
+            continue
         value = full[name].to(p.dtype)
         if hasattr(p, "device_mesh"):  # an FSDP shard: take this process's part
             from torch.distributed.tensor import distribute_tensor
