@@ -134,7 +134,8 @@ def table(title: str, rows: dict[str, list[dict]], cols: tuple[str, ...], heads:
     return summary
 
 
-SAMPLER_KEYS = {"steps": int, "solver": str, "r": float, "guidance": float, "audio_guidance": float, "rescale": float}
+SAMPLER_KEYS = {"steps": int, "solver": str, "r": float, "guidance": float, "audio_guidance": float, "rescale": float,
+                "binding": float}  # fmt: skip
 
 
 def parse_sampler(spec: str) -> dict[str, Any]:
@@ -156,7 +157,8 @@ def main() -> None:
                     help="comma-separated reference guidance scales, a 'references' row each (default: the model's)")
     ap.add_argument("--sampler", action="append", default=[],
                     help="a sampler variant, KEY=VALUE[,KEY=VALUE] with KEY steps, solver, r, guidance, "
-                         "audio_guidance or rescale: a 'references' row each (repeat the flag for more)")  # fmt: skip
+                         "audio_guidance, rescale or binding: a 'references' row each (repeat the flag for "
+                         "more)")  # fmt: skip
     ap.add_argument("--no-controls", action="store_true",
                     help="skip the 'other references' and 'words' rows (two generations per case)")
     ap.add_argument("--out", default="benchmarks/references.json")

@@ -206,6 +206,7 @@ GENERATE_BAD = [
     (["generate", "@image2 waves"], "cites @image2 but no reference images were given"),
     (["generate", "x", "--device", "tpu"], "unknown device 'tpu'"),
     (["generate", "x", "--guidance-rescale", "2"], "rescale must be in [0, 1]"),
+    (["generate", "x", "--binding-guidance", "-1"], "binding guidance must be >= 0"),
     *([(["generate", "x", "--device", "cuda"], "PyTorch sees no CUDA GPU")] if not torch.cuda.is_available() else []),
 ]
 

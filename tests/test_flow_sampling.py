@@ -128,3 +128,25 @@ def test_rescale_pulls_the_guided_velocity_to_the_cond_size_over_free_tokens() -
     torch.testing.assert_close(half, 0.5 * cond + 0.5 * 4.0 * cond)
     with pytest.raises(ValueError, match="rescale"):
         SamplerConfig(rescale=1.5)
+
+
+def test_binding_guidance_pushes_away_from_the_swapped_citations_and_asks_only_when_on() -> None:
+    vel = {"cond": 1.0, "uncond": 0.5, "bare": 0.25, "swapped": 0.75}
+    asked: list[tuple[str, ...]] = []
+
+    def fn(x, t, branches):
+        asked.append(branches)
+        return [{s: torch.full_like(x[s], vel[b]) for s in x} for b in branches]
+
+    x = {"video": torch.zeros(1, 3, 2)}
+    got = guided(fn, {"video": 3.0}, reference=4.0, binding=2.0)(x, {})["video"]
+    want = 0.25 + 4.0 * (0.5 - 0.25) + 3.0 * (1.0 - 0.5) + 2.0 * (1.0 - 0.75)
+    torch.testing.assert_close(got, torch.full_like(got, want))
+    assert asked[-1] == ("cond", "uncond", "bare", "swapped")
+    got = guided(fn, {"video": 1.0}, binding=2.0)(x, {})["video"]  # no other guidance: cond + b (cond - swapped)
+    torch.testing.assert_close(got, torch.full_like(got, 1.0 + 2.0 * 0.25))
+    assert asked[-1] == ("cond", "swapped")
+    guided(fn, {"video": 3.0})(x, {})
+    assert asked[-1] == ("cond", "uncond")  # off: no extra branch
+    with pytest.raises(ValueError, match="binding"):
+        SamplerConfig(binding=-1.0)

@@ -13,7 +13,7 @@ import torch
 
 from openseedance import media
 from openseedance.pipeline import Pipeline, PipelineConfig, resolve_size
-from openseedance.request import GenerationRequest
+from openseedance.request import GenerationRequest, swapped_citations
 from openseedance.sampling import SamplerConfig
 
 FAST = SamplerConfig(steps=2)
@@ -249,3 +249,41 @@ def test_cuda_clips_match_cpu_clips(pipe: Pipeline) -> None:
         assert np.abs(a.video.astype(int) - b.video.astype(int)).mean() < 1.0, k
         if a.audio is not None:
             assert np.abs(a.audio - b.audio).max() < 0.02, k
+
+
+def test_swapped_citations_turn_each_kind_round_over_the_given_references() -> None:
+    counts = {"image": 2, "video": 0, "audio": 2}
+    prompt = "@image1 who speaks like @audio1; @image2 with the voice of @audio2. @image2 says hi"
+    assert swapped_citations(prompt, counts) == ("@image2 who speaks like @audio2; @image1 with the voice of "
+                                                 "@audio1. @image1 says hi")  # fmt: skip
+    three = swapped_citations("@image1 waves at @image3 and @image2", {"image": 3})
+    assert three == "@image2 waves at @image1 and @image3"
+    assert swapped_citations("@image1 waves; @audio1 sings", {"image": 1, "audio": 1}) is None  # one of each kind
+    assert swapped_citations("a red circle hops", counts) is None  # nothing cited
+    # one kind with two, the other with one: only the first turns
+    assert swapped_citations("@image2 sings like @audio1", {"image": 2, "audio": 1}) == "@image1 sings like @audio1"
+
+
+def test_binding_guidance_adds_the_swapped_prompt_only_with_two_references(pipe: Pipeline) -> None:
+    from openseedance.stage.render import portrait
+    from openseedance.stage.scene import Identity
+
+    red = portrait(Identity("red", "circle", "plain", "round"))
+    blue = portrait(Identity("blue", "square", "striped", "big"))
+    two = _req(prompt="@image1 jumps. @image2 waits", images=(red, blue))
+    text, _ = pipe._prompt_text(two, swap=True)
+    assert text.states.shape[0] == 3  # the prompt, the empty one, the swapped one
+    swapped, _ = pipe._prompt_text(_req(prompt="@image2 jumps. @image1 waits", images=(red, blue)))
+    n = int(swapped.mask[0].sum())
+    torch.testing.assert_close(text.states[2, :n], swapped.states[0, :n])
+    one = _req(prompt="@image1 jumps", images=(red,))
+    assert pipe._prompt_text(one, swap=True)[0].states.shape[0] == 2  # nothing to swap
+    bound = replace(FAST, binding=3.0)
+    pipe.mark = False
+    try:
+        alone, alone_bound = pipe(one, FAST), pipe(one, bound)
+        pair, pair_bound = pipe(two, FAST), pipe(two, bound)
+    finally:
+        pipe.mark = True
+    assert np.array_equal(alone.clip.video, alone_bound.clip.video) and "binding_guidance" not in alone_bound.request
+    assert not np.array_equal(pair.clip.video, pair_bound.clip.video) and pair_bound.request["binding_guidance"] == 3.0

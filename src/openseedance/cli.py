@@ -114,6 +114,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance towards the --image/--audio references (default: the model's, 1: none)")  # fmt: skip
     p.add_argument("--guidance-rescale", type=float, default=None,
                    help="0-1: pull the guided velocity back to the size of the unguided one (default: the model's, 0)")
+    p.add_argument("--binding-guidance", type=float, default=None,
+                   help="with two or more references of a kind: guidance away from the prompt with its citations "
+                        "swapped, so each character keeps its own look and voice (default: the model's, 0: "
+                        "off)")  # fmt: skip
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's, 64x64)")
     shape.add_argument("--ratio", default=None, help="aspect ratio such as 16:9 at the model's pixel count")
@@ -531,7 +535,7 @@ def _generate(args: argparse.Namespace) -> None:
                                 sample_rate=c.sample_rate, seed=args.seed, generate_audio=not args.no_audio,
                                 visible_watermark=args.visible_watermark, **extra)  # fmt: skip
     sampler = pipe.sampler(args.steps, args.solver, args.guidance, args.audio_guidance, args.reference_guidance,
-                           args.guidance_rescale)  # fmt: skip
+                           args.guidance_rescale, args.binding_guidance)  # fmt: skip
     result = pipe(request, sampler, progress=sys.stderr.isatty())
     result.write(output)
     total = sum(result.seconds.values())

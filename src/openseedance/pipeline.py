@@ -31,7 +31,7 @@ from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_from_dict, load_component, save_component
 from openseedance.flow import RectifiedFlow
 from openseedance.media import Clip
-from openseedance.request import GenerationRequest, canonical_prompt, shot_cuts, split_shots
+from openseedance.request import GenerationRequest, canonical_prompt, shot_cuts, split_shots, swapped_citations
 from openseedance.sampling import Progress, SamplerConfig, denoise
 from openseedance.text import TextEncoder, join_parts, pad_shots, pad_states
 from openseedance.train.data import frames_to_tensor, hold_last, tensor_to_frames
@@ -59,6 +59,7 @@ class PipelineConfig:
     audio_guidance: float = 3.0  # text guidance for the audio stream
     reference_guidance: float = 1.0  # guidance towards the references (1: none beyond text guidance)
     guidance_rescale: float = 0.0  # pull the guided velocity back to the cond branch's size (0: off)
+    binding_guidance: float = 0.0  # guidance away from the prompt with its citations swapped (0: off)
     min_duration: float = 1.0
     max_duration: float = 15.0
     max_side: int = 512
@@ -161,7 +162,7 @@ class Pipeline:
 
     def sampler(self, steps: int | None = None, solver: str | None = None, guidance: float | None = None,
                 audio_guidance: float | None = None, reference_guidance: float | None = None,
-                rescale: float | None = None) -> SamplerConfig:
+                rescale: float | None = None, binding: float | None = None) -> SamplerConfig:
         """The model's sampler defaults, with any of them overridden (None keeps the default)."""
         c = self.config
 
@@ -171,7 +172,8 @@ class Pipeline:
         return SamplerConfig(pick(steps, c.steps), pick(solver, c.solver),
                              {"video": pick(guidance, c.guidance), "audio": pick(audio_guidance, c.audio_guidance)},
                              reference_guidance=pick(reference_guidance, c.reference_guidance),
-                             rescale=pick(rescale, c.guidance_rescale))  # fmt: skip
+                             rescale=pick(rescale, c.guidance_rescale),
+                             binding=pick(binding, c.binding_guidance))  # fmt: skip
 
     def use_decoder(self, autoencoder: VideoAutoencoder | AudioAutoencoder) -> None:
         """Decode with `autoencoder` from now on (e.g. one whose decoder was fine-tuned with
@@ -275,7 +277,9 @@ class Pipeline:
             clock = now
 
         layout = self.layout(request)
-        text, cuts = self._prompt_text(request)
+        text, cuts = self._prompt_text(request, swap=sampler.binding > 0)
+        if text.mask.shape[0] < 3:  # no citations to swap: nothing for binding guidance to act on
+            sampler = replace(sampler, binding=0.0)
         lap("text")
         given = self._given(request) if _has_given_frames(request) else None
         clean, keep = self._conditions(request, layout, given)
@@ -303,7 +307,7 @@ class Pipeline:
 
         def velocity(x: dict[str, torch.Tensor], t: dict[str, torch.Tensor], branches: tuple[str, ...]):
             n = len(branches)
-            rows = [0 if b == "cond" else 1 for b in branches]
+            rows = [{"cond": 0, "swapped": 2}.get(b, 1) for b in branches]
             seen = {s: torch.cat([bare[s] if b == "bare" else valid[s] for b in branches]) for s in valid or {}}
             streams = {s: Tokens(x[s].repeat(n, 1, 1), t[s].repeat(n, 1), pos[s].expand(n, -1, -1),
                                  seen[s] if seen else None, role[s].expand(n, -1) if role else None,
@@ -328,6 +332,8 @@ class Pipeline:
             resolved["reference_guidance"] = sampler.reference_guidance
         if sampler.rescale:
             resolved["guidance_rescale"] = sampler.rescale
+        if sampler.binding:
+            resolved["binding_guidance"] = sampler.binding
         if job_id is None:
             settings = json.dumps({**resolved, "model": self.model_id}, sort_keys=True)
             job_id = "request-" + hashlib.sha256(settings.encode()).hexdigest()[:16]
@@ -445,11 +451,21 @@ class Pipeline:
             audio = cond.audio_to_tokens(self._encode_audio(track))
         return {"video": video, "audio": audio}, keep
 
-    def _prompt_text(self, request: GenerationRequest) -> tuple[Text, tuple[float, ...]]:
+    def _prompt_text(self, request: GenerationRequest, swap: bool = False) -> tuple[Text, tuple[float, ...]]:
         """The prompt's text states (row 0) beside the empty prompt's (row 1, for guidance), and
         the cut times between shots. A multi-shot prompt is encoded part by part (global, shot 1,
-        ...); its shots last as long as the prompt says, or share the clip's length equally."""
+        ...); its shots last as long as the prompt says, or share the clip's length equally. With
+        `swap`, row 2 is the prompt with its citations turned round (`swapped_citations`, for
+        binding guidance), if it has any to turn."""
         prompt = canonical_prompt(request.prompt, request.reference_counts)
+        text, cuts = self._encode_prompt(prompt, request.duration)
+        turned = swapped_citations(prompt, request.reference_counts) if swap else None
+        if turned is None:
+            return text, cuts
+        return _stack_rows(text, self._encode_prompt(turned, request.duration)[0].rows([0])), cuts
+
+    def _encode_prompt(self, prompt: str, duration: float) -> tuple[Text, tuple[float, ...]]:
+        """`_prompt_text` for one canonical prompt: its rows, and its cut times."""
         whole, shots = split_shots(prompt)
         cite = self.transformer.config.cite_roles
         if not shots or not self.per_shot:
@@ -465,7 +481,7 @@ class Pipeline:
             cites = torch.cat([self.text_encoder.citation_roles(x) for x in (whole, *shots)])
             roles = pad_shots([cites, None], padded.shape[1])
         return (Text(padded, valid, pad_shots([parts, None], padded.shape[1]), roles),
-                shot_cuts(prompt, request.duration))  # fmt: skip
+                shot_cuts(prompt, duration))  # fmt: skip
 
     def _references(self, request: GenerationRequest, layout: cond.Layout) -> cond.References:
         """Reference images (each resized to the clip's size and encoded as a 1-frame video), videos
@@ -517,6 +533,26 @@ class Given:
     audio: np.ndarray  # (1, S) float32
     samples: np.ndarray  # (S,) bool: given
     verbatim: np.ndarray  # (F,) bool: frames to show exactly as given (a source clip's, a first or last frame)
+
+
+def _stack_rows(a: Text, b: Text) -> Text:
+    """The rows of `a`, then those of `b`, padded to one length (padding hidden; a part or mark
+    one of them lacks is 0 there)."""
+    length = max(a.mask.shape[1], b.mask.shape[1])
+
+    def pad(x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x, x.new_zeros(x.shape[0], length - x.shape[1], *x.shape[2:])], 1)
+
+    def both(x: torch.Tensor | None, y: torch.Tensor | None, rows: tuple[int, int]) -> torch.Tensor | None:
+        if x is None and y is None:
+            return None
+        parts = [torch.zeros(n, length, dtype=torch.long) if t is None else pad(t)
+                 for t, n in zip((x, y), rows, strict=True)]  # fmt: skip
+        return torch.cat(parts)
+
+    rows = (a.mask.shape[0], b.mask.shape[0])
+    return Text(torch.cat([pad(a.states), pad(b.states)]), torch.cat([pad(a.mask), pad(b.mask)]),
+                both(a.shot, b.shot, rows), both(a.role, b.role, rows))  # fmt: skip
 
 
 def _has_given_frames(request: GenerationRequest) -> bool:

@@ -1,15 +1,21 @@
 """The denoise loop: a shifted schedule from noise to data, Euler or Heun steps, and classifier-
 free guidance with a separate scale per stream (text guidance for the video and for the audio)
 and, for clips with references, a reference guidance scale. Guidance lives here, not in the model:
-the model is asked for the velocities of up to three branches and the sampler mixes them:
+the model is asked for the velocities of up to four branches and the sampler mixes them:
 
-    cond    the prompt, with the references
-    uncond  the empty prompt, with the references
-    bare    the empty prompt, without references (asked only when reference guidance is not 1)
+    cond     the prompt, with the references
+    uncond   the empty prompt, with the references
+    bare     the empty prompt, without references (asked only when reference guidance is not 1)
+    swapped  the prompt with its citations of each kind turned round (@image1 -> @image2 -> @image1,
+             the same for @audioN), with the references (asked only with binding guidance)
 
-    v = v_bare + r * (v_uncond - v_bare) + g[stream] * (v_cond - v_uncond)
+    v = v_bare + r * (v_uncond - v_bare) + g[stream] * (v_cond - v_uncond) + b * (v_cond - v_swapped)
 
-With r = 1 this is ordinary text guidance in which both branches see the references.
+With r = 1 this is ordinary text guidance in which both branches see the references. Reference
+guidance pulls towards whatever the references add, to every character alike; binding guidance
+(b) pulls away from the clip in which each character wears another's look and voice, so it acts
+only on which reference goes with which character (a prompt with fewer than two references of
+every kind has nothing to swap, and b is then ignored).
 
 Large scales overshoot: the guided velocity grows far larger than any the model predicts, which
 draws speckle and burnt colours. `rescale` (phi) pulls it back towards the size of the cond
@@ -32,7 +38,7 @@ from tqdm import tqdm
 from openseedance.flow import RectifiedFlow
 
 Latents = dict[str, torch.Tensor]  # stream -> (B, N, C)
-# (latents, per-token times, branches) -> one velocity dict per branch ("cond", "uncond", "bare")
+# (latents, per-token times, branches) -> one velocity dict per branch ("cond", "uncond", "bare", "swapped")
 VelocityFn = Callable[[Latents, Latents, tuple[str, ...]], list[Latents]]
 Progress = Callable[[int, int], None]  # (steps done, steps)
 
@@ -47,6 +53,7 @@ class SamplerConfig:
     shift: float | None = None  # None: the flow's shift for the token count
     reference_guidance: float = 1.0  # r above; used only when the clip has references
     rescale: float = 0.0  # phi above: 0 leaves the guided velocity as it is, 1 matches the cond's std
+    binding: float = 0.0  # b above: guidance away from the swapped citations (0: off)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -55,6 +62,8 @@ class SamplerConfig:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         if any(g < 0 for g in self.guidance.values()) or self.reference_guidance < 0:
             raise ValueError(f"guidance scales must be >= 0, got {self.guidance}, reference {self.reference_guidance}")
+        if self.binding < 0:
+            raise ValueError(f"binding guidance must be >= 0, got {self.binding}")
         if not 0.0 <= self.rescale <= 1.0:
             raise ValueError(f"rescale must be in [0, 1], got {self.rescale}")
 
@@ -65,9 +74,10 @@ def schedule(steps: int, shift: float) -> torch.Tensor:
 
 
 def guided(fn: VelocityFn, scales: dict[str, float], reference: float = 1.0, rescale: float = 0.0,
-           free: dict[str, torch.Tensor] | None = None) -> Callable[[Latents, Latents], Latents]:  # fmt: skip
+           free: dict[str, torch.Tensor] | None = None,
+           binding: float = 0.0) -> Callable[[Latents, Latents], Latents]:  # fmt: skip
     """The guided velocity (module docstring), asking `fn` only for the branches it needs: one model
-    call when every scale is 1. `free[s]` (B, N) marks the tokens being denoised, over which
+    call when every scale is 1 (and binding guidance 0). `free[s]` (B, N) marks the tokens being denoised, over which
     `rescale` measures sizes (all tokens when not given)."""
 
     def resized(v: Latents, cond: Latents) -> Latents:
@@ -84,16 +94,23 @@ def guided(fn: VelocityFn, scales: dict[str, float], reference: float = 1.0, res
             out[s] = rescale * v[s] * factor + (1 - rescale) * v[s]
         return out
 
+    swap = ("swapped",) if binding else ()
+
+    def bound(v: Latents, cond: Latents, swapped: list[Latents]) -> Latents:
+        return {s: v[s] + binding * (cond[s] - swapped[0][s]) for s in v} if swapped else v
+
     def velocity(x: Latents, t: Latents) -> Latents:
         if reference != 1.0:
-            cond, uncond, bare = fn(x, t, ("cond", "uncond", "bare"))
+            cond, uncond, bare, *swapped = fn(x, t, ("cond", "uncond", "bare", *swap))
             v = {s: bare[s] + reference * (uncond[s] - bare[s]) + scales.get(s, 1.0) * (cond[s] - uncond[s])
                  for s in x}  # fmt: skip
-            return resized(v, cond)
+            return resized(bound(v, cond, swapped), cond)
         if all(scales.get(s, 1.0) == 1.0 for s in x):
-            return fn(x, t, ("cond",))[0]
-        cond, uncond = fn(x, t, ("cond", "uncond"))
-        return resized({s: uncond[s] + scales.get(s, 1.0) * (cond[s] - uncond[s]) for s in x}, cond)
+            cond, *swapped = fn(x, t, ("cond", *swap))
+            return resized(bound(cond, cond, swapped), cond) if swapped else cond
+        cond, uncond, *swapped = fn(x, t, ("cond", "uncond", *swap))
+        v = {s: uncond[s] + scales.get(s, 1.0) * (cond[s] - uncond[s]) for s in x}
+        return resized(bound(v, cond, swapped), cond)
 
     return velocity
 
@@ -103,7 +120,8 @@ def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torc
     """Integrate from `noise` at t = 1 to data at t = 0. `keep[s]` (B, N) marks tokens that are
     conditions: they hold `clean[s]` at t = 0 the whole way. `progress`: True for a progress bar, or
     a callable told (steps done, steps) after each step (it may raise to stop the loop)."""
-    velocity = guided(fn, config.guidance, config.reference_guidance, config.rescale, {s: ~k for s, k in keep.items()})
+    velocity = guided(fn, config.guidance, config.reference_guidance, config.rescale, {s: ~k for s, k in keep.items()},
+                      config.binding)  # fmt: skip
     times = schedule(config.steps, shift)
 
     def at(value: float) -> Latents:
