@@ -11,7 +11,8 @@
 # its budget in seconds. The autoencoder is warm-started from the bundled `tiny` one (which it
 # matches before its first step); VIDEO_AE=FOLDER starts it from a trained tiny-t2 one instead
 # (AE_BUDGET=0: use it as it is). GEN_FLAGS adds flags to the generator stage (e.g.
-# GEN_FLAGS=--cite-roles: the prompt's citations marked with the references' roles). On a CPU,
+# GEN_FLAGS=--cite-roles: the prompt's citations marked with the references' roles; --cite-bias:
+# also a learned attention bias between each citation and its reference). On a CPU,
 # small budgets run the same path as a check:
 #   DEVICE=cpu AE_BUDGET=20 GEN_BUDGET=20 AE_BATCH=2 GEN_BATCH=2 CLIPS=8 PROBE=3 WORKERS=1 \
 #     bash recipes/tiny_t2_gpu.sh runs/t2-check runs/t2-check/out
