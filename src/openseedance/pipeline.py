@@ -543,16 +543,14 @@ def _stack_rows(a: Text, b: Text) -> Text:
     def pad(x: torch.Tensor) -> torch.Tensor:
         return torch.cat([x, x.new_zeros(x.shape[0], length - x.shape[1], *x.shape[2:])], 1)
 
-    def both(x: torch.Tensor | None, y: torch.Tensor | None, rows: tuple[int, int]) -> torch.Tensor | None:
+    def ids(x: torch.Tensor | None, y: torch.Tensor | None) -> torch.Tensor | None:
         if x is None and y is None:
             return None
-        parts = [torch.zeros(n, length, dtype=torch.long) if t is None else pad(t)
-                 for t, n in zip((x, y), rows, strict=True)]  # fmt: skip
-        return torch.cat(parts)
+        return pad_shots([*(x if x is not None else [None] * len(a.mask)),
+                          *(y if y is not None else [None] * len(b.mask))], length)  # fmt: skip
 
-    rows = (a.mask.shape[0], b.mask.shape[0])
     return Text(torch.cat([pad(a.states), pad(b.states)]), torch.cat([pad(a.mask), pad(b.mask)]),
-                both(a.shot, b.shot, rows), both(a.role, b.role, rows))  # fmt: skip
+                ids(a.shot, b.shot), ids(a.role, b.role))
 
 
 def _has_given_frames(request: GenerationRequest) -> bool:

@@ -112,21 +112,24 @@ def canonical_prompt(prompt: str, counts: dict[str, int]) -> str:
     return _CITE.sub(lambda m: cited.get(m[0], m[0]), prompt)
 
 
+# a citation as `canonical_prompt` writes it (@image2)
+CANONICAL_CITE = re.compile(r"@(image|video|audio)(\d+)\b", re.IGNORECASE)
+
+
 def swapped_citations(prompt: str, counts: dict[str, int]) -> str | None:
     """A canonical prompt (`canonical_prompt`) with each kind's citations turned round over the
     references given of that kind (two: @image1 <-> @image2; three: 1 -> 2 -> 3 -> 1), images and
     voices alike, so every character is named by another's references; None when no kind has two
     references given and cited."""
     turn = {kind: n for kind, n in counts.items() if n >= 2}
-    cites = re.compile(r"@(image|video|audio)(\d+)\b")
-    if not any(m[1] in turn and 1 <= int(m[2]) <= turn[m[1]] for m in cites.finditer(prompt)):
+    if not any(m[1] in turn and 1 <= int(m[2]) <= turn[m[1]] for m in CANONICAL_CITE.finditer(prompt)):
         return None
 
     def turned(m: re.Match) -> str:
         kind, k = m[1], int(m[2])
         return f"@{kind}{k % turn[kind] + 1}" if kind in turn and 1 <= k <= turn[kind] else m[0]
 
-    return cites.sub(turned, prompt)
+    return CANONICAL_CITE.sub(turned, prompt)
 
 
 @dataclass

