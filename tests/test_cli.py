@@ -207,6 +207,7 @@ GENERATE_BAD = [
     (["generate", "x", "--device", "tpu"], "unknown device 'tpu'"),
     (["generate", "x", "--guidance-rescale", "2"], "rescale must be in [0, 1]"),
     (["generate", "x", "--binding-guidance", "-1"], "binding guidance must be >= 0"),
+    (["generate", "x", "--shift", "0"], "shift must be > 0"),
     *([(["generate", "x", "--device", "cuda"], "PyTorch sees no CUDA GPU")] if not torch.cuda.is_available() else []),
 ]
 
@@ -260,6 +261,16 @@ def test_export_halves_the_weights(debug_model: Path, tmp_path: Path, capsys: py
     assert Pipeline.from_pretrained(tmp_path / "half").transformer.inputs["video"].weight.dtype.is_floating_point
 
 
+def test_export_stores_a_sampling_shift(debug_model: Path, tmp_path: Path,
+                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    from openseedance.pipeline import Pipeline
+
+    assert main(["export", str(debug_model), str(tmp_path / "s"), "--shift", "4"]) == 0
+    assert Pipeline.from_pretrained(tmp_path / "s").sampler().shift == 4.0
+    assert main(["export", str(debug_model), str(tmp_path / "bad"), "--shift", "-1"]) == 1
+    assert "shift must be > 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+
+
 def test_export_with_a_fine_tuned_decoder(debug_model: Path, tmp_path: Path,
                                           capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     """`export --video-decoder DIR` takes a decoder trained on the model's own encoder; an
@@ -275,6 +286,7 @@ def test_export_with_a_fine_tuned_decoder(debug_model: Path, tmp_path: Path,
     assert main(["export", str(debug_model), str(tmp_path / "new"), "--video-decoder", str(tmp_path / "tuned"),
                  "--reference-guidance", "5"]) == 0
     assert json.loads((tmp_path / "new" / "pipeline.json").read_text())["reference_guidance"] == 5.0
+    assert json.loads((tmp_path / "new" / "pipeline.json").read_text())["shift"] is None
     new = load_component(VideoAutoencoder, tmp_path / "new" / "video_ae")
     assert torch.equal(new.decoder.conv_out.conv.weight, tuned.decoder.conv_out.conv.weight.bfloat16().float())
     assert torch.equal(new.encoder.conv_out.conv.weight, tuned.encoder.conv_out.conv.weight.bfloat16().float())

@@ -150,3 +150,5 @@ def test_binding_guidance_pushes_away_from_the_swapped_citations_and_asks_only_w
     assert asked[-1] == ("cond", "uncond")  # off: no extra branch
     with pytest.raises(ValueError, match="binding"):
         SamplerConfig(binding=-1.0)
+    with pytest.raises(ValueError, match="shift must be > 0"):
+        SamplerConfig(shift=0.0)

@@ -118,6 +118,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with two or more references of a kind: guidance away from the prompt with its citations "
                         "swapped, so each character keeps its own look and voice (default: the model's, 0: "
                         "off)")  # fmt: skip
+    p.add_argument("--shift", type=float, default=None,
+                   help="the sampling schedule's shift towards noise (default: the model's, or the one training "
+                        "used for the clip's length)")  # fmt: skip
     shape = p.add_mutually_exclusive_group()
     shape.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's, 64x64)")
     shape.add_argument("--ratio", default=None, help="aspect ratio such as 16:9 at the model's pixel count")
@@ -277,6 +280,7 @@ def build_parser() -> argparse.ArgumentParser:
                             "the model's own encoder)")  # fmt: skip
     p.add_argument("--reference-guidance", type=float, default=None,
                    help="store this as the model's default reference guidance")  # fmt: skip
+    p.add_argument("--shift", type=float, default=None, help="store this as the model's default sampling shift")
     p.set_defaults(func=_export)
 
     for name, what in (("serve", "serve the Ark-compatible and OpenAI-compatible video APIs and the web page"),
@@ -535,7 +539,7 @@ def _generate(args: argparse.Namespace) -> None:
                                 sample_rate=c.sample_rate, seed=args.seed, generate_audio=not args.no_audio,
                                 visible_watermark=args.visible_watermark, **extra)  # fmt: skip
     sampler = pipe.sampler(args.steps, args.solver, args.guidance, args.audio_guidance, args.reference_guidance,
-                           args.guidance_rescale, args.binding_guidance)  # fmt: skip
+                           args.guidance_rescale, args.binding_guidance, args.shift)  # fmt: skip
     result = pipe(request, sampler, progress=sys.stderr.isatty())
     result.write(output)
     total = sum(result.seconds.values())
@@ -559,6 +563,8 @@ def _export(args: argparse.Namespace) -> None:
         if args.reference_guidance < 0:
             raise ValueError(f"reference guidance must be >= 0, got {args.reference_guidance}")
         pipe.config = dataclasses.replace(pipe.config, reference_guidance=args.reference_guidance)
+    if args.shift is not None:
+        pipe.config = dataclasses.replace(pipe.config, shift=pipe.sampler(shift=args.shift).shift)  # validated
     _writable_dir(args.out)
     pipe.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())

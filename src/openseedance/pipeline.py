@@ -60,6 +60,9 @@ class PipelineConfig:
     reference_guidance: float = 1.0  # guidance towards the references (1: none beyond text guidance)
     guidance_rescale: float = 0.0  # pull the guided velocity back to the cond branch's size (0: off)
     binding_guidance: float = 0.0  # guidance away from the prompt with its citations swapped (0: off)
+    # the sampling schedule's shift towards noise (None: the one training used for the clip's token
+    # count); larger spends more of the steps at high noise, where layout and shapes are decided
+    shift: float | None = None
     min_duration: float = 1.0
     max_duration: float = 15.0
     max_side: int = 512
@@ -162,7 +165,8 @@ class Pipeline:
 
     def sampler(self, steps: int | None = None, solver: str | None = None, guidance: float | None = None,
                 audio_guidance: float | None = None, reference_guidance: float | None = None,
-                rescale: float | None = None, binding: float | None = None) -> SamplerConfig:
+                rescale: float | None = None, binding: float | None = None,
+                shift: float | None = None) -> SamplerConfig:
         """The model's sampler defaults, with any of them overridden (None keeps the default)."""
         c = self.config
 
@@ -173,7 +177,7 @@ class Pipeline:
                              {"video": pick(guidance, c.guidance), "audio": pick(audio_guidance, c.audio_guidance)},
                              reference_guidance=pick(reference_guidance, c.reference_guidance),
                              rescale=pick(rescale, c.guidance_rescale),
-                             binding=pick(binding, c.binding_guidance))  # fmt: skip
+                             binding=pick(binding, c.binding_guidance), shift=pick(shift, c.shift))  # fmt: skip
 
     def use_decoder(self, autoencoder: VideoAutoencoder | AudioAutoencoder) -> None:
         """Decode with `autoencoder` from now on (e.g. one whose decoder was fine-tuned with

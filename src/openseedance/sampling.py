@@ -64,6 +64,8 @@ class SamplerConfig:
             raise ValueError(f"guidance scales must be >= 0, got {self.guidance}, reference {self.reference_guidance}")
         if self.binding < 0:
             raise ValueError(f"binding guidance must be >= 0, got {self.binding}")
+        if self.shift is not None and not self.shift > 0:
+            raise ValueError(f"shift must be > 0, got {self.shift}")
         if not 0.0 <= self.rescale <= 1.0:
             raise ValueError(f"rescale must be in [0, 1], got {self.rescale}")
 
