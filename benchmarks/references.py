@@ -24,7 +24,7 @@ Rows, each scored by the Stage probes against the scene:
 - shuffled: another case's scene (right format, wrong content).
 
 Columns: identity fidelity (each visible character's colour, shape and pattern as the probes see
-them; then colour alone), the whole attribute probe (also the place and no stray characters),
+them; then each of the three alone), the whole attribute probe (also the place and no stray characters),
 action, voice pitch (within one semitone of the character's voice, where its speech can be
 attributed to it), sync. A voice table splits the pitch score by cause: how much of each speaker's
 speech the probe could attribute to it (its mouth seen open while it is heard), the pitch where it
@@ -40,6 +40,9 @@ Its first column is the action probe.
 A second table does the same on the stage-bench multi-shot cases (2-3 shots per clip): the model
 given each character's references and the cited per-shot prompt, or the ordinary multi-shot
 caption. Its first column is the identity probe: each character keeps its looks across the cuts.
+
+A shape table counts, for each row with references, which shape the probes read for each shape
+asked for ("none": the body too ragged or small to read).
 
 Two more tables split the rows with references (one shot, and multi-shot) by the number of
 characters in the scene: with two, each portrait's look and each voice must go to the right one.
@@ -95,22 +98,39 @@ def solo_pitch(clip, scene) -> bool | None:
     return bool(semitones(got, want) <= 1.0)
 
 
-def score(clip, scene) -> dict[str, float | None]:
+def score(clip, scene) -> dict[str, Any]:
     report = probe(clip, scene)
-    ident = [c["ok"] for c in report.checks if c["probe"] == "attribute" and c["check"] in IDENTITY_CHECKS]
+    looks = {k: [c for c in report.checks if c["probe"] == "attribute" and c["check"] == k] for k in IDENTITY_CHECKS}
+    ident = [c["ok"] for k in IDENTITY_CHECKS for c in looks[k]]
     voice = [c for c in report.checks if c["probe"] == "voice" and c["check"] == "pitch"]
     heard = [c["ok"] for c in voice if c.get("got_hz") is not None]
-    colour = [c["ok"] for c in report.checks if c["probe"] == "attribute" and c["check"] == "colour"]
     solo = solo_pitch(clip, scene)
-    return {"identity": float(np.mean(ident)) if ident else None,
-            "colour": float(np.mean(colour)) if colour else None, "attribute": report.scores["attribute"],
-            "action": report.scores["action"], "pitch": float(np.mean([c["ok"] for c in voice])) if voice else None,
+
+    def share(ok: list) -> float | None:
+        return float(np.mean(ok)) if ok else None
+
+    return {"identity": share(ident), **{k: share([c["ok"] for c in looks[k]]) for k in IDENTITY_CHECKS},
+            # (asked, read) for every character big enough to have its shape judged
+            "shapes": [[c["want"], c["got"]] for c in looks["shape"]],
+            "attribute": report.scores["attribute"], "action": report.scores["action"],
+            "pitch": share([c["ok"] for c in voice]),
             # pitch split by cause: was a speaker's voice attributed to it at all (its mouth seen
             # open while it was heard), and where it was, did the pitch match
-            "heard": float(np.mean([c.get("got_hz") is not None for c in voice])) if voice else None,
-            "pitch_heard": float(np.mean(heard)) if heard else None,
+            "heard": share([c.get("got_hz") is not None for c in voice]), "pitch_heard": share(heard),
             "solo_pitch": None if solo is None else float(solo),
             "sync": report.scores["sync"], "consistency": report.scores["identity"]}  # fmt: skip
+
+
+def shape_confusion(title: str, got: list[dict]) -> dict[str, dict[str, int]]:
+    """How often each shape asked for was read as each shape ('none': too blurred to read)."""
+    counts = {want: dict.fromkeys((*world.SHAPES, "none"), 0) for want in world.SHAPES}
+    for row in got:
+        for want, read in row["shapes"]:
+            counts[want][read or "none"] += 1
+    print(f"\n{title}\n| asked \\ read | " + " | ".join((*world.SHAPES, "none")) + " |\n|---|" + "---|" * 5)
+    for want, row in counts.items():
+        print(f"| {want} | " + " | ".join(str(n) for n in row.values()) + " |")
+    return counts
 
 
 def with_references(case: bench.Case) -> GenerationRequest:
@@ -135,7 +155,7 @@ def table(title: str, rows: dict[str, list[dict]], cols: tuple[str, ...], heads:
 
 
 SAMPLER_KEYS = {"steps": int, "solver": str, "r": float, "guidance": float, "audio_guidance": float, "rescale": float,
-                "binding": float}  # fmt: skip
+                "binding": float, "shift": float}  # fmt: skip
 
 
 def parse_sampler(spec: str) -> dict[str, Any]:
@@ -157,7 +177,7 @@ def main() -> None:
                     help="comma-separated reference guidance scales, a 'references' row each (default: the model's)")
     ap.add_argument("--sampler", action="append", default=[],
                     help="a sampler variant, KEY=VALUE[,KEY=VALUE] with KEY steps, solver, r, guidance, "
-                         "audio_guidance, rescale or binding: a 'references' row each (repeat the flag for "
+                         "audio_guidance, rescale, binding or shift: a 'references' row each (repeat the flag for "
                          "more)")  # fmt: skip
     ap.add_argument("--no-controls", action="store_true",
                     help="skip the 'other references' and 'words' rows (two generations per case)")
@@ -238,8 +258,12 @@ def main() -> None:
     print(f"model {pipe.source}, {args.cases} cases per table, {np.mean(every):.2f} s per generated clip")
     for name in named:
         print(f"  {name}: {np.mean(seconds[name]):.2f} s per clip ({samplers[name]})")
-    one = table("references (one shot)", rows, ("identity", "colour", "attribute", "action", "pitch", "sync"),
-                ("identity fidelity", "of which colour", "attribute", "action", "voice pitch ±1 st", "sync"))
+    one = table("references (one shot)", rows, ("identity", "colour", "shape", "pattern", "attribute", "action",
+                                                "pitch", "sync"),
+                ("identity fidelity", "of which colour", "shape", "pattern", "attribute", "action",
+                 "voice pitch ±1 st", "sync"))  # fmt: skip
+    shapes = {name: shape_confusion(f"shapes read for each shape asked ({name}, one shot)", rows[name])
+              for name in named}
     voices = table("voice pitch by cause (one shot)", rows, ("pitch", "heard", "pitch_heard", "solo_pitch"),
                    ("voice pitch ±1 st", "speech attributed to its speaker", "pitch ±1 st where attributed",
                     "one-speaker clips: pitch of all speech ±1 st"))  # fmt: skip
@@ -267,7 +291,7 @@ def main() -> None:
         "model": pipe.source, "cases": args.cases, "seconds_per_clip": float(np.mean(every)),
         "seconds_per_clip_by_row": {k: float(np.mean(v)) for k, v in seconds.items()},
         "samplers": {k: dataclasses.asdict(v) for k, v in samplers.items()},
-        "references": one, "voices": voices, "multi_shot": two, "motion": three,
+        "references": one, "shapes": shapes, "voices": voices, "multi_shot": two, "motion": three,
         "by_characters": {"references": split_one, "multi_shot": split_multi, "counts": count},
         "per_case": {"references": rows, "multi_shot": multi, "motion": motion}}, indent=1))  # fmt: skip
 
