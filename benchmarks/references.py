@@ -123,11 +123,12 @@ def score(clip, scene) -> dict[str, Any]:
 
 def shape_confusion(title: str, got: list[dict]) -> dict[str, dict[str, int]]:
     """How often each shape asked for was read as each shape ('none': too blurred to read)."""
-    counts = {want: dict.fromkeys((*world.SHAPES, "none"), 0) for want in world.SHAPES}
+    reads = (*world.SHAPES, "none")
+    counts = {want: dict.fromkeys(reads, 0) for want in world.SHAPES}
     for row in got:
         for want, read in row["shapes"]:
             counts[want][read or "none"] += 1
-    print(f"\n{title}\n| asked \\ read | " + " | ".join((*world.SHAPES, "none")) + " |\n|---|" + "---|" * 5)
+    print(f"\n{title}\n| asked \\ read | " + " | ".join(reads) + " |\n|---|" + "---|" * len(reads))
     for want, row in counts.items():
         print(f"| {want} | " + " | ".join(str(n) for n in row.values()) + " |")
     return counts
