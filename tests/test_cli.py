@@ -207,6 +207,8 @@ GENERATE_BAD = [
     (["generate", "x", "--device", "tpu"], "unknown device 'tpu'"),
     (["generate", "x", "--guidance-rescale", "2"], "rescale must be in [0, 1]"),
     (["generate", "x", "--binding-guidance", "-1"], "binding guidance must be >= 0"),
+    (["generate", "x", "--reference-guidance", "-1"], "reference guidance must be >= 0"),
+    (["generate", "x", "--guidance", "nan"], "video guidance must be >= 0, got nan"),
     (["generate", "x", "--shift", "0"], "shift must be > 0"),
     *([(["generate", "x", "--device", "cuda"], "PyTorch sees no CUDA GPU")] if not torch.cuda.is_available() else []),
 ]
@@ -261,7 +263,7 @@ def test_export_halves_the_weights(debug_model: Path, tmp_path: Path, capsys: py
     assert Pipeline.from_pretrained(tmp_path / "half").transformer.inputs["video"].weight.dtype.is_floating_point
 
 
-def test_export_stores_a_sampling_shift(debug_model: Path, tmp_path: Path,
+def test_export_stores_sampler_defaults_and_refuses_bad_ones(debug_model: Path, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
     from openseedance.pipeline import Pipeline
 
@@ -269,6 +271,8 @@ def test_export_stores_a_sampling_shift(debug_model: Path, tmp_path: Path,
     assert Pipeline.from_pretrained(tmp_path / "s").sampler().shift == 4.0
     assert main(["export", str(debug_model), str(tmp_path / "bad"), "--shift", "-1"]) == 1
     assert "shift must be > 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
+    assert main(["export", str(debug_model), str(tmp_path / "bad"), "--reference-guidance", "-1"]) == 1
+    assert "reference guidance must be >= 0" in capsys.readouterr().err and not (tmp_path / "bad").exists()
 
 
 def test_export_with_a_fine_tuned_decoder(debug_model: Path, tmp_path: Path,

@@ -108,8 +108,12 @@ def test_sampler_config_rejects_nonsense() -> None:
         SamplerConfig(steps=0)
     with pytest.raises(ValueError, match="solver"):
         SamplerConfig(solver="rk9")
-    with pytest.raises(ValueError, match="reference"):
+    with pytest.raises(ValueError, match="reference guidance must be >= 0"):
         SamplerConfig(reference_guidance=-1.0)
+    with pytest.raises(ValueError, match="audio guidance must be >= 0, got nan"):
+        SamplerConfig(guidance={"video": 3.0, "audio": float("nan")})
+    with pytest.raises(ValueError, match="binding guidance"):
+        SamplerConfig(binding=float("nan"))
 
 
 def test_rescale_pulls_the_guided_velocity_to_the_cond_size_over_free_tokens() -> None:

@@ -559,12 +559,8 @@ def _export(args: argparse.Namespace) -> None:
     for folder, cls in ((args.video_decoder, VideoAutoencoder), (args.audio_decoder, AudioAutoencoder)):
         if folder is not None:
             pipe.use_decoder(load_component(cls, folder))
-    if args.reference_guidance is not None:
-        if args.reference_guidance < 0:
-            raise ValueError(f"reference guidance must be >= 0, got {args.reference_guidance}")
-        pipe.config = dataclasses.replace(pipe.config, reference_guidance=args.reference_guidance)
-    if args.shift is not None:
-        pipe.config = dataclasses.replace(pipe.config, shift=pipe.sampler(shift=args.shift).shift)  # validated
+    stored = pipe.sampler(reference_guidance=args.reference_guidance, shift=args.shift)  # refuses bad values
+    pipe.config = dataclasses.replace(pipe.config, reference_guidance=stored.reference_guidance, shift=stored.shift)
     _writable_dir(args.out)
     pipe.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())

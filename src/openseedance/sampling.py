@@ -60,10 +60,11 @@ class SamplerConfig:
             raise ValueError(f"steps must be at least 1, got {self.steps}")
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
-        if any(g < 0 for g in self.guidance.values()) or self.reference_guidance < 0:
-            raise ValueError(f"guidance scales must be >= 0, got {self.guidance}, reference {self.reference_guidance}")
-        if self.binding < 0:
-            raise ValueError(f"binding guidance must be >= 0, got {self.binding}")
+        scales = {f"{s} guidance": g for s, g in self.guidance.items()}
+        scales |= {"reference guidance": self.reference_guidance, "binding guidance": self.binding}
+        for name, value in scales.items():
+            if not value >= 0:  # also refuses NaN
+                raise ValueError(f"{name} must be >= 0, got {value}")
         if self.shift is not None and not self.shift > 0:
             raise ValueError(f"shift must be > 0, got {self.shift}")
         if not 0.0 <= self.rescale <= 1.0:
