@@ -10,7 +10,9 @@
 # Each training stage first trains a few steps to measure its speed, then takes the steps that fit
 # its budget in seconds. The autoencoder is warm-started from the bundled `tiny` one (which it
 # matches before its first step); VIDEO_AE=FOLDER starts it from a trained tiny-t2 one instead
-# (AE_BUDGET=0: use it as it is). GEN_FLAGS adds flags to the generator stage (e.g.
+# (AE_BUDGET=0: use it as it is). AE_LR is its peak learning rate: 1e-3 by default, which at
+# batch 16 measured better than 3e-4 on the same clips (benchmarks/RESULTS.md, "Batch 16").
+# GEN_FLAGS adds flags to the generator stage (e.g.
 # GEN_FLAGS=--cite-roles: the prompt's citations marked with the references' roles; --cite-bias:
 # also a learned attention bias between each citation and its reference). On a CPU,
 # small budgets run the same path as a check:
@@ -41,7 +43,7 @@ print(max(probe, int(budget / (1.1 * seconds))))
 EOF
 }
 
-video_ae=(openseedance train video-ae --preset tiny-t2 --batch-size "$AE_BATCH" --lr "${AE_LR:-3e-4}" --workers "$WORKERS"
+video_ae=(openseedance train video-ae --preset tiny-t2 --batch-size "$AE_BATCH" --lr "${AE_LR:-1e-3}" --workers "$WORKERS"
           --device "$DEVICE" --checkpoint-every 200)
 if [ -n "${VIDEO_AE:-}" ]; then video_ae+=(--init "$VIDEO_AE"); else video_ae+=(--warm-start "$W/video_ae"); fi
 if [ "$AE_BUDGET" -gt 0 ]; then
