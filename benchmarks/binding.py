@@ -6,19 +6,20 @@ citations swapped, on the stage-bench references cases with two characters.
 
 Each case's prompt names its two characters only by their references ("@image1 who speaks like
 @audio1 ... @image2 says ..."). Swapping the citations (@image1 <-> @image2 and @audio1 <->
-@audio2: `request.swapped_citations`) keeps every word and every reference but gives each
-character the other's look and voice. A model that binds references to the characters the prompt
-gives them must predict a different clip for the swapped prompt; one that reads only "these looks
-and voices are in the clip" predicts nearly the same one.
+@audio2: `swapped_citations`) keeps every word and every reference but gives each character the
+other's look and voice. A model that binds references to the characters the prompt gives them must
+predict a different clip for the swapped prompt; one that reads only "these looks and voices are in
+the clip" predicts nearly the same one.
 
-The model samples each clip with the default sampler plus the binding-guidance branch at a scale
-of 1e-6 (which leaves the path as it is), and at every step the size of its velocity change from
-the prompt to the edited prompt is read beside the change from the empty prompt to the prompt
-(what text guidance amplifies), over the clip's own tokens, per stream:
+The model samples each clip once with its default sampler. At every step, beside the branches the
+sampler asks for, it is asked for its velocity with each edited prompt (the same latents at the same
+times, the same references), and the size of its velocity change from the prompt to the edited
+prompt is read beside the change from the empty prompt to the prompt (what text guidance
+amplifies), over the clip's own tokens, per stream:
 
     ratio = |v_cond - v_edited| / |v_cond - v_uncond|
 
-0 means the edit changes nothing. Two edits, each in the same branch at the same points:
+0 means the edit changes nothing. Two edits, read at the same points of the same path:
 - citations swapped: each character named by the other's references (`swapped_citations`);
 - actions swapped, a plain edit any model must follow: after the sentence that introduces the
   characters, @image1 and @image2 exchanged, so each keeps its look and voice and does what the
@@ -40,13 +41,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from openseedance import pipeline
+from openseedance import conditioning as cond
+from openseedance.engines import RunOptions
+from openseedance.engines.bundled import BundledEngine
 from openseedance.pipeline import Pipeline
-from openseedance.request import swapped_citations
+from openseedance.request import GenerationRequest, canonical_prompt
+from openseedance.sampling import Branch, Latents, denoise
 from openseedance.stage import bench
 
+CITATION = re.compile(r"@(image|video|audio)(\d+)\b")  # a citation as a canonical prompt writes it
 
-def _actions_swapped(prompt: str) -> str:
+
+def swapped_citations(prompt: str, counts: dict[str, int]) -> str:
+    """A canonical prompt with each kind's citations turned round over the references given of that
+    kind (two: @image1 <-> @image2; three: 1 -> 2 -> 3 -> 1): every character named by another's
+    references."""
+    turn = {kind: n for kind, n in counts.items() if n >= 2}
+
+    def turned(m: re.Match) -> str:
+        kind, k = m[1], int(m[2])
+        return f"@{kind}{k % turn[kind] + 1}" if kind in turn and 1 <= k <= turn[kind] else m[0]
+
+    return CITATION.sub(turned, prompt)
+
+
+def actions_swapped(prompt: str, _counts: dict[str, int]) -> str:
     """The prompt with @image1 and @image2 exchanged after the first sentence that introduces them
     (their looks and voices stay bound as given; what each does is exchanged)."""
     head, sep, tail = prompt.partition(". ")
@@ -54,36 +73,56 @@ def _actions_swapped(prompt: str) -> str:
     return head + sep + turned
 
 
+EDITS = {"citations swapped": swapped_citations, "actions swapped": actions_swapped}
+
+
+@torch.no_grad()
+def case_ratios(engine: BundledEngine, request: GenerationRequest) -> dict[str, dict[str, list[float]]]:
+    """Sample the request's clip as the engine does with its default sampler, and at every step read
+    each edit's ratio per stream."""
+    sampler = engine.sampler(RunOptions())
+    encoders = engine.encoders()
+    conditions = cond.prepare(request, encoders)
+    if not conditions.has_references:  # as the engine samples: nothing for reference guidance to act on
+        sampler = dataclasses.replace(sampler, reference_guidance=1.0)
+    prompt = canonical_prompt(request.prompt, request.reference_counts)
+    edited = {name: cond.prepare(dataclasses.replace(request, prompt=edit(prompt, request.reference_counts)),
+                                 encoders).to(engine.device) for name, edit in EDITS.items()}  # fmt: skip
+    gen = torch.Generator().manual_seed(request.seed)
+    noise = {s: torch.randn(x.shape, generator=gen).to(engine.device) for s, x in conditions.clean.items()}
+    n = conditions.targets  # the clip's own tokens come first in each stream
+    shift = sampler.shift if sampler.shift is not None else engine.flow.shift(sum(n.values()))
+    on = conditions.to(engine.device)
+    ratios: dict[str, dict[str, list[float]]] = {name: {s: [] for s in n} for name in EDITS}
+
+    def model(c: cond.Conditions, x: Latents, t: Latents, branches: tuple[Branch, ...]) -> list[Latents]:
+        streams, text = c.branches(x, t, branches)
+        v = engine.transformer(streams, text)
+        return [{s: v[s][i : i + 1].float() for s in v} for i in range(len(branches))]
+
+    def velocity(x: Latents, t: Latents, branches: tuple[Branch, ...]) -> list[Latents]:
+        asked = (*branches, *(b for b in (Branch.COND, Branch.UNCOND) if b not in branches))
+        out = model(on, x, t, asked)
+        v_cond, v_uncond = out[asked.index(Branch.COND)], out[asked.index(Branch.UNCOND)]
+        for name, c in edited.items():
+            v_edit = model(c, x, t, (Branch.COND,))[0]
+            for s, k in n.items():
+                change = (v_cond[s][:, :k] - v_edit[s][:, :k]).norm()
+                prompt_effect = (v_cond[s][:, :k] - v_uncond[s][:, :k]).norm().clamp_min(1e-12)
+                ratios[name][s].append(float(change / prompt_effect))
+        return out[: len(branches)]
+
+    denoise(velocity, noise, on.clean, on.keep, config=sampler, shift=shift)
+    return ratios
+
+
 def measure(pipe: Pipeline, cases: list[bench.Case]) -> dict:
-    sampler = dataclasses.replace(pipe.sampler(), binding=1e-6)
-    rows = (0, 1, 3) if sampler.reference_guidance != 1.0 else (0, 1, 2)  # cond, uncond, [bare,] swapped
-    edits = {"citations swapped": swapped_citations, "actions swapped": lambda p, _counts: _actions_swapped(p)}
-    per_case: list[dict] = []
-    captured: list[dict[str, torch.Tensor]] = []
-    hook = pipe.transformer.register_forward_hook(lambda _m, _a, out: captured.append(out))
-    try:
-        for case in cases:
-            layout = pipe.layout(case.request)
-            n = {"video": layout.video_tokens, "audio": layout.audio_latents}
-            row = {}
-            for name, edit in edits.items():
-                captured.clear()
-                pipeline.swapped_citations = edit  # the branch the sampler asks for: this edit of the prompt
-                try:
-                    pipe(case.request, sampler)
-                finally:
-                    pipeline.swapped_citations = swapped_citations
-                ratios: dict[str, list[float]] = {s: [] for s in n}
-                for out in captured:
-                    for s, v in out.items():
-                        cond, uncond, other = (v[r, : n[s]].float() for r in rows)
-                        ratios[s].append(float((cond - other).norm() / (cond - uncond).norm().clamp_min(1e-12)))
-                row[name] = ratios
-            per_case.append(row)
-    finally:
-        hook.remove()
+    per_case = []
+    for case in cases:
+        pipe.check(case.request)
+        per_case.append(case_ratios(pipe.engine, case.request))
     summary: dict[str, dict] = {}
-    for name in edits:
+    for name in EDITS:
         summary[name] = {}
         for s in ("video", "audio"):
             steps = np.array([c[name][s] for c in per_case])  # (cases, steps)
@@ -105,10 +144,10 @@ def main() -> None:
     results = {}
     for folder in args.model.split(","):
         pipe = Pipeline.from_pretrained(None if folder in ("", "bundled") else folder)
-        pipe.mark = False  # the marks depend on the model's name, not on what it predicts
+        source = pipe.engine.source
         start = time.perf_counter()
-        results[pipe.source] = measure(pipe, cases)
-        results[pipe.source]["seconds"] = time.perf_counter() - start
+        results[source] = measure(pipe, cases)
+        results[source]["seconds"] = time.perf_counter() - start
     print(f"{len(cases)} two-character cases of {args.cases}; binding ratio |v_cond - v_other| / |v_cond - v_uncond|")
     print("| model | edit | video | video, first / last half of steps | audio | audio, first / last half |")
     print("|---|---|---|---|---|---|")

@@ -28,11 +28,11 @@ import torch
 
 from openseedance.audio_vae import AudioAutoencoder, harmonic_distance, multi_resolution_stft_distance
 from openseedance.checkpoint import load_component
+from openseedance.conditioning import frames_to_tensor, tensor_to_frames
 from openseedance.stage import detect, world
 from openseedance.stage.probes import BETWEEN, WITHIN, measure_voice, mouth_moves, movement_kept
 from openseedance.stage.render import RenderConfig, render, voice_sample
 from openseedance.stage.scene import Voice, sample_scene
-from openseedance.train.data import frames_to_tensor, tensor_to_frames
 from openseedance.video_vae import VideoAutoencoder, high_pass
 
 HELD_OUT_SEED = 700_000  # training scenes start at 10_000_000

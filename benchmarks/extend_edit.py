@@ -127,7 +127,7 @@ def main() -> None:
     summary = {name: {k: float(np.mean([v[k] for v in values])) for k in values[0]} for name, values in rows.items()}
     result = {"machine": f"{platform.machine()}, CPU", "date": time.strftime("%Y-%m-%d"), "scenes": args.scenes,
               "seconds": round(time.time() - start, 1), "rows": summary, "cases": rows}
-    print(f"\nextension / editing / frames: model {pipe.source}, {args.scenes} Stage scenes (4 s, 64x64)")
+    print(f"\nextension / editing / frames: model {pipe.engine.source}, {args.scenes} Stage scenes (4 s, 64x64)")
     print(f"{'task':<20}{'kept PSNR':>10}{'video jump':>12}{'(joined)':>10}{'audio jump':>12}{'(joined)':>10}"
           f"{'frame PSNR':>12}{'(free)':>8}")
     for name, r in summary.items():

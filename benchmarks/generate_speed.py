@@ -7,8 +7,8 @@
         --duration 5 --steps 8,25 --precisions bfloat16  # real scale on a GPU (5 s at 480p)
 
 For each number of sampling steps (with text guidance: two model passes per step, batched) and each
-precision (float32, and bfloat16 autocast), prints the time of each stage (text, encoding of the
-conditions, sampling, decoding, marks) and the whole as a ratio to real time (> 1: faster than real
+precision (float32, and bfloat16 autocast), prints the time of each stage (encoding of the prompt
+and the conditions, sampling, decoding, marks) and the whole as a ratio to real time (> 1: faster than real
 time), and on a GPU its peak memory. Each figure is the median of --repeats runs after one warm-up.
 `--untrained-text DIR` times the default text encoder's architecture with random weights, from a
 folder holding its config.json and tokenizer.json (for machines where its weights are not installed).
@@ -25,33 +25,31 @@ from pathlib import Path
 
 import torch
 
+from openseedance.engines import RunOptions
 from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
-from openseedance.sampling import SamplerConfig
 from openseedance.text import TextEncoder
 
 PROMPT = "Setting: a sandy beach: a striped red circle with big eyes. The red circle jumps twice. Wind blows."
 
 
 def measure(pipe: Pipeline, steps: int, bf16: bool, duration: float, repeats: int) -> dict:
-    pipe.bf16 = bf16
-    c = pipe.config
-    sampler = SamplerConfig(steps=steps, guidance={"video": c.guidance, "audio": c.audio_guidance})
+    engine, c = pipe.engine, pipe.capabilities
     request = GenerationRequest(PROMPT, duration=duration, width=c.width, height=c.height, fps=c.fps,
                                 sample_rate=c.sample_rate, seed=1)  # fmt: skip
-    pipe(request, SamplerConfig(steps=1, guidance=sampler.guidance))  # warm up
-    if pipe.device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(pipe.device)
+    pipe(request, RunOptions(steps=1, bf16=bf16))  # warm up
+    if engine.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(engine.device)
     runs = []
     for _ in range(repeats):
-        pipe.text_encoder._cache.clear()  # every run encodes its prompt
-        runs.append(pipe(request, sampler).seconds)
+        engine.text_encoder._cache.clear()  # every run encodes its prompt
+        runs.append(pipe(request, RunOptions(steps=steps, bf16=bf16)).seconds)
     stages = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     total = statistics.median(sum(r.values()) for r in runs)
     row = {"steps": steps, "precision": "bfloat16" if bf16 else "float32", "total_s": total,
            "x_realtime": duration / total, **{f"{k}_s": v for k, v in stages.items()}}  # fmt: skip
-    if pipe.device.type == "cuda":
-        row["peak_gib"] = torch.cuda.max_memory_allocated(pipe.device) / 2**30
+    if engine.device.type == "cuda":
+        row["peak_gib"] = torch.cuda.max_memory_allocated(engine.device) / 2**30
     return row
 
 
@@ -76,35 +74,36 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/generate_speed.json"))
     args = parser.parse_args()
     pipe = Pipeline.untrained(args.untrained) if args.untrained else Pipeline.from_pretrained(args.model)
-    width, height = args.size or (pipe.config.width, pipe.config.height)
-    pipe.config = dataclasses.replace(pipe.config, width=width, height=height, fps=args.fps or pipe.config.fps,
-                                      max_side=max(width, height))  # fmt: skip
+    engine = pipe.engine
+    width, height = args.size or (engine.config.width, engine.config.height)
+    engine.config = dataclasses.replace(engine.config, width=width, height=height, fps=args.fps or engine.config.fps,
+                                        max_side=max(width, height))  # fmt: skip
     if args.untrained_text is not None:
-        pipe._text = TextEncoder.from_folder(args.untrained_text, weights=False)
+        engine._text = TextEncoder.from_folder(args.untrained_text, weights=False)
     pipe.to(args.device)
     rows = []
     for steps in (int(s) for s in args.steps.split(",")):
         for precision in args.precisions.split(","):
             rows.append(measure(pipe, steps, precision == "bfloat16", args.duration, args.repeats))
-    c = pipe.config
-    params = sum(p.numel() for p in pipe.transformer.parameters())
-    if pipe.device.type == "cuda":
-        machine = f"{torch.cuda.get_device_name(pipe.device)}, torch {torch.__version__}"
+    c = pipe.capabilities
+    params = sum(p.numel() for p in engine.transformer.parameters())
+    if engine.device.type == "cuda":
+        machine = f"{torch.cuda.get_device_name(engine.device)}, torch {torch.__version__}"
     else:
         machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads"
     print(f"generation of a {args.duration:g} s clip with audio ({c.width}x{c.height}, {c.fps:g} fps, "
-          f"{c.sample_rate} Hz), transformer {params / 1e6:.0f} M parameters, text encoder {pipe.text_encoder.name}, "
+          f"{c.sample_rate} Hz), transformer {params / 1e6:.0f} M parameters, text encoder {engine.text_encoder.name}, "
           f"{machine}")  # fmt: skip
-    gpu = pipe.device.type == "cuda"
-    head = "| steps | precision | text s | sample s | decode s | total s | x real time |"
+    gpu = engine.device.type == "cuda"
+    head = "| steps | precision | encode s | sample s | decode s | total s | x real time |"
     print(head + (" peak GiB |" if gpu else ""))
     print("|---|---|---|---|---|---|---|" + ("---|" if gpu else ""))
     for r in rows:
-        print(f"| {r['steps']} | {r['precision']} | {r['text_s']:.3f} | {r['sample_s']:.3f} | {r['decode_s']:.3f} | "
+        print(f"| {r['steps']} | {r['precision']} | {r['encode_s']:.3f} | {r['sample_s']:.3f} | {r['decode_s']:.3f} | "
               f"{r['total_s']:.3f} | {r['x_realtime']:.2f} |" + (f" {r['peak_gib']:.1f} |" if gpu else ""))  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"model": args.model or args.untrained or "bundled", "machine": machine,
-                                    "transformer_parameters": params, "text_encoder": pipe.text_encoder.name,
+                                    "transformer_parameters": params, "text_encoder": engine.text_encoder.name,
                                     "width": c.width, "height": c.height, "fps": c.fps, "duration": args.duration,
                                     "rows": rows}, indent=1))  # fmt: skip
 

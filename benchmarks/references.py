@@ -60,7 +60,8 @@ from typing import Any
 
 import numpy as np
 
-from openseedance.pipeline import Pipeline, as_generator
+from openseedance.engines import RunOptions
+from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
 from openseedance.stage import bench, world
 from openseedance.stage.captions import caption
@@ -156,7 +157,8 @@ def table(title: str, rows: dict[str, list[dict]], cols: tuple[str, ...], heads:
 
 
 SAMPLER_KEYS = {"steps": int, "solver": str, "r": float, "guidance": float, "audio_guidance": float, "rescale": float,
-                "binding": float, "shift": float}  # fmt: skip
+                "shift": float}  # fmt: skip
+OPTION_NAMES = {"r": "reference_guidance", "rescale": "guidance_rescale"}  # the `RunOptions` field of a short key
 
 
 def parse_sampler(spec: str) -> dict[str, Any]:
@@ -166,7 +168,7 @@ def parse_sampler(spec: str) -> dict[str, Any]:
         key, _, value = part.partition("=")
         if key not in SAMPLER_KEYS or not value:
             raise SystemExit(f"--sampler {spec!r}: each part is KEY=VALUE with KEY one of {sorted(SAMPLER_KEYS)}")
-        out["reference_guidance" if key == "r" else key] = SAMPLER_KEYS[key](value)
+        out[OPTION_NAMES.get(key, key)] = SAMPLER_KEYS[key](value)
     return out
 
 
@@ -178,7 +180,7 @@ def main() -> None:
                     help="comma-separated reference guidance scales, a 'references' row each (default: the model's)")
     ap.add_argument("--sampler", action="append", default=[],
                     help="a sampler variant, KEY=VALUE[,KEY=VALUE] with KEY steps, solver, r, guidance, "
-                         "audio_guidance, rescale, binding or shift: a 'references' row each (repeat the flag for "
+                         "audio_guidance, rescale or shift: a 'references' row each (repeat the flag for "
                          "more)")  # fmt: skip
     ap.add_argument("--no-controls", action="store_true",
                     help="skip the 'other references' and 'words' rows (two generations per case)")
@@ -193,13 +195,13 @@ def main() -> None:
         named[f"references [{spec}]"] = parse_sampler(spec)
     if not named:
         named["references"] = {}
-    samplers = {name: pipe.sampler(**overrides) for name, overrides in named.items()}
-    generate = as_generator(pipe)
+    options = {name: RunOptions(**overrides) for name, overrides in named.items()}
+    samplers = {name: pipe.engine.sampler(o) for name, o in options.items()}  # what each row's options resolve to
     seconds: dict[str, list[float]] = {}
 
     def timed(request: GenerationRequest, name: str = "default"):
         start = time.perf_counter()
-        clip = pipe(request, samplers[name]).clip if name in samplers else generate(request)
+        clip = pipe(request, options.get(name)).clip
         seconds.setdefault(name, []).append(time.perf_counter() - start)
         return clip
 
@@ -236,7 +238,7 @@ def main() -> None:
         multi["shuffled"].append(score(shuffled(req), scene))
 
     motion: dict[str, list[dict]] = {}
-    if pipe.knows_references("video"):
+    if pipe.capabilities.references["video"]:
         plain = bench.suite(("t2av",), args.cases)
         motion = {k: [] for k in ("truth", "@video1: its motion twin", "same caption, no video",
                                   "@video1: another case's twin", "words (moves described)")}  # fmt: skip
@@ -256,7 +258,7 @@ def main() -> None:
             motion["words (moves described)"].append(score(timed(req), scene))
 
     every = [x for v in seconds.values() for x in v]
-    print(f"model {pipe.source}, {args.cases} cases per table, {np.mean(every):.2f} s per generated clip")
+    print(f"model {pipe.engine.source}, {args.cases} cases per table, {np.mean(every):.2f} s per generated clip")
     for name in named:
         print(f"  {name}: {np.mean(seconds[name]):.2f} s per clip ({samplers[name]})")
     one = table("references (one shot)", rows, ("identity", "colour", "shape", "pattern", "attribute", "action",
@@ -289,7 +291,7 @@ def main() -> None:
         print("\nmotion table skipped: this model was not trained with reference videos")
     Path(args.out).write_text(json.dumps({
         "machine": platform.processor() or platform.machine(), "date": time.strftime("%Y-%m-%d"),
-        "model": pipe.source, "cases": args.cases, "seconds_per_clip": float(np.mean(every)),
+        "model": pipe.engine.source, "cases": args.cases, "seconds_per_clip": float(np.mean(every)),
         "seconds_per_clip_by_row": {k: float(np.mean(v)) for k, v in seconds.items()},
         "samplers": {k: dataclasses.asdict(v) for k, v in samplers.items()},
         "references": one, "shapes": shapes, "voices": voices, "multi_shot": two, "motion": three,

@@ -14,6 +14,7 @@ import argparse
 import json
 from pathlib import Path
 
+from openseedance.engines import RunOptions
 from openseedance.pipeline import Pipeline, as_generator
 from openseedance.stage import bench
 
@@ -30,8 +31,8 @@ def main() -> None:
     for spec in args.models.split(","):
         pipe = Pipeline.from_pretrained(None if spec == "bundled" else spec)
         for per_shot in (True, False):
-            pipe.per_shot = per_shot
-            row = bench.run(as_generator(pipe), cases, progress=False)["rows"]["multi-shot"]
+            generate = as_generator(pipe, RunOptions(per_shot=per_shot))
+            row = bench.run(generate, cases, progress=False)["rows"]["multi-shot"]
             how = "per shot" if per_shot else "one text"
             result[f"{spec} {how}"] = row
             cells = ["-" if row[k] is None else f"{100 * row[k]:.1f}%" for k in ("attribute", "action", "identity",

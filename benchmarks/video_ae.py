@@ -26,10 +26,10 @@ import torch
 import torch.nn.functional as F
 
 from openseedance.checkpoint import load_component
+from openseedance.conditioning import frames_to_tensor, tensor_to_frames
 from openseedance.stage.probes import BETWEEN, PROBES, WITHIN, mouth_moves, movement_kept, probe
 from openseedance.stage.render import RenderConfig, render
 from openseedance.stage.scene import sample_scene
-from openseedance.train.data import frames_to_tensor, tensor_to_frames
 from openseedance.video_vae import VideoAutoencoder
 
 HELD_OUT_SEED = 700_000  # training scenes start at 10_000_000

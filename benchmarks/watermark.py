@@ -115,13 +115,13 @@ def audio_attack(name: str, src: Path, tmp: Path, rng: np.random.Generator) -> t
 
 def generated_clips(count: int, seconds: float = 4.0) -> list[Clip]:
     """The bundled model's clips for held-out Stage captions, with marking off."""
+    from openseedance.engines import RunOptions
     from openseedance.pipeline import Pipeline
     from openseedance.request import GenerationRequest
 
-    pipe = Pipeline.from_pretrained()
-    pipe.mark = False
+    pipe, unmarked = Pipeline.from_pretrained(), RunOptions(mark=False)
     return [pipe(GenerationRequest(caption(sample_scene(800_000 + i), "heldout").prompt, duration=seconds,
-                                   seed=i)).clip for i in range(count)]  # fmt: skip
+                                   seed=i), unmarked).clip for i in range(count)]  # fmt: skip
 
 
 def stage_clips(count: int, size: int, seed: int, seconds: float = 4.0) -> list[Clip]:

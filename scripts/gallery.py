@@ -94,11 +94,12 @@ def main() -> None:
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     pipe = Pipeline.from_pretrained(args.model)
-    config = RenderConfig(pipe.config.width, pipe.config.height, pipe.config.fps, pipe.config.sample_rate)
-    lines = ["# Gallery", "", f"Made by `python scripts/gallery.py` with the model `{pipe.source}` (8 steps, "
+    card = pipe.capabilities
+    config = RenderConfig(card.width, card.height, card.fps, card.sample_rate)
+    lines = ["# Gallery", "", f"Made by `python scripts/gallery.py` with the model `{pipe.engine.source}` (8 steps, "
              "4 s, 64×64, 12 fps, 16 kHz). The scenes are held-out Stage scenes; inputs sit beside each clip.", "",
              "| clip | request | prompt | inputs |", "|---|---|---|---|"]  # fmt: skip
-    for name, what, request, inputs in examples(config, videos=pipe.knows_references("video")):
+    for name, what, request, inputs in examples(config, videos=card.references["video"] > 0):
         result = pipe(request)
         clip = result.write(args.out / f"{name}.mp4")
         files = [write_input(args.out, name, k, v, config.sample_rate) for k, v in inputs.items()]
