@@ -13,13 +13,14 @@ import torch
 from openseedance import conditioning as cond
 from openseedance import media
 from openseedance.cli import main
+from openseedance.engines import RunOptions
+from openseedance.engines.bundled import BundledEngine
 from openseedance.media import Clip
 from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
-from openseedance.sampling import SamplerConfig
 from openseedance.video_vae import VideoAutoencoder
 
-FAST = SamplerConfig(steps=2)
+FAST = RunOptions(steps=2)
 FPS, RATE = 12.0, 16000
 
 
@@ -27,10 +28,10 @@ FPS, RATE = 12.0, 16000
 def pipe(request: pytest.FixtureRequest) -> Pipeline:
     p = Pipeline.untrained("debug")
     if request.param == 2:  # the tiny-t2 layout: every part must follow the autoencoder's time grid
-        video_ae = VideoAutoencoder(replace(p.video_ae.config, time_down=(True, False)))
-        p = Pipeline(p.config, p.transformer, video_ae, p.audio_ae)
+        video_ae = VideoAutoencoder(replace(p.engine.video_ae.config, time_down=(True, False)))
+        p = Pipeline(BundledEngine(p.engine.config, p.engine.transformer, video_ae, p.engine.audio_ae))
     with torch.no_grad():
-        for param in p.transformer.parameters():
+        for param in p.engine.transformer.parameters():
             param.add_(0.02 * torch.randn_like(param))
     return p
 

@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from openseedance.engines import RunOptions
 from openseedance.flow import RectifiedFlow
-from openseedance.sampling import SamplerConfig, denoise, guided, schedule
+from openseedance.sampling import Branch, SamplerConfig, denoise, guided, schedule
 
 
 def test_path_and_target_are_exact() -> None:
@@ -70,14 +71,14 @@ def test_denoise_reaches_a_point_mass_and_holds_clean_tokens(solver: str) -> Non
     keep = {"video": torch.tensor([[True, False, False, False, False, True]])}
     clean = {"video": torch.full((1, 6, 3), 7.0)}
     cfg = SamplerConfig(steps=4, solver=solver, guidance={"video": 1.0})
-    out = denoise(_linear_field(target), noise, clean, keep, cfg, shift=2.0)["video"]
+    out = denoise(_linear_field(target), noise, clean, keep, config=cfg, shift=2.0)["video"]
     torch.testing.assert_close(out[:, 1:5], target[:, 1:5], atol=1e-4, rtol=0)
     assert bool((out[:, [0, 5]] == 7.0).all())
 
 
 def test_guidance_mixes_per_stream() -> None:
     def fn(x, t, branches):
-        return [{s: torch.full_like(x[s], 2.0 if b == "cond" else 1.0) for s in x} for b in branches]
+        return [{s: torch.full_like(x[s], 2.0 if b is Branch.COND else 1.0) for s in x} for b in branches]
 
     v = guided(fn, {"video": 3.0, "audio": 1.0})({"video": torch.zeros(1, 2, 1), "audio": torch.zeros(1, 2, 1)}, {})
     assert float(v["video"][0, 0, 0]) == 4.0  # 1 + 3 * (2 - 1)
@@ -86,7 +87,7 @@ def test_guidance_mixes_per_stream() -> None:
 
 def test_reference_guidance_adds_a_branch_only_when_asked() -> None:
     asked = []
-    value = {"cond": 4.0, "uncond": 2.0, "bare": 1.0}
+    value = {Branch.COND: 4.0, Branch.UNCOND: 2.0, Branch.BARE: 1.0}
 
     def fn(x, t, branches):
         asked.append(branches)
@@ -94,13 +95,13 @@ def test_reference_guidance_adds_a_branch_only_when_asked() -> None:
 
     x = {"video": torch.zeros(1, 2, 1), "audio": torch.zeros(1, 2, 1)}
     v = guided(fn, {"video": 3.0, "audio": 1.0}, reference=2.5)(x, {})
-    assert asked == [("cond", "uncond", "bare")]
+    assert asked == [(Branch.COND, Branch.UNCOND, Branch.BARE)]
     assert float(v["video"][0, 0, 0]) == 1.0 + 2.5 * (2 - 1) + 3.0 * (4 - 2)
     assert float(v["audio"][0, 0, 0]) == 1.0 + 2.5 * (2 - 1) + 1.0 * (4 - 2)
     asked.clear()
     guided(fn, {"video": 3.0}, reference=1.0)(x, {})
     guided(fn, {"video": 1.0, "audio": 1.0}, reference=1.0)(x, {})
-    assert asked == [("cond", "uncond"), ("cond",)]
+    assert asked == [(Branch.COND, Branch.UNCOND), (Branch.COND,)]
 
 
 def test_sampler_config_rejects_nonsense() -> None:
@@ -112,15 +113,13 @@ def test_sampler_config_rejects_nonsense() -> None:
         SamplerConfig(reference_guidance=-1.0)
     with pytest.raises(ValueError, match="audio guidance must be >= 0, got nan"):
         SamplerConfig(guidance={"video": 3.0, "audio": float("nan")})
-    with pytest.raises(ValueError, match="binding guidance"):
-        SamplerConfig(binding=float("nan"))
 
 
 def test_rescale_pulls_the_guided_velocity_to_the_cond_size_over_free_tokens() -> None:
     cond = torch.tensor([[[1.0], [-1.0], [1.0], [50.0]]])  # the last token is a held condition
 
     def fn(x, t, branches):
-        return [{s: cond if b == "cond" else torch.zeros_like(cond) for s in x} for b in branches]
+        return [{s: cond if b is Branch.COND else torch.zeros_like(cond) for s in x} for b in branches]
 
     x = {"video": torch.zeros(1, 4, 1)}
     free = {"video": torch.tensor([[True, True, True, False]])}
@@ -134,25 +133,17 @@ def test_rescale_pulls_the_guided_velocity_to_the_cond_size_over_free_tokens() -
         SamplerConfig(rescale=1.5)
 
 
-def test_binding_guidance_pushes_away_from_the_swapped_citations_and_asks_only_when_on() -> None:
-    vel = {"cond": 1.0, "uncond": 0.5, "bare": 0.25, "swapped": 0.75}
-    asked: list[tuple[str, ...]] = []
-
-    def fn(x, t, branches):
-        asked.append(branches)
-        return [{s: torch.full_like(x[s], vel[b]) for s in x} for b in branches]
-
-    x = {"video": torch.zeros(1, 3, 2)}
-    got = guided(fn, {"video": 3.0}, reference=4.0, binding=2.0)(x, {})["video"]
-    want = 0.25 + 4.0 * (0.5 - 0.25) + 3.0 * (1.0 - 0.5) + 2.0 * (1.0 - 0.75)
-    torch.testing.assert_close(got, torch.full_like(got, want))
-    assert asked[-1] == ("cond", "uncond", "bare", "swapped")
-    got = guided(fn, {"video": 1.0}, binding=2.0)(x, {})["video"]  # no other guidance: cond + b (cond - swapped)
-    torch.testing.assert_close(got, torch.full_like(got, 1.0 + 2.0 * 0.25))
-    assert asked[-1] == ("cond", "swapped")
-    guided(fn, {"video": 3.0})(x, {})
-    assert asked[-1] == ("cond", "uncond")  # off: no extra branch
-    with pytest.raises(ValueError, match="binding"):
-        SamplerConfig(binding=-1.0)
+def test_shift_must_be_positive() -> None:
     with pytest.raises(ValueError, match="shift must be > 0"):
         SamplerConfig(shift=0.0)
+
+
+def test_run_options_are_checked_by_the_samplers_rules_where_they_are_made() -> None:
+    RunOptions()  # every setting left to the engine
+    RunOptions(steps=2, guidance=0.0, shift=3.0)
+    for bad, message in (({"steps": 0}, "steps"), ({"guidance": float("nan")}, "video guidance"),
+                         ({"audio_guidance": -1.0}, "audio guidance"), ({"guidance_rescale": 2.0}, "rescale"),
+                         ({"reference_guidance": -1.0}, "reference guidance"),
+                         ({"solver": "rk9"}, "solver")):  # fmt: skip
+        with pytest.raises(ValueError, match=message):
+            RunOptions(**bad)

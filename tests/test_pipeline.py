@@ -12,18 +12,20 @@ import pytest
 import torch
 
 from openseedance import media
-from openseedance.pipeline import Pipeline, PipelineConfig, resolve_size
-from openseedance.request import GenerationRequest, swapped_citations
-from openseedance.sampling import SamplerConfig
+from openseedance.conditioning import prompt_text
+from openseedance.engines import Capabilities, RunOptions
+from openseedance.pipeline import Pipeline
+from openseedance.request import GenerationRequest
 
-FAST = SamplerConfig(steps=2)
+FAST = RunOptions(steps=2)
+UNMARKED = RunOptions(steps=2, mark=False)  # the marks name the request: off to compare clips of two requests
 
 
 @pytest.fixture(scope="module")
 def pipe() -> Pipeline:
     p = Pipeline.untrained("debug")
     with torch.no_grad():  # random heads, so that outputs depend on inputs
-        for param in p.transformer.parameters():
+        for param in p.engine.transformer.parameters():
             param.add_(0.02 * torch.randn_like(param))
     return p
 
@@ -65,13 +67,13 @@ def test_conditioned_tasks_keep_what_was_given(pipe: Pipeline) -> None:
 def test_no_audio_and_other_sizes(pipe: Pipeline) -> None:
     out = pipe(_req(generate_audio=False, width=96, height=48, duration=1.0), FAST)
     assert out.clip.audio is None and out.clip.video.shape == (12, 48, 96, 3)
-    assert resolve_size(PipelineConfig(), "16:9") == (88, 48)
+    assert Capabilities(engine="bundled").resolve_size("16:9") == (88, 48)
     with pytest.raises(ValueError, match="ratio"):
-        resolve_size(PipelineConfig(), "wide")
+        Capabilities(engine="bundled").resolve_size("wide")
 
 
 def test_save_and_load_round_trip(pipe: Pipeline, tmp_path: Path) -> None:
-    pipe.save_pretrained(tmp_path / "model")
+    pipe.engine.save_pretrained(tmp_path / "model")
     again = Pipeline.from_pretrained(tmp_path / "model")
     a, b = pipe(_req(), FAST), again(_req(), FAST)
     assert np.array_equal(a.clip.video, b.clip.video)
@@ -122,11 +124,8 @@ def test_references_condition_the_clip(pipe: Pipeline) -> None:
     assert not np.array_equal(a.clip.video, b.clip.video)  # the picture follows the reference
     assert np.array_equal(a.clip.video, make((red,)).clip.video)  # and is seeded
     # the plain citation "image 1" is read as @image1: the same clip (but for the marks, which name the request)
-    pipe.mark = False
-    try:
-        plain, cited = make((red,)), make((red,), "@image1 jumps; @image1 speaks like @audio1")
-    finally:
-        pipe.mark = True
+    plain = pipe(_req(prompt="@image1 jumps; image 1 speaks like @audio1", images=(red,), audios=(voice,)), UNMARKED)
+    cited = pipe(_req(prompt="@image1 jumps; @image1 speaks like @audio1", images=(red,), audios=(voice,)), UNMARKED)
     assert np.array_equal(plain.clip.video, cited.clip.video)
     # a reference video (here 30 frames at 15 fps, retimed to the clip's 12) conditions the clip too
     moving = media.Clip(np.stack([np.roll(FACELESS + 40 * (k % 3), 2 * k, axis=1) for k in range(30)]), None, fps=15.0)
@@ -147,17 +146,15 @@ def test_references_condition_the_clip(pipe: Pipeline) -> None:
 
 
 def test_multi_shot_prompts(pipe: Pipeline) -> None:
-    text, cuts = pipe._prompt_text(_req(prompt="A red circle. [shot 1] Wide, it jumps. [shot 2] Close-up, it says hi.",
-                                 duration=3.0))  # fmt: skip
+    encoder = pipe.engine.text_encoder
+    shots = "A red circle. [shot 1] Wide, it jumps. [shot 2] Close-up, it says hi."
+    text, cuts = prompt_text(encoder, _req(prompt=shots, duration=3.0))
     assert cuts == (1.5,) and text.shot is not None
     parts = text.shot[0][text.mask[0]].tolist()
     assert parts[0] == 0 and set(parts) == {0, 1, 2} and parts == sorted(parts)  # global, shot 1, shot 2
     assert not text.shot[1].any()  # the empty prompt (guidance) has no shots
-    pipe.per_shot = False  # the whole prompt as one text
-    try:
-        flat, no_cuts = pipe._prompt_text(_req(prompt="A red circle. [shot 1] It jumps. [shot 2] It rests."))
-    finally:
-        pipe.per_shot = True
+    # the whole prompt as one text
+    flat, no_cuts = prompt_text(encoder, _req(prompt="A red circle. [shot 1] It jumps. [shot 2] It rests."), False)
     assert flat.shot is None and no_cuts == ()
     clip = pipe(_req(prompt="[shot 1] a red circle hops [shot 2] it talks [shot 3] it rests"), FAST).clip
     assert clip.video.shape == (18, 64, 64, 3)
@@ -175,7 +172,8 @@ def test_shot_lengths(pipe: Pipeline) -> None:
     assert shot_cuts("[shot 1 | 1s] a [shot 2] b [shot 3] c", 4.0) == (1.0, 2.5)
     assert shot_cuts("[Shot 1, 3 seconds] a [shot 2: .5 s] b [shot 3 |0.5s] c", 4.0) == (3.0, 3.5)
     assert split_shots("all [shot 1 | 1s] a [shot 2] b") == ("all", ("a", "b"))  # lengths are not text
-    _, cuts = pipe._prompt_text(_req(prompt="[shot 1 | 0.5s] it hops [shot 2] it rests", duration=1.5))
+    _, cuts = prompt_text(pipe.engine.text_encoder, _req(prompt="[shot 1 | 0.5s] it hops [shot 2] it rests",
+                                                         duration=1.5))  # fmt: skip
     assert cuts == (0.5,)
     for prompt, message in (("[shot 1 | 3s] a [shot 2 | 2s] b", "add up to 5 s but the clip is 4 s"),
                             ("[shot 1 | 3.8s] a [shot 2] b", "leave 0.2 s for each other shot"),
@@ -195,7 +193,7 @@ def test_a_model_without_reference_training_refuses_references() -> None:
 def test_missing_or_damaged_model_folder(tmp_path: Path, pipe: Pipeline) -> None:
     with pytest.raises(ValueError, match=r"no pipeline\.json"):
         Pipeline.from_pretrained(tmp_path)
-    pipe.save_pretrained(tmp_path / "m")
+    pipe.engine.save_pretrained(tmp_path / "m")
     (tmp_path / "m" / "transformer" / "model.safetensors").write_bytes(b"not a tensor file")
     with pytest.raises(ValueError, match="cannot load the model"):
         Pipeline.from_pretrained(tmp_path / "m")
@@ -227,7 +225,7 @@ def test_to_a_device_keeps_the_clips(pipe: Pipeline) -> None:
     """`to` moves the model and comes back; on the CPU it changes nothing."""
     request = _req(seed=7)
     before = pipe(request, FAST).clip
-    assert pipe.to("cpu") is pipe and pipe.device == torch.device("cpu")
+    assert pipe.to("cpu") is pipe and pipe.engine.device == torch.device("cpu")
     assert np.array_equal(pipe(request, FAST).clip.video, before.video)
 
 
@@ -239,7 +237,7 @@ def test_cuda_clips_match_cpu_clips(pipe: Pipeline) -> None:
     on_cpu = {k: pipe(r, sampler).clip for k, r in requests.items()}
     try:
         pipe.to("cuda")
-        assert next(pipe.transformer.parameters()).is_cuda
+        assert next(pipe.engine.transformer.parameters()).is_cuda
         on_gpu = {k: pipe(r, sampler).clip for k, r in requests.items()}
     finally:
         pipe.to("cpu")
@@ -251,54 +249,16 @@ def test_cuda_clips_match_cpu_clips(pipe: Pipeline) -> None:
             assert np.abs(a.audio - b.audio).max() < 0.02, k
 
 
-def test_swapped_citations_turn_each_kind_round_over_the_given_references() -> None:
-    counts = {"image": 2, "video": 0, "audio": 2}
-    prompt = "@image1 who speaks like @audio1; @image2 with the voice of @audio2. @image2 says hi"
-    assert swapped_citations(prompt, counts) == ("@image2 who speaks like @audio2; @image1 with the voice of "
-                                                 "@audio1. @image1 says hi")  # fmt: skip
-    three = swapped_citations("@image1 waves at @image3 and @image2", {"image": 3})
-    assert three == "@image2 waves at @image1 and @image3"
-    assert swapped_citations("@image1 waves; @audio1 sings", {"image": 1, "audio": 1}) is None  # one of each kind
-    assert swapped_citations("a red circle hops", counts) is None  # nothing cited
-    # one kind with two, the other with one: only the first turns
-    assert swapped_citations("@image2 sings like @audio1", {"image": 2, "audio": 1}) == "@image1 sings like @audio1"
-
-
-def test_binding_guidance_adds_the_swapped_prompt_only_with_two_references(pipe: Pipeline) -> None:
-    from openseedance.stage.render import portrait
-    from openseedance.stage.scene import Identity
-
-    red = portrait(Identity("red", "circle", "plain", "round"))
-    blue = portrait(Identity("blue", "square", "striped", "big"))
-    two = _req(prompt="@image1 jumps. @image2 waits", images=(red, blue))
-    text, _ = pipe._prompt_text(two, swap=True)
-    assert text.states.shape[0] == 3  # the prompt, the empty one, the swapped one
-    swapped, _ = pipe._prompt_text(_req(prompt="@image2 jumps. @image1 waits", images=(red, blue)))
-    n = int(swapped.mask[0].sum())
-    torch.testing.assert_close(text.states[2, :n], swapped.states[0, :n])
-    one = _req(prompt="@image1 jumps", images=(red,))
-    assert pipe._prompt_text(one, swap=True)[0].states.shape[0] == 2  # nothing to swap
-    bound = replace(FAST, binding=3.0)
-    pipe.mark = False
-    try:
-        alone, alone_bound = pipe(one, FAST), pipe(one, bound)
-        pair, pair_bound = pipe(two, FAST), pipe(two, bound)
-    finally:
-        pipe.mark = True
-    assert np.array_equal(alone.clip.video, alone_bound.clip.video) and "binding_guidance" not in alone_bound.request
-    assert not np.array_equal(pair.clip.video, pair_bound.clip.video) and pair_bound.request["binding_guidance"] == 3.0
-
-
 def test_the_models_sampling_shift_is_used_unless_a_sampler_overrides_it(pipe: Pipeline) -> None:
     req = _req(prompt="a red circle jumps")
-    before = pipe.config
-    pipe.mark = False
+    before = pipe.engine.config
     try:
-        plain = pipe(req, FAST)  # the training shift for this clip's token count
-        pipe.config = replace(before, shift=4.0)
-        assert pipe.sampler().shift == 4.0 and pipe.sampler(shift=2.5).shift == 2.5
-        made = pipe(req, replace(FAST, shift=pipe.sampler().shift))
+        plain = pipe(req, UNMARKED)  # the training shift for this clip's token count
+        pipe.engine.config = replace(before, shift=4.0)
+        engine = pipe.engine
+        assert engine.sampler(RunOptions()).shift == 4.0 and engine.sampler(RunOptions(shift=2.5)).shift == 2.5
+        made = pipe(req, UNMARKED)
         assert made.request["shift"] == 4.0 != plain.request["shift"]
         assert not np.array_equal(made.clip.video, plain.clip.video)
     finally:
-        pipe.config, pipe.mark = before, True
+        pipe.engine.config = before

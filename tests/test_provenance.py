@@ -12,6 +12,7 @@ import pytest
 
 from openseedance import media, provenance
 from openseedance.cli import main
+from openseedance.engines import RunOptions
 from openseedance.media import Clip
 from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
@@ -170,12 +171,9 @@ def test_pipeline_marks_every_clip_and_writes_a_manifest(tmp_path: Path) -> None
 
 
 def test_visible_label_is_drawn_only_when_asked(debug_pipe: Pipeline) -> None:
-    debug_pipe.mark = False
-    try:
-        plain = debug_pipe(GenerationRequest("a blue square", duration=1.0)).clip.video
-        labelled = debug_pipe(GenerationRequest("a blue square", duration=1.0, visible_watermark=True)).clip.video
-    finally:
-        debug_pipe.mark = True
+    unmarked = RunOptions(mark=False)
+    plain = debug_pipe(GenerationRequest("a blue square", duration=1.0), unmarked).clip.video
+    labelled = debug_pipe(GenerationRequest("a blue square", duration=1.0, visible_watermark=True), unmarked).clip.video
     assert not provenance.detect_video(plain).found
     changed = np.abs(labelled.astype(int) - plain).max(-1) > 8
     assert changed[:, -14:, -24:].sum((1, 2)).min() >= 10  # the label, in the bottom-right corner of every frame
@@ -200,14 +198,11 @@ def test_face_guard_refuses_a_real_face(face_photo: np.ndarray, debug_pipe: Pipe
     video = Clip(np.stack([face_photo[::4, ::4]] * 24), None)
     with pytest.raises(provenance.FaceError, match="@video1"):
         debug_pipe.check(GenerationRequest("x", videos=(video,)))
-    debug_pipe.allow_faces = True
-    try:
-        debug_pipe.check(GenerationRequest("x", first_frame=face_photo))
-        with pytest.raises(ValueError, match="trained without reference images") as refused:
-            debug_pipe.check(GenerationRequest("x", images=(face_photo,)))
-        assert not isinstance(refused.value, provenance.FaceError)
-    finally:
-        debug_pipe.allow_faces = False
+    consenting = Pipeline(debug_pipe.engine, allow_faces=True)
+    consenting.check(GenerationRequest("x", first_frame=face_photo))
+    with pytest.raises(ValueError, match="trained without reference images") as refused:
+        consenting.check(GenerationRequest("x", images=(face_photo,)))
+    assert not isinstance(refused.value, provenance.FaceError)
 
 
 def test_a_video_face_must_stay_more_than_a_frame(face_photo: np.ndarray) -> None:
@@ -246,7 +241,7 @@ def test_stage_characters_do_not_trip_the_face_guard() -> None:
 
 
 def test_generate_allow_faces_flag(face_photo: np.ndarray, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    model = Pipeline.untrained("debug").save_pretrained(tmp_path / "model")
+    model = Pipeline.untrained("debug").engine.save_pretrained(tmp_path / "model")
     image = media.write_image(tmp_path / "face.png", face_photo)
     args = ["generate", "someone waves", "--model", str(model), "--first-frame", str(image), "--duration", "1",
             "--steps", "1", "-o", str(tmp_path / "out.mp4")]  # fmt: skip

@@ -71,23 +71,3 @@ def test_untrained_architecture_from_a_folder(encoder: TextEncoder, tmp_path) ->
     assert untrained.name == f"untrained:{tmp_path}" and untrained.dim == encoder.dim
     (a, ma), (b, mb) = untrained.encode(["a red circle jumps"]), encoder.encode(["a red circle jumps"])
     assert a.shape == b.shape and torch.equal(ma, mb) and not torch.allclose(a, b)
-
-
-def test_citation_roles_mark_the_tokens_of_each_citation(encoder: TextEncoder) -> None:
-    from openseedance.transformer import role_id
-
-    prompt = "@image1 who speaks like @audio1; @Image2 waves at @video3 and @image10."
-    roles = encoder.citation_roles(prompt)
-    assert roles.shape == (encoder.encode([prompt])[0].shape[1],)  # one per token, [CLS] and [SEP] too
-    tokens = encoder.tokenizer.encode(prompt).tokens
-    cited = {}
-    for token, role in zip(tokens, roles.tolist(), strict=True):
-        cited.setdefault(role, []).append(token)
-    assert cited[role_id("image", 0)] == ["@", "image", "##1"]
-    assert cited[role_id("audio", 0)] == ["@", "audio", "##1"]
-    assert cited[role_id("image", 1)] == ["@", "image", "##2"]  # any case
-    assert cited[role_id("video", 2)] == ["@", "video", "##3"]
-    assert "who" in cited[0] and "##10" in cited[0]  # words, and a citation beyond the limits, carry none
-    assert not encoder.citation_roles("a red circle hops").any()
-    long = "@audio2 " + "and so on " * 200 + "@image1"
-    assert encoder.citation_roles(long).shape == (encoder.max_tokens,)  # truncated as the states are

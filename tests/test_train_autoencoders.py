@@ -161,7 +161,7 @@ def test_warm_start_carries_the_bundled_tiny_over_to_tiny_t2() -> None:
     longer halves time). Warm-started from the bundled `tiny`, it reconstructs Stage clips about as
     well as `tiny` before any training; with those three tensors fresh, or taken the wrong way
     (one time slot of the upsampler, one tap of the temporal kernel), it does not."""
-    from openseedance.pipeline import BUNDLED
+    from openseedance.engines.bundled import BUNDLED
 
     source = load_component(VideoAutoencoder, BUNDLED / "video_ae")
     torch.manual_seed(0)

@@ -18,17 +18,17 @@ from safetensors.torch import load_file
 from openseedance import media
 from openseedance.audio_vae import AudioAutoencoder, audio_ae_config
 from openseedance.checkpoint import load_component, save_component
-from openseedance.conditioning import TASKS
+from openseedance.conditioning import TRAINING_TASKS
+from openseedance.engines import RunOptions
 from openseedance.pipeline import Pipeline
-from openseedance.request import GenerationRequest
-from openseedance.sampling import SamplerConfig
+from openseedance.request import GenerationRequest, role_id
 from openseedance.stage.render import portrait, render, voice_sample
 from openseedance.stage.scene import motion_twin, sample_scene
 from openseedance.text import TextEncoder
 from openseedance.train.data import TRAIN_SEED_BASE
 from openseedance.train.generator import GenTrainConfig, Sampler, layout_for, train
 from openseedance.train.latents import CacheSpec, LatentCache
-from openseedance.transformer import role_id, transformer_config
+from openseedance.transformer import transformer_config
 from openseedance.video_vae import VideoAutoencoder, video_ae_config
 
 
@@ -60,7 +60,7 @@ def test_loss_falls_and_the_export_generates(parts: Path, tmp_path: Path) -> Non
     assert sum(losses[-10:]) / 10 < 0.6 * sum(losses[:10]) / 10
     assert (tmp_path / "run" / "tb").is_dir() and any((tmp_path / "run" / "tb").iterdir())
     pipe = Pipeline.from_pretrained(folder)
-    clip = pipe(GenerationRequest("a red circle", duration=1.0), SamplerConfig(steps=2)).clip
+    clip = pipe(GenerationRequest("a red circle", duration=1.0), RunOptions(steps=2)).clip
     assert clip.video.shape == (12, 64, 64, 3)
 
 
@@ -74,8 +74,8 @@ def test_a_latent_per_two_frames_trains_and_generates(parts: Path, tmp_path: Pat
     shard = torch.load(tmp_path / "lat" / "shard-00000.pt", weights_only=True)
     assert shard["video"].shape[2] == 7  # 12 frames held to 13 = 1 + 2 * 6: a latent per 2 frames
     pipe = Pipeline.from_pretrained(folder)
-    assert pipe.video_ae.config.temporal_factor == 2
-    clip = pipe(GenerationRequest("a red circle", duration=1.0), SamplerConfig(steps=2)).clip
+    assert pipe.engine.video_ae.config.temporal_factor == 2
+    clip = pipe(GenerationRequest("a red circle", duration=1.0), RunOptions(steps=2)).clip
     assert clip.video.shape == (12, 64, 64, 3)
 
 
@@ -128,7 +128,7 @@ def test_two_cpu_processes_then_resume_on_one(parts: Path, tmp_path: Path, mode:
 def _one_task(parts: Path, tmp_path: Path, task: str, batch_size: int):
     """A 4-step run config training only `task` on 4 clips, its latent cache and layout, and the
     first batch the trainer would draw."""
-    only = tuple(1.0 if t == task else 0.0 for t in TASKS)
+    only = tuple(1.0 if t == task else 0.0 for t in TRAINING_TASKS)
     cfg = _cfg(parts, steps=4, clips=4, cache=str(tmp_path / "lat"), tasks=only, batch_size=batch_size)
     vae = load_component(VideoAutoencoder, cfg.video_ae)
     aae = load_component(AudioAutoencoder, cfg.audio_ae)
@@ -159,10 +159,11 @@ def test_references_are_learnt_from_portraits_and_voices(parts: Path, tmp_path: 
     cfg, cache, layout, batch = _one_task(parts, tmp_path, "references", batch_size=3)
     n = layout.video_tokens
     assert batch.tasks == ["references"] * 3
+    c = batch.conditions
     assert (
-        batch.role["video"][:, :n].eq(0).all() and batch.role["video"][:, n:][batch.valid["video"][:, n:]].ge(1).all()
+        c.role["video"][:, :n].eq(0).all() and c.role["video"][:, n:][c.valid["video"][:, n:]].ge(1).all()
     )
-    assert batch.keep["video"][:, n:].all() and not batch.keep["video"][:, :n].any()  # references: clean, no loss
+    assert c.keep["video"][:, n:].all() and not c.keep["video"][:, :n].any()  # references: clean, no loss
     refs = cache.references(0)
     scene = sample_scene(TRAIN_SEED_BASE, duration=1.0)
     assert refs[0]["images"].shape[0] == len(scene.characters) == refs[0]["voices"].shape[0]
@@ -170,11 +171,11 @@ def test_references_are_learnt_from_portraits_and_voices(parts: Path, tmp_path: 
     # trained on references, the exported model takes them
     folder = train(cfg, tmp_path / "run", progress=False)
     pipe = Pipeline.from_pretrained(folder)
-    assert pipe.transformer.roles.weight.detach().any()
+    assert pipe.engine.transformer.roles.weight.detach().any()
     request = GenerationRequest("@image1 jumps, speaking like @audio1", duration=1.0,
                                 images=(portrait(scene.characters[0].identity),),
                                 audios=(voice_sample(scene.characters[0].voice, seconds=2.0),))  # fmt: skip
-    assert pipe(request, SamplerConfig(steps=2)).clip.video.shape == (12, 64, 64, 3)
+    assert pipe(request, RunOptions(steps=2)).clip.video.shape == (12, 64, 64, 3)
 
 
 def test_motion_is_learnt_from_reference_videos(parts: Path, tmp_path: Path) -> None:
@@ -184,19 +185,20 @@ def test_motion_is_learnt_from_reference_videos(parts: Path, tmp_path: Path) -> 
     cfg, cache, layout, batch = _one_task(parts, tmp_path, "motion", batch_size=2)
     n = layout.video_tokens
     assert batch.tasks == ["motion"] * 2
-    assert batch.x0["video"].shape[1] == 2 * n  # the twin is as long as the clip
-    assert batch.role["video"][:, n:].eq(role_id("video", 0)).all() and batch.keep["video"][:, n:].all()
-    assert batch.x0["audio"].shape[1] == layout.audio_latents  # a reference video brings no sound
+    assert batch.conditions.clean["video"].shape[1] == 2 * n  # the twin is as long as the clip
+    c = batch.conditions
+    assert c.role["video"][:, n:].eq(role_id("video", 0)).all() and c.keep["video"][:, n:].all()
+    assert batch.conditions.clean["audio"].shape[1] == layout.audio_latents  # a reference video brings no sound
     twin = cache.motion(0)[0]
     assert twin["video"].shape == cache.shard(0)["video"][0].shape
     assert not torch.equal(twin["video"], cache.shard(0)["video"][0])  # other looks and places
     folder = train(cfg, tmp_path / "run", progress=False)
     pipe = Pipeline.from_pretrained(folder)
-    assert pipe.knows_references("video") and not pipe.knows_references("image")
+    assert pipe.engine.knows_references("video") and not pipe.engine.knows_references("image")
     scene = sample_scene(TRAIN_SEED_BASE, duration=2.0)
     reference = render(motion_twin(scene, 7)).clip  # 2 s at 64x64, 12 fps
     request = GenerationRequest("A red circle. It moves as in @video1", duration=1.0, videos=(reference,))
-    out = pipe(request, SamplerConfig(steps=2))
+    out = pipe(request, RunOptions(steps=2))
     assert out.clip.video.shape == (12, 64, 64, 3) and out.request["task"] == "references"
     with pytest.raises(ValueError, match="trained without reference images"):
         pipe(GenerationRequest("@image1 hops", duration=1.0, images=(portrait(scene.characters[0].identity),)))
@@ -204,7 +206,8 @@ def test_motion_is_learnt_from_reference_videos(parts: Path, tmp_path: Path) -> 
 
 def test_multi_shot_clips_are_captioned_shot_by_shot(parts: Path, tmp_path: Path) -> None:
     cfg = _cfg(parts, steps=2, clips=6, duration=4.0, cache=str(tmp_path / "lat"), batch_size=6,
-               tasks=tuple(1.0 if t in ("t2av", "references") else 0.0 for t in TASKS), text_dropout=0.0)  # fmt: skip
+               tasks=tuple(1.0 if t in ("t2av", "references") else 0.0 for t in TRAINING_TASKS),
+               text_dropout=0.0)  # fmt: skip
     vae, aae = load_component(VideoAutoencoder, cfg.video_ae), load_component(AudioAutoencoder, cfg.audio_ae)
     text = TextEncoder.load("minilm")
     cache = LatentCache(cfg.cache, CacheSpec(clips=6, duration=4.0), vae, aae, text)
@@ -216,60 +219,12 @@ def test_multi_shot_clips_are_captioned_shot_by_shot(parts: Path, tmp_path: Path
     assert len(shots[multi[0]]["plain"]) == len(scene.shots) + 1  # global + one part per shot
     assert shots[multi[0]]["cuts"].tolist() == pytest.approx([s.start for s in scene.shots[1:]])
     batch = Sampler(cfg, cache, layout, text.encode([""])[0][0])(1)
-    assert batch.text.shot is not None and batch.text.shot.max() >= 2
+    assert batch.conditions.text.shot is not None and batch.conditions.text.shot.max() >= 2
     n = layout.video_tokens
-    assert batch.shot["video"][:, :n].min() >= 1 and batch.shot["video"][:, n:].eq(0).all()  # references: none
+    c = batch.conditions
+    assert c.shot["video"][:, :n].min() >= 1 and c.shot["video"][:, n:].eq(0).all()  # references: none
     train(cfg, tmp_path / "run", progress=False)  # the masked batches train
     assert [r["step"] for r in _log(tmp_path / "run")] == [1, 2]
-
-
-def test_citation_roles_follow_the_cited_captions(parts: Path, tmp_path: Path) -> None:
-    """With `cite_roles` the captions that cite references (one shot, or part by part) mark their
-    citations with the references' roles, token for token with the cached states; a model trained
-    without the option starts such a run, and the exported model marks the prompts it is given."""
-    cfg = _cfg(parts, steps=2, clips=6, duration=4.0, cache=str(tmp_path / "lat"), batch_size=6,
-               tasks=tuple(1.0 if t in ("t2av", "references") else 0.0 for t in TASKS), text_dropout=0.0,
-               cite_roles=True)  # fmt: skip
-    vae, aae = load_component(VideoAutoencoder, cfg.video_ae), load_component(AudioAutoencoder, cfg.audio_ae)
-    text = TextEncoder.load("minilm")
-    cache = LatentCache(cfg.cache, CacheSpec(clips=6, duration=4.0), vae, aae, text)
-    layout = layout_for(cfg, vae, aae, transformer_config("debug").patch)
-    sampler = Sampler(cfg, cache, layout, text.encode([""])[0][0], text)
-    cited = set(range(role_id("image", 0), role_id("image", 8) + 1)) | {role_id("audio", k) for k in range(3)}
-    seen = 0
-    for step in range(4):
-        batch = sampler(step)
-        assert batch.text.role is not None and batch.text.role.shape == batch.text.mask.shape
-        for k, task in enumerate(batch.tasks):
-            marks = set(batch.text.role[k][batch.text.mask[k]].tolist()) - {0}
-            assert not batch.text.role[k][~batch.text.mask[k]].any()  # padding carries none
-            if task == "references":
-                assert marks and marks <= cited and role_id("image", 0) in marks
-                seen += 1
-            else:
-                assert not marks  # captions in words cite nothing
-    assert seen
-    with pytest.raises(ValueError, match="tokenizer"):
-        Sampler(cfg, cache, layout, text.encode([""])[0][0])
-    start = Pipeline.untrained("debug").save_pretrained(tmp_path / "plain")
-    folder = train(dataclasses.replace(cfg, init=str(start)), tmp_path / "run", progress=False)
-    pipe = Pipeline.from_pretrained(folder)
-    assert pipe.transformer.config.cite_roles
-    scene = sample_scene(TRAIN_SEED_BASE, duration=1.0)
-    marked = pipe._prompt_text(GenerationRequest("@image1 hops. [shot 1] @image1 waits [shot 2] it hops",
-                                                 duration=2.0, images=(portrait(scene.characters[0].identity),)))[0]
-    assert marked.role is not None and marked.role[0].eq(role_id("image", 0)).sum() == 6  # 3 tokens, twice
-    assert not marked.role[1].any()  # the empty prompt's row
-    # the citation bias: it needs the marks, starts at zero from a model without it, and is exported
-    with pytest.raises(ValueError, match="cite_roles"):
-        dataclasses.replace(cfg, cite_roles=False, cite_bias=True)
-    biased = train(dataclasses.replace(cfg, init=str(start), cite_bias=True), tmp_path / "biased", progress=False)
-    model = Pipeline.from_pretrained(biased).transformer
-    assert model.config.cite_bias and model.cite_bias.shape == (model.config.depth, model.config.heads)
-    with torch.no_grad():  # two steps teach no reference roles; give them some, as training would
-        pipe.transformer.roles.weight.normal_(0.0, 0.1)
-    request = GenerationRequest("@image1 jumps", duration=1.0, images=(portrait(scene.characters[0].identity),))
-    assert pipe(request, SamplerConfig(steps=2)).clip.video.shape == (12, 64, 64, 3)
 
 
 def test_folder_of_mp4_and_captions(parts: Path, tmp_path: Path) -> None:
@@ -289,4 +244,4 @@ def test_config_errors() -> None:
     with pytest.raises(ValueError, match="autoencoders"):
         GenTrainConfig()
     with pytest.raises(ValueError, match="tasks"):
-        GenTrainConfig(video_ae="a", audio_ae="b", tasks=(1.0,) * (len(TASKS) + 1))
+        GenTrainConfig(video_ae="a", audio_ae="b", tasks=(1.0,) * (len(TRAINING_TASKS) + 1))

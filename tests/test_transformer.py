@@ -10,17 +10,8 @@ import pytest
 import torch
 
 from openseedance import layers
-from openseedance.transformer import (
-    CITE_BIAS_SCALE,
-    CITE_BIAS_START,
-    NUM_ROLES,
-    PRESETS,
-    AVTransformer,
-    Text,
-    Tokens,
-    _cite_biased,
-    transformer_config,
-)
+from openseedance.request import REFERENCE_LIMITS, role_id
+from openseedance.transformer import NUM_ROLES, PRESETS, AVTransformer, Text, Tokens, transformer_config
 
 
 def _inputs(b: int = 2, nv: int = 12, na: int = 5, nt: int = 4, seed: int = 0):
@@ -148,7 +139,6 @@ def test_presets_build_on_meta_and_report_size() -> None:
 
 def test_reference_roles() -> None:
     from openseedance.conditioning import REF_SLOT, Layout, reference_tokens
-    from openseedance.transformer import role_id
 
     model = _trained_like()
     streams, text = _inputs()
@@ -187,75 +177,11 @@ def test_reference_roles() -> None:
     assert first[:, 0].max() < -REF_SLOT * role_id("image", 8)  # after every image slot, before the clip
 
 
-def test_citation_roles_reach_the_text_only_when_configured() -> None:
-    """With `cite_roles`, a text token citing a reference carries that reference's role embedding;
-    tokens marked 0 and models without the option are unchanged."""
-    model = _trained_like()
-    streams, text = _inputs()
-    cites = torch.zeros(2, 4, dtype=torch.long)
-    cites[:, 1] = 2
-    marked = Text(text.states, text.mask, role=cites)
-    plain = model(streams, text)["video"]
-    assert torch.equal(model(streams, marked)["video"], plain)  # option off: roles ignored
-    model.config = replace(model.config, cite_roles=True)
-    assert torch.equal(model(streams, Text(text.states, text.mask, role=cites * 0))["video"], plain)
-    assert not torch.allclose(model(streams, marked)["video"], plain)
-    assert torch.equal(marked.rows([1]).role, cites[1:])
-
-
-def test_citation_bias_is_an_additive_logit_between_a_citation_and_its_reference() -> None:
-    """The widened attention equals softmax(q·k/sqrt(Dh) + bias[h] where query and key code the
-    same reference) v, also under a key mask; uncoded tokens (role 0) never match each other."""
-    g = torch.Generator().manual_seed(0)
-    q, k, v = (torch.randn(2, 3, 7, 16, generator=g) for _ in range(3))
-    role = torch.tensor([[0, 1, 1, 2, 0, 2, 0], [3, 0, 0, 3, 1, 0, 0]])
-    code = torch.nn.functional.one_hot(role, NUM_ROLES).float() * (role > 0)[..., None]
-    bias = torch.tensor([0.5, -1.0, 2.0])
-    keys = torch.ones(2, 1, 1, 7, dtype=torch.bool)
-    keys[1, ..., 5:] = False
-    wide = _cite_biased(q, k, v, code, code, bias)
-    assert wide[0].shape[-1] % 8 == 0  # fused kernels want head widths in multiples of 8
-    got = layers.sdpa_attention(*wide, keys)[..., :16]
-    same = (role[:, :, None] == role[:, None, :]) & (role[:, :, None] > 0)
-    logits = q @ k.transpose(-1, -2) / 16**0.5 + bias[None, :, None, None] * same[:, None]
-    want = torch.softmax(logits.masked_fill(~keys, float("-inf")), -1) @ v
-    torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
-
-
-def test_citation_bias_acts_only_on_references_and_citations() -> None:
-    """A `cite_bias` model with its bias at zero is the `cite_roles` model; a bias changes the
-    outputs where a reference is there and cited, and nothing without references or marks; it
-    starts at CITE_BIAS_START (stored divided by CITE_BIAS_SCALE) and learns."""
-    with pytest.raises(ValueError, match="cite_roles"):
-        replace(transformer_config("debug"), cite_bias=True)
-    base = _trained_like()
-    cfg = replace(base.config, cite_roles=True)
-    roles_only = AVTransformer(cfg)
-    roles_only.load_state_dict(base.state_dict())
-    biased = AVTransformer(replace(cfg, cite_bias=True))
-    assert not biased.load_state_dict(base.state_dict(), strict=False).unexpected_keys
-    biased.eval()
-    torch.testing.assert_close(CITE_BIAS_SCALE * biased.cite_bias, torch.full((2, 2), CITE_BIAS_START))
-    with torch.no_grad():
-        biased.cite_bias.zero_()
-    streams, text = _inputs()
-    streams["video"].role = torch.zeros(2, 12, dtype=torch.long)
-    streams["video"].role[:, 8:] = 2  # the last tokens are reference @image2's
-    cites = torch.zeros(2, 4, dtype=torch.long)
-    cites[:, 1] = 2
-    marked, unmarked = Text(text.states, text.mask, role=cites), Text(text.states, text.mask)
-    torch.testing.assert_close(biased(streams, marked)["video"], roles_only(streams, marked)["video"])
-    with torch.no_grad():
-        biased.cite_bias.fill_(0.3)
-    assert not torch.allclose(biased(streams, marked)["video"], roles_only(streams, marked)["video"], atol=1e-4)
-    torch.testing.assert_close(biased(streams, unmarked)["video"], roles_only(streams, unmarked)["video"])
-    # marks that cite nothing, and no reference tokens: the heads are widened, the result is the same
-    bare = {"video": Tokens(streams["video"].x, streams["video"].t, streams["video"].pos), "audio": streams["audio"]}
-    none = Text(text.states, text.mask, role=cites * 0)
-    torch.testing.assert_close(biased(bare, none)["video"], roles_only(bare, none)["video"])
-    loss = biased(streams, marked)["video"].pow(2).mean()
-    loss.backward()
-    assert biased.cite_bias.grad is not None and biased.cite_bias.grad.abs().sum() > 0
+def test_the_role_table_has_a_row_for_every_reference_a_request_may_carry() -> None:
+    last = max(role_id(kind, limit - 1) for kind, limit in REFERENCE_LIMITS.items())
+    assert last == NUM_ROLES - 1 and role_id("target") == 0
+    numbers = [role_id(kind, i) for kind, limit in REFERENCE_LIMITS.items() for i in range(limit)]
+    assert len(set(numbers)) == len(numbers) == NUM_ROLES - 1  # one row each, none shared
 
 
 def test_a_shot_reads_only_its_own_caption_and_the_global_one() -> None:

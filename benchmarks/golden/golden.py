@@ -79,9 +79,10 @@ def main() -> None:
             audio = clip.audio if clip.audio is not None else np.zeros((1, 0), np.float32)
             same_shape = old["video"].shape == clip.video.shape and old["audio"].shape == audio.shape
             dv = int(np.abs(old["video"].astype(int) - clip.video.astype(int)).max()) if same_shape else -1
-            da = float(np.abs(old["audio"] - audio).max(initial=0.0)) if same_shape else -1.0
-            rows.append({"case": name, "video_max_abs": dv, "audio_max_abs": da,
-                         "identical": same_shape and dv == 0 and da == 0.0})
+            da = float(np.nan_to_num(np.abs(old["audio"] - audio)).max(initial=0.0)) if same_shape else -1.0
+            nans = same_shape and np.array_equal(np.isnan(old["audio"]), np.isnan(audio))
+            rows.append({"case": name, "video_max_abs": dv, "audio_max_abs": da, "audio_nan_same": bool(nans),
+                         "identical": same_shape and dv == 0 and da == 0.0 and nans})
         print(f"{'case':18} {'video max |d|':>14} {'audio max |d|':>14} identical")
         for r in rows:
             print(f"{r['case']:18} {r['video_max_abs']:>14} {r['audio_max_abs']:>14.3g} {r['identical']}")

@@ -86,7 +86,9 @@ def read_config(directory: str | os.PathLike, config_cls: type) -> Any:
 
 
 def load_component(cls: type[T], directory: str | os.PathLike, dtype: torch.dtype = torch.float32) -> T:
-    """Rebuild `cls(config)` from `directory` and load its weights (cast to `dtype`)."""
+    """Rebuild `cls(config)` from `directory` and load its weights (cast to `dtype`). The model is
+    built on the meta device and takes the loaded tensors as they are, so nothing is allocated or
+    initialised twice."""
     config_cls = cls.config_class  # type: ignore[attr-defined]
     config = read_config(directory, config_cls)
     kind = json.loads((Path(directory) / CONFIG_NAME).read_text()).get("kind")
@@ -95,9 +97,10 @@ def load_component(cls: type[T], directory: str | os.PathLike, dtype: torch.dtyp
     weights = Path(directory) / WEIGHTS_NAME
     if not weights.is_file():
         raise ValueError(f"{directory}: no {WEIGHTS_NAME}")
-    model = cls(config)
+    with torch.device("meta"):  # no memory or random init for weights about to be replaced
+        model = cls(config)
     state = {k: v.to(dtype) if v.is_floating_point() else v for k, v in load_file(str(weights)).items()}
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
     if missing or unexpected:
         raise ValueError(f"{weights} does not fit {cls.__name__}: missing {missing[:5]}, unexpected {unexpected[:5]}")
     return model.to(dtype).eval()

@@ -114,10 +114,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="guidance towards the --image/--audio references (default: the model's, 1: none)")  # fmt: skip
     p.add_argument("--guidance-rescale", type=float, default=None,
                    help="0-1: pull the guided velocity back to the size of the unguided one (default: the model's, 0)")
-    p.add_argument("--binding-guidance", type=float, default=None,
-                   help="with two or more references of a kind: guidance away from the prompt with its citations "
-                        "swapped, so each character keeps its own look and voice (default: the model's, 0: "
-                        "off)")  # fmt: skip
     p.add_argument("--shift", type=float, default=None,
                    help="the sampling schedule's shift towards noise (default: the model's, or the one training "
                         "used for the clip's length)")  # fmt: skip
@@ -247,11 +243,6 @@ def build_parser() -> argparse.ArgumentParser:
                         "continues it")  # fmt: skip
     p.add_argument("--no-shots", action="store_true",
                    help="caption multi-shot Stage clips as one text, without per-shot parts and masks")
-    p.add_argument("--cite-roles", action="store_true",
-                   help="give the prompt's tokens that cite a reference (@image2) that reference's role embedding")
-    p.add_argument("--cite-bias", action="store_true",
-                   help="learn an attention bias per block and head between citations and the references they "
-                        "cite (implies --cite-roles)")  # fmt: skip
     p.add_argument("--init", default="", help="start a new run from this model folder's transformer (fine-tune)")
     p.add_argument("--tasks", type=_task_mix, default=None,
                    help="task mix as TASK=WEIGHT,... (e.g. t2av=0.4,i2av=0.1,references=0.2); tasks not named "
@@ -447,14 +438,14 @@ def _loss_weights(text: str) -> tuple[tuple[str, float], ...]:
 
 
 def _task_mix(text: str) -> tuple[float, ...]:
-    """'t2av=0.4,references=0.2' -> weights over conditioning.TASKS (tasks not named get 0)."""
-    from openseedance.conditioning import TASKS
+    """'t2av=0.4,references=0.2' -> weights over conditioning.TRAINING_TASKS (tasks not named get 0)."""
+    from openseedance.conditioning import TRAINING_TASKS
 
-    weights = dict.fromkeys(TASKS, 0.0)
+    weights = dict.fromkeys(TRAINING_TASKS, 0.0)
     for part in text.split(","):
         name = part.partition("=")[0].strip()
         if name not in weights:
-            raise argparse.ArgumentTypeError(f"unknown task {name!r}; tasks: {', '.join(TASKS)}")
+            raise argparse.ArgumentTypeError(f"unknown task {name!r}; tasks: {', '.join(TRAINING_TASKS)}")
         weights[name] = _weight(part, "TASK")
     return tuple(weights.values())
 
@@ -467,7 +458,6 @@ def _train_generator(args: argparse.Namespace) -> None:
                          duration=args.duration, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
                          warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
                          checkpoint_every=args.checkpoint_every, init=args.init, shots=not args.no_shots,
-                         cite_roles=args.cite_roles or args.cite_bias, cite_bias=args.cite_bias,
                          **({"tasks": args.tasks} if args.tasks is not None else {}),
                          bf16={"auto": None, "bf16": True, "fp32": False}[args.precision],
                          device=_device(args.device),
@@ -494,7 +484,8 @@ def _device(name: str) -> str:
 
 def _generate(args: argparse.Namespace) -> None:
     from openseedance import media
-    from openseedance.pipeline import Pipeline, resolve_size
+    from openseedance.engines import RunOptions
+    from openseedance.pipeline import Pipeline
     from openseedance.request import GenerationRequest
 
     output = _writable_file(args.output)
@@ -502,9 +493,8 @@ def _generate(args: argparse.Namespace) -> None:
         raise UsageError(f"output must be an .mp4, .mov or .mkv file, got {output}")
     device = _device(args.device)
     pipe = Pipeline.from_pretrained(args.model, allow_faces=args.allow_faces).to(device)
-    pipe.bf16 = args.bf16
-    c = pipe.config
-    width, height = args.size or resolve_size(c, args.ratio)
+    c = pipe.capabilities
+    width, height = args.size or c.resolve_size(args.ratio)
     fps = args.fps or c.fps
     extra = {}
     if args.first_frame is not None:
@@ -538,12 +528,13 @@ def _generate(args: argparse.Namespace) -> None:
     request = GenerationRequest(prompt=args.prompt, duration=duration, width=width, height=height, fps=fps,
                                 sample_rate=c.sample_rate, seed=args.seed, generate_audio=not args.no_audio,
                                 visible_watermark=args.visible_watermark, **extra)  # fmt: skip
-    sampler = pipe.sampler(args.steps, args.solver, args.guidance, args.audio_guidance, args.reference_guidance,
-                           args.guidance_rescale, args.binding_guidance, args.shift)  # fmt: skip
-    result = pipe(request, sampler, progress=sys.stderr.isatty())
+    options = RunOptions(steps=args.steps, solver=args.solver, guidance=args.guidance,
+                         audio_guidance=args.audio_guidance, reference_guidance=args.reference_guidance,
+                         guidance_rescale=args.guidance_rescale, shift=args.shift, bf16=args.bf16)  # fmt: skip
+    result = pipe(request, options, progress=sys.stderr.isatty())
     result.write(output)
     total = sum(result.seconds.values())
-    print(f"{output}: {width}x{height}, {duration:g} s at {fps:g} fps, {sampler.steps} steps, "
+    print(f"{output}: {width}x{height}, {duration:g} s at {fps:g} fps, {result.request['steps']} steps, "
           f"made in {total:.2f} s ({duration / total:.1f}x real time)")  # fmt: skip
 
 
@@ -552,17 +543,19 @@ def _export(args: argparse.Namespace) -> None:
 
     from openseedance.audio_vae import AudioAutoencoder
     from openseedance.checkpoint import load_component
-    from openseedance.pipeline import Pipeline
+    from openseedance.engines import RunOptions
+    from openseedance.engines.bundled import BundledEngine
     from openseedance.video_vae import VideoAutoencoder
 
-    pipe = Pipeline.from_pretrained(args.model)
+    engine = BundledEngine.from_pretrained(args.model)
     for folder, cls in ((args.video_decoder, VideoAutoencoder), (args.audio_decoder, AudioAutoencoder)):
         if folder is not None:
-            pipe.use_decoder(load_component(cls, folder))
-    stored = pipe.sampler(reference_guidance=args.reference_guidance, shift=args.shift)  # refuses bad values
-    pipe.config = dataclasses.replace(pipe.config, reference_guidance=stored.reference_guidance, shift=stored.shift)
+            engine.use_decoder(load_component(cls, folder))
+    stored = engine.sampler(RunOptions(reference_guidance=args.reference_guidance, shift=args.shift))
+    engine.config = dataclasses.replace(engine.config, reference_guidance=stored.reference_guidance,
+                                        shift=stored.shift)  # fmt: skip
     _writable_dir(args.out)
-    pipe.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
+    engine.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"{args.out}: {size / 2**20:.1f} MiB ({args.dtype})")
 
@@ -576,7 +569,12 @@ def _bench_stage(args: argparse.Namespace) -> None:
     if args.out is not None:
         _writable_file(args.out)
     cases = bench.suite(caps, cases=args.cases, config=config)
-    generator = bench.load_generator(args.generator, cases)
+    if args.generator == "bundled" or (Path(args.generator) / "pipeline.json").is_file():
+        from openseedance.pipeline import Pipeline, as_generator  # the bench measures a model; it never imports one
+
+        generator = as_generator(Pipeline.from_pretrained(None if args.generator == "bundled" else args.generator))
+    else:
+        generator = bench.load_generator(args.generator, cases)
     result = bench.run(generator, cases, progress=sys.stderr.isatty())
     result["generator"] = args.generator
     print(bench.table(result, f"(generator: {args.generator}, {config.width}x{config.height}, {config.fps:g} fps)"))

@@ -1,6 +1,9 @@
-"""From latents and a task to token groups: patchify video latents and lay out audio latents as
-tokens, give every token its place on the one clock (seconds, y, x), and mark which tokens are
-clean conditions (t = 0) for each task.
+"""From a request (or a training sample) to model inputs: patchify video latents and lay out audio
+latents as tokens, give every token its place on the one clock (seconds, y, x), mark which tokens
+are clean conditions (t = 0) for each task, add reference token groups and the prompt's text
+states. `prepare(request, encoders)` gives a `Conditions` bundle; the trainer builds the same
+bundle from cached latents with `assemble`, and both hand it to the model through
+`Conditions.tokens`.
 
 Legend: B batch, D latent channels, T latent frames, H W latent pixels, N tokens, C token
 channels, S audio latents.
@@ -8,15 +11,26 @@ channels, S audio latents.
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from einops import rearrange
+from scipy.ndimage import distance_transform_edt
 
-# the conditioning every model learns (DESIGN §1); "references" adds reference token groups
-# (portraits, voices) to an otherwise text-only clip, "motion" a reference video of its motion
-TASKS = ("t2av", "i2av", "a2v", "v2a", "extend", "references", "motion")
+from openseedance import media
+from openseedance.media import Clip
+from openseedance.request import TASKS, GenerationRequest, canonical_prompt, role_id, shot_cuts, split_shots
+from openseedance.sampling import Branch
+from openseedance.text import TextEncoder, join_parts, pad_shots, pad_states
+from openseedance.transformer import Text, Tokens
+
+# the conditioning a model learns in training (DESIGN §1): the request tasks a sample can stand for
+# ("edit" is extension's mechanism with the given part around the window, not a task of its own),
+# and "motion", a reference video of the clip's motion
+TRAINING_TASKS = (*(t for t in TASKS if t != "edit"), "motion")
 REFERENCE_TASKS = ("references", "motion")  # tasks that need Stage data (references to learn from)
 
 
@@ -118,9 +132,7 @@ def reference_tokens(images: list[torch.Tensor], audios: list[torch.Tensor], lay
     video), reference videos (each (1, D, T, H, W)) and reference audio clips (each (1, D, S) audio
     latents). Image and video references keep the clip's spatial grid, and video and audio
     references their own timing, all shifted into their slot before the clip; each token carries its
-    role (`transformer.role_id`)."""
-    from openseedance.transformer import role_id
-
+    role (`request.role_id`)."""
     out: dict[str, tuple[list, list, list]] = {"video": ([], [], []), "audio": ([], [], [])}
     if layout.patch[0] != 1 and images:
         raise ValueError(f"image references need a temporal patch of 1, got {layout.patch}")
@@ -184,8 +196,8 @@ def task_masks(task: str, layout: Layout, batch: int = 1, prefix: float = 0.5) -
     latent frame (the first frame, encoded alone). a2v: all audio.
     v2a: all video. extend: everything before `prefix` (a fraction of the clip) in both streams.
     """
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+    if task not in TRAINING_TASKS:
+        raise ValueError(f"unknown task {task!r}; choose from {TRAINING_TASKS}")
     video_t = layout.video_positions()[:, 0]
     audio_t = layout.audio_positions()[:, 0]
     video = torch.zeros(layout.video_tokens, dtype=torch.bool)
@@ -225,3 +237,291 @@ def given_masks(layout: Layout, frames: np.ndarray, samples: np.ndarray, hop: in
         ok = np.pad(audio, margin, mode="edge")  # the clip's own ends are no seam
         audio = np.lib.stride_tricks.sliding_window_view(ok, 2 * margin + 1).all(1)
     return {"video": video[None].clone(), "audio": torch.from_numpy(audio.copy())[None]}
+
+
+# ---------------------------------------------------------------- pixels and tensors
+
+
+def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
+    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
+
+
+def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
+    """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
+    v = video.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
+    return v.permute(1, 2, 3, 0).cpu().numpy()
+
+
+def hold_last(frames: np.ndarray, count: int) -> np.ndarray:
+    """At least `count` frames: a short clip is extended by repeating its last frame."""
+    if len(frames) >= count:
+        return frames
+    return np.concatenate([frames, np.repeat(frames[-1:], count - len(frames), 0)])
+
+
+def mono(track: np.ndarray) -> np.ndarray:
+    """(S,) or (C, S) -> (1, S) float32, channels averaged."""
+    track = np.asarray(track, dtype=np.float32)
+    return track.mean(0, keepdims=True) if track.ndim == 2 else track[None]
+
+
+def coded_frames(duration: float, fps: float, temporal_factor: int) -> int:
+    """Frames a clip is encoded as: its frames rounded up to 1 + k * temporal_factor."""
+    frames = round(duration * fps)
+    return 1 + temporal_factor * math.ceil(max(frames - 1, 0) / temporal_factor)
+
+
+# ---------------------------------------------------------------- what a request gives
+
+
+@dataclass
+class Given:
+    """What a request gives in pixel time, over the clip's whole length."""
+
+    video: np.ndarray  # (F, H, W, 3) uint8: given frames, and placeholders elsewhere
+    frames: np.ndarray  # (F,) bool: given
+    audio: np.ndarray  # (1, S) float32
+    samples: np.ndarray  # (S,) bool: given
+    verbatim: np.ndarray  # (F,) bool: frames to show exactly as given (a source clip's, a first or last frame)
+
+
+def has_given_frames(request: GenerationRequest) -> bool:
+    """Frames to place on the clip's timeline and show as given: a clip to extend or edit, a first or
+    last frame (not when the whole video is given, as in video -> audio)."""
+    framed = request.source is not None or request.first_frame is not None or request.last_frame is not None
+    return framed and request.video is None
+
+
+def given_parts(request: GenerationRequest, temporal_factor: int) -> Given:
+    """A full-length clip and, per frame and per sample, whether it is given. A clip to extend sits
+    at the start (forward) or the end (backward); a clip to edit fills the length with its window
+    marked to redo; a last frame fills the frames the final latent frame codes (groups of
+    `temporal_factor`); the frames between given ones hold the nearest given one."""
+    n, samples = round(request.duration * request.fps), round(request.duration * request.sample_rate)
+    size = (request.height, request.width)
+    video, frames = np.zeros((n, *size, 3), np.uint8), np.zeros(n, bool)
+    audio, heard = np.zeros((1, samples), np.float32), np.zeros(samples, bool)
+    if request.source is not None:
+        src = request.source
+        sv = media.resize_frames(media.resample_frames(src.video, src.fps, request.fps), size)[:n]
+        sa = np.zeros((1, 0), np.float32) if src.audio is None else \
+            mono(media.resample_audio(src.audio, src.sample_rate, request.sample_rate))[:, :samples]  # fmt: skip
+        if request.extend == "backward":
+            video[n - len(sv) :], video[: n - len(sv)] = sv, sv[0]
+            frames[n - len(sv) :] = True
+            audio[:, samples - sa.shape[1] :] = sa
+            heard[samples - sa.shape[1] :] = True
+        else:  # forward, or an edit: the source from the start
+            video[: len(sv)], video[len(sv) :] = sv, sv[-1]
+            frames[: len(sv)] = True
+            audio[:, : sa.shape[1]] = sa
+            heard[: sa.shape[1]] = True
+        if request.edit_window is not None:
+            a, b = request.edit_window
+            frames[round(a * request.fps) : round(b * request.fps)] = False
+            heard[round(a * request.sample_rate) : round(b * request.sample_rate)] = False
+    verbatim = frames.copy()
+    if request.first_frame is not None:
+        video[0], frames[0], verbatim[0] = media.resize_frames(request.first_frame[None], size)[0], True, True
+    if request.last_frame is not None:
+        f = temporal_factor
+        group = slice(max(1, 1 + f * ((n - 2) // f)), n)  # the frames the last latent frame codes
+        video[group], frames[group] = media.resize_frames(request.last_frame[None], size)[0], True
+        verbatim[-1] = True
+    if request.source is None and frames.any():  # the frames between: the nearest given one, held
+        known = np.flatnonzero(frames)
+        nearest = known[np.abs(np.arange(n)[:, None] - known[None]).argmin(1)]
+        video = video[nearest]
+    return Given(video, frames, audio, heard, verbatim)
+
+
+def paste_given(clip: Clip, request: GenerationRequest, temporal_factor: int, fade_frames: int = 2,
+                fade_seconds: float = 0.02) -> Clip:  # fmt: skip
+    """A generated clip with what the request gave put back exactly: the frames to score (video ->
+    audio), the soundtrack to follow (audio -> video), and the given frames and sound of a clip to
+    extend or edit and of a first or last frame, blended into the generated parts over a short fade
+    (so a seam neither jumps nor clicks)."""
+    video, audio = clip.video, clip.audio
+    if request.video is not None:
+        frames = round(request.duration * request.fps)
+        video = media.resize_frames(request.video, (request.height, request.width))[:frames]
+    if not request.generate_audio:
+        audio = None
+    elif request.audio is not None:
+        audio = mono(request.audio)[:, : round(request.duration * request.sample_rate)]
+    if has_given_frames(request):
+        given = given_parts(request, temporal_factor)
+        w = _fade(given.verbatim, fade_frames)[:, None, None, None]
+        video = (w * given.video + (1 - w) * video.astype(np.float32)).round().astype(np.uint8)
+        if audio is not None:
+            a = _fade(given.samples, fade_seconds * request.sample_rate)[None]
+            audio = (a * given.audio + (1 - a) * audio).astype(np.float32)
+    return Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
+
+
+def _fade(mask: np.ndarray, fade: float) -> np.ndarray:
+    """1 where given, falling to 0 over `fade` steps away from it."""
+    if mask.all() or not mask.any():
+        return mask.astype(np.float32)
+    distance = distance_transform_edt(~mask)
+    return np.clip(1.0 - distance / (fade + 1.0), 0.0, 1.0).astype(np.float32)
+
+
+# ---------------------------------------------------------------- a request as model inputs
+
+
+@dataclass(frozen=True)
+class Encoders:
+    """What `prepare` needs of a model: its text encoder; its video encoder, uint8 frames (T, H, W, 3)
+    -> normalised latents (1, D, t, h, w) on the CPU (encoded `chunk` frames at a time when given);
+    its audio encoder, a mono track (1, S) -> (1, D, n); the layout of a request's clip on the clock;
+    the audio samples per latent; and the channels of a video and an audio token."""
+
+    text: TextEncoder
+    video: Callable[[np.ndarray, int | None], torch.Tensor]
+    audio: Callable[[np.ndarray], torch.Tensor]
+    layout: Callable[[GenerationRequest], Layout]
+    hop: int
+    channels: dict[str, int]
+
+
+@dataclass
+class Conditions:
+    """A batch's model inputs per stream, (B, N, ...) each, plus the text: what sampling and training
+    both feed the model (`tokens`). The clip's own tokens come first in each stream (`targets` of
+    them), then reference tokens."""
+
+    clean: dict[str, torch.Tensor]  # (B, N, C): given values (in training, the whole clip); zeros elsewhere
+    keep: dict[str, torch.Tensor]  # (B, N) bool: clean conditions, held at t = 0
+    pos: dict[str, torch.Tensor]  # (B, N, 3): seconds, y, x
+    shot: dict[str, torch.Tensor]  # (B, N) long: the shot each token is in (0: references)
+    text: Text  # sampling: row 0 the prompt, row 1 the empty prompt; training: one row per sample
+    targets: dict[str, int]  # tokens of the clip itself per stream
+    valid: dict[str, torch.Tensor] | None = None  # (B, N) bool: False for padding; None: all real
+    role: dict[str, torch.Tensor] | None = None  # (B, N) long: `request.role_id` of each token
+
+    @property
+    def has_references(self) -> bool:
+        return self.valid is not None
+
+    def tokens(self, x: dict[str, torch.Tensor], t: dict[str, torch.Tensor]) -> dict[str, Tokens]:
+        """The model's inputs for values `x` at per-token times `t`, one sample per row."""
+        return {s: Tokens(x[s], t[s], self.pos[s], None if self.valid is None else self.valid[s],
+                          None if self.role is None else self.role[s], self.shot[s]) for s in x}  # fmt: skip
+
+    def branches(self, x: dict[str, torch.Tensor], t: dict[str, torch.Tensor],
+                 branches: tuple[Branch, ...]) -> tuple[dict[str, Tokens], Text]:  # fmt: skip
+        """One sample's inputs for each guidance branch, stacked: COND reads the prompt, UNCOND and
+        BARE the empty prompt, and BARE does not see the references (as if none were given)."""
+        n = len(branches)
+        rows = [0 if b is Branch.COND else 1 for b in branches]
+        streams = {}
+        for s in x:
+            seen = None
+            if self.valid is not None:
+                clip_only = self.valid[s] & (torch.arange(self.valid[s].shape[1], device=x[s].device) < self.targets[s])
+                seen = torch.cat([clip_only if b is Branch.BARE else self.valid[s] for b in branches])
+            streams[s] = Tokens(x[s].repeat(n, 1, 1), t[s].repeat(n, 1), self.pos[s].expand(n, -1, -1), seen,
+                                None if self.role is None else self.role[s].expand(n, -1),
+                                self.shot[s].expand(n, -1))  # fmt: skip
+        return streams, self.text.rows(rows)
+
+    def to(self, device: torch.device | str) -> Conditions:
+        def move(d: dict[str, torch.Tensor] | None) -> dict[str, torch.Tensor] | None:
+            return None if d is None else {s: v.to(device) for s, v in d.items()}
+
+        return Conditions(move(self.clean), move(self.keep), move(self.pos), move(self.shot), self.text.to(device),
+                          self.targets, move(self.valid), move(self.role))  # fmt: skip
+
+
+def assemble(clean: dict[str, torch.Tensor], keep: dict[str, torch.Tensor], layout: Layout,
+             cuts: list[tuple[float, ...]], refs: list[References | None], text: Text) -> Conditions:  # fmt: skip
+    """A batch's `Conditions` from its clips' clean values and masks (B, N, ...), the cut times of
+    each sample's shots, each sample's references (or None) and the text states."""
+    pos = {"video": layout.video_positions(), "audio": layout.audio_positions()}
+    shot = {s: torch.stack([token_shots(p[:, 0], c) for c in cuts]) for s, p in pos.items()}
+    pos = {s: p.expand(len(cuts), -1, -1) for s, p in pos.items()}
+    targets = {s: v.shape[1] for s, v in clean.items()}
+    valid = role = None
+    if any(r is not None for r in refs):
+        clean, keep, pos, shot, valid, role = with_references(clean, keep, pos, shot, refs)
+    return Conditions(clean, keep, pos, shot, text, targets, valid, role)
+
+
+def prepare(request: GenerationRequest, encoders: Encoders, per_shot: bool = True) -> Conditions:
+    """A request as model inputs: its layout, the given parts encoded as clean tokens, its
+    references as clean token groups, and the prompt's text beside the empty prompt's (for
+    guidance). A multi-shot prompt is encoded part by part unless `per_shot` is False."""
+    layout = encoders.layout(request)
+    text, cuts = prompt_text(encoders.text, request, per_shot)
+    clean, keep = _clip_conditions(request, layout, encoders)
+    refs = _references(request, layout, encoders) if any(request.reference_counts.values()) else None
+    return assemble(clean, keep, layout, [cuts], [refs], text)
+
+
+def prompt_text(encoder: TextEncoder, request: GenerationRequest,
+                per_shot: bool = True) -> tuple[Text, tuple[float, ...]]:  # fmt: skip
+    """The prompt's text states (row 0) beside the empty prompt's (row 1), and the cut times between
+    shots. A multi-shot prompt is encoded part by part (global, shot 1, ...), each token marked with
+    its part; its shots last as long as the prompt says, or share the clip's length equally."""
+    prompt = canonical_prompt(request.prompt, request.reference_counts)
+    whole, shots = split_shots(prompt)
+    if not shots or not per_shot:
+        states, mask = encoder.encode([prompt, ""])
+        return Text(states, mask), ()
+    states, mask = encoder.encode([whole, *shots, ""])
+    joined, parts = join_parts([states[k, mask[k]] for k in range(len(shots) + 1)])
+    padded, valid = pad_states([joined, states[-1, mask[-1]]])
+    return Text(padded, valid, pad_shots([parts, None], padded.shape[1])), shot_cuts(prompt, request.duration)
+
+
+def _clip_conditions(request: GenerationRequest, layout: Layout,
+                     encoders: Encoders) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
+    """The clip's clean tokens (zeros where generated) and the masks of the tokens that are given."""
+    task = request.task
+    if task in ("extend", "edit") or request.last_frame is not None:
+        return _given_latents(given_parts(request, layout.temporal_factor), layout, encoders)
+    keep = task_masks(task, layout)
+    video = torch.zeros(1, layout.video_tokens, encoders.channels["video"])
+    audio = torch.zeros(1, layout.audio_latents, encoders.channels["audio"])
+    frames = (layout.video_grid[0] - 1) * layout.temporal_factor + 1
+    if task == "i2av":
+        image = media.resize_frames(request.first_frame[None], (request.height, request.width))
+        first = video_to_tokens(encoders.video(image, None), layout.patch)  # (1, D, 1, h, w) latents
+        video[:, : first.shape[1]] = first
+    elif task == "v2a":
+        given = hold_last(media.resize_frames(request.video, (request.height, request.width))[:frames], frames)
+        video = video_to_tokens(encoders.video(given, 16), layout.patch)
+    elif task == "a2v":
+        samples = layout.audio_latents * encoders.hop
+        track = mono(request.audio)
+        track = np.pad(track[:, :samples], ((0, 0), (0, max(0, samples - track.shape[1]))))
+        audio = audio_to_tokens(encoders.audio(track))
+    return {"video": video, "audio": audio}, keep
+
+
+def _given_latents(given: Given, layout: Layout,
+                   encoders: Encoders) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
+    coded = (layout.video_grid[0] - 1) * layout.temporal_factor + 1
+    z = encoders.video(hold_last(given.video, coded)[:coded], 16)
+    hop = encoders.hop
+    track = np.pad(given.audio, ((0, 0), (0, max(0, layout.audio_latents * hop - given.audio.shape[1]))))
+    audio = encoders.audio(track[:, : layout.audio_latents * hop])
+    keep = given_masks(layout, given.frames, given.samples, hop)
+    return {"video": video_to_tokens(z, layout.patch), "audio": audio_to_tokens(audio)}, keep
+
+
+def _references(request: GenerationRequest, layout: Layout, encoders: Encoders) -> References:
+    """Reference images (each resized to the clip's size and encoded as a 1-frame video), videos
+    (resized and retimed to the clip's size and frame rate, encoded whole; their sound is not
+    used) and voices (mono, encoded whole) as clean token groups."""
+    size = (request.height, request.width)
+    images = [encoders.video(media.resize_frames(im[None], size), None) for im in request.images]
+    videos, f = [], layout.temporal_factor
+    for ref in request.videos:
+        frames = media.resize_frames(media.resample_frames(ref.video, ref.fps, request.fps), size)
+        coded = 1 + f * ((len(frames) - 1) // f)  # whole groups of frames after the first
+        videos.append(encoders.video(frames[:coded], 16))
+    voices = [encoders.audio(mono(a)) for a in request.audios]
+    return reference_tokens(images, voices, layout, videos)

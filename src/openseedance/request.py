@@ -16,10 +16,24 @@ import numpy as np
 
 from openseedance.media import Clip, check_format
 
-MAX_IMAGES, MAX_VIDEOS, MAX_AUDIOS = 9, 3, 3
+# the tasks a request can be (`GenerationRequest.task`); an engine's capabilities name the ones it does
+TASKS = ("t2av", "i2av", "a2v", "v2a", "extend", "edit", "references")
 EXTEND = ("forward", "backward")
 REFERENCE_SECONDS = (2.0, 15.0)  # how long a reference video or audio clip may be
 KINDS = {"image": "images", "video": "videos", "audio": "audios"}  # citation word -> request field
+REFERENCE_LIMITS = {"image": 9, "video": 3, "audio": 3}  # references a request may carry, per kind
+# what a token is (DESIGN §1): 0 the clip itself, then @image1..9, @video1..3, @audio1..3 (the
+# transformer's role table has one row per role number)
+ROLE_BASE = {"target": 0, "image": 1, "video": 1 + REFERENCE_LIMITS["image"],
+             "audio": 1 + REFERENCE_LIMITS["image"] + REFERENCE_LIMITS["video"]}  # fmt: skip
+
+
+def role_id(kind: str, index: int = 0) -> int:
+    """The role number of the clip itself ("target") or of reference `index` (0-based) of a kind."""
+    limit = 1 if kind == "target" else REFERENCE_LIMITS.get(kind, 0)
+    if not 0 <= index < limit:
+        raise ValueError(f"no role for {kind} reference {index + 1}")
+    return ROLE_BASE[kind] + index
 
 # `@image1` always cites; the plain "image 1" / "Image 1" cites only when references of that kind
 # were given (otherwise "a video 2 seconds long" would be an error)
@@ -112,26 +126,6 @@ def canonical_prompt(prompt: str, counts: dict[str, int]) -> str:
     return _CITE.sub(lambda m: cited.get(m[0], m[0]), prompt)
 
 
-# a citation as `canonical_prompt` writes it (@image2)
-CANONICAL_CITE = re.compile(r"@(image|video|audio)(\d+)\b", re.IGNORECASE)
-
-
-def swapped_citations(prompt: str, counts: dict[str, int]) -> str | None:
-    """A canonical prompt (`canonical_prompt`) with each kind's citations turned round over the
-    references given of that kind (two: @image1 <-> @image2; three: 1 -> 2 -> 3 -> 1), images and
-    voices alike, so every character is named by another's references; None when no kind has two
-    references given and cited."""
-    turn = {kind: n for kind, n in counts.items() if n >= 2}
-    if not any(m[1] in turn and 1 <= int(m[2]) <= turn[m[1]] for m in CANONICAL_CITE.finditer(prompt)):
-        return None
-
-    def turned(m: re.Match) -> str:
-        kind, k = m[1], int(m[2])
-        return f"@{kind}{k % turn[kind] + 1}" if kind in turn and 1 <= k <= turn[kind] else m[0]
-
-    return CANONICAL_CITE.sub(turned, prompt)
-
-
 @dataclass
 class GenerationRequest:
     prompt: str
@@ -160,9 +154,10 @@ class GenerationRequest:
         if not (isinstance(self.duration, int | float) and math.isfinite(self.duration) and self.duration > 0):
             raise ValueError(f"duration must be a positive number of seconds, got {self.duration!r}")
         check_format(self.width, self.height, self.fps, self.sample_rate)
-        for name, limit in (("images", MAX_IMAGES), ("videos", MAX_VIDEOS), ("audios", MAX_AUDIOS)):
-            if len(getattr(self, name)) > limit:
-                raise ValueError(f"at most {limit} reference {name} are allowed, got {len(getattr(self, name))}")
+        for kind, name in KINDS.items():
+            if len(getattr(self, name)) > REFERENCE_LIMITS[kind]:
+                raise ValueError(f"at most {REFERENCE_LIMITS[kind]} reference {name} are allowed, "
+                                 f"got {len(getattr(self, name))}")  # fmt: skip
         shot_cuts(self.prompt, self.duration)  # well-formed shots that fit the clip, or a clear error
         self._check_references()
         check_citations(self.prompt, self.reference_counts)

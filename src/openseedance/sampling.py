@@ -1,21 +1,16 @@
 """The denoise loop: a shifted schedule from noise to data, Euler or Heun steps, and classifier-
 free guidance with a separate scale per stream (text guidance for the video and for the audio)
 and, for clips with references, a reference guidance scale. Guidance lives here, not in the model:
-the model is asked for the velocities of up to four branches and the sampler mixes them:
+the model is asked for the velocities of up to three branches (`Branch`) and the sampler mixes them:
 
-    cond     the prompt, with the references
-    uncond   the empty prompt, with the references
-    bare     the empty prompt, without references (asked only when reference guidance is not 1)
-    swapped  the prompt with its citations of each kind turned round (@image1 -> @image2 -> @image1,
-             the same for @audioN), with the references (asked only with binding guidance)
+    COND     the prompt, with the references
+    UNCOND   the empty prompt, with the references
+    BARE     the empty prompt, without references (asked only when reference guidance is not 1)
 
-    v = v_bare + r * (v_uncond - v_bare) + g[stream] * (v_cond - v_uncond) + b * (v_cond - v_swapped)
+    v = v_bare + r * (v_uncond - v_bare) + g[stream] * (v_cond - v_uncond)
 
-With r = 1 this is ordinary text guidance in which both branches see the references. Reference
-guidance pulls towards whatever the references add, to every character alike; binding guidance
-(b) pulls away from the clip in which each character wears another's look and voice, so it acts
-only on which reference goes with which character (a prompt with fewer than two references of
-every kind has nothing to swap, and b is then ignored).
+With r = 1 this is ordinary text guidance in which both branches see the references; reference
+guidance pulls towards whatever the references add.
 
 Large scales overshoot: the guided velocity grows far larger than any the model predicts, which
 draws speckle and burnt colours. `rescale` (phi) pulls it back towards the size of the cond
@@ -29,6 +24,7 @@ stay at t = 0 with their given values throughout; only the others are denoised.
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -37,15 +33,24 @@ from tqdm import tqdm
 
 from openseedance.flow import RectifiedFlow
 
+
+class Branch(enum.Enum):
+    """The model branches guidance mixes (module docstring)."""
+
+    COND = "cond"
+    UNCOND = "uncond"
+    BARE = "bare"
+
+
 Latents = dict[str, torch.Tensor]  # stream -> (B, N, C)
-# (latents, per-token times, branches) -> one velocity dict per branch ("cond", "uncond", "bare", "swapped")
-VelocityFn = Callable[[Latents, Latents, tuple[str, ...]], list[Latents]]
+# (latents, per-token times, branches) -> one velocity dict per branch, in the order asked
+VelocityFn = Callable[[Latents, Latents, tuple[Branch, ...]], list[Latents]]
 Progress = Callable[[int, int], None]  # (steps done, steps)
 
 SOLVERS = ("euler", "heun")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SamplerConfig:
     steps: int = 8
     solver: str = "euler"
@@ -53,7 +58,6 @@ class SamplerConfig:
     shift: float | None = None  # None: the flow's shift for the token count
     reference_guidance: float = 1.0  # r above; used only when the clip has references
     rescale: float = 0.0  # phi above: 0 leaves the guided velocity as it is, 1 matches the cond's std
-    binding: float = 0.0  # b above: guidance away from the swapped citations (0: off)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -61,7 +65,7 @@ class SamplerConfig:
         if self.solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         scales = {f"{s} guidance": g for s, g in self.guidance.items()}
-        scales |= {"reference guidance": self.reference_guidance, "binding guidance": self.binding}
+        scales["reference guidance"] = self.reference_guidance
         for name, value in scales.items():
             if not value >= 0:  # also refuses NaN
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -76,11 +80,10 @@ def schedule(steps: int, shift: float) -> torch.Tensor:
     return RectifiedFlow.shift_time(torch.linspace(1.0, 0.0, steps + 1, dtype=torch.float64), shift).float()
 
 
-def guided(fn: VelocityFn, scales: dict[str, float], reference: float = 1.0, rescale: float = 0.0,
-           free: dict[str, torch.Tensor] | None = None,
-           binding: float = 0.0) -> Callable[[Latents, Latents], Latents]:  # fmt: skip
+def guided(fn: VelocityFn, scales: dict[str, float], *, reference: float = 1.0, rescale: float = 0.0,
+           free: dict[str, torch.Tensor] | None = None) -> Callable[[Latents, Latents], Latents]:
     """The guided velocity (module docstring), asking `fn` only for the branches it needs: one model
-    call when every scale is 1 (and binding guidance 0). `free[s]` (B, N) marks the tokens being denoised, over which
+    call when every scale is 1. `free[s]` (B, N) marks the tokens being denoised, over which
     `rescale` measures sizes (all tokens when not given)."""
 
     def resized(v: Latents, cond: Latents) -> Latents:
@@ -97,34 +100,28 @@ def guided(fn: VelocityFn, scales: dict[str, float], reference: float = 1.0, res
             out[s] = rescale * v[s] * factor + (1 - rescale) * v[s]
         return out
 
-    swap = ("swapped",) if binding else ()
-
-    def bound(v: Latents, cond: Latents, swapped: list[Latents]) -> Latents:
-        return {s: v[s] + binding * (cond[s] - swapped[0][s]) for s in v} if swapped else v
-
     def velocity(x: Latents, t: Latents) -> Latents:
         if reference != 1.0:
-            cond, uncond, bare, *swapped = fn(x, t, ("cond", "uncond", "bare", *swap))
+            cond, uncond, bare = fn(x, t, (Branch.COND, Branch.UNCOND, Branch.BARE))
             v = {s: bare[s] + reference * (uncond[s] - bare[s]) + scales.get(s, 1.0) * (cond[s] - uncond[s])
                  for s in x}  # fmt: skip
-            return resized(bound(v, cond, swapped), cond)
+            return resized(v, cond)
         if all(scales.get(s, 1.0) == 1.0 for s in x):
-            cond, *swapped = fn(x, t, ("cond", *swap))
-            return resized(bound(cond, cond, swapped), cond) if swapped else cond
-        cond, uncond, *swapped = fn(x, t, ("cond", "uncond", *swap))
+            return fn(x, t, (Branch.COND,))[0]
+        cond, uncond = fn(x, t, (Branch.COND, Branch.UNCOND))
         v = {s: uncond[s] + scales.get(s, 1.0) * (cond[s] - uncond[s]) for s in x}
-        return resized(bound(v, cond, swapped), cond)
+        return resized(v, cond)
 
     return velocity
 
 
-def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torch.Tensor],
+def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torch.Tensor], *,
             config: SamplerConfig, shift: float, progress: bool | Progress = False) -> Latents:  # fmt: skip
     """Integrate from `noise` at t = 1 to data at t = 0. `keep[s]` (B, N) marks tokens that are
     conditions: they hold `clean[s]` at t = 0 the whole way. `progress`: True for a progress bar, or
     a callable told (steps done, steps) after each step (it may raise to stop the loop)."""
-    velocity = guided(fn, config.guidance, config.reference_guidance, config.rescale, {s: ~k for s, k in keep.items()},
-                      config.binding)  # fmt: skip
+    velocity = guided(fn, config.guidance, reference=config.reference_guidance, rescale=config.rescale,
+                      free={s: ~k for s, k in keep.items()})  # fmt: skip
     times = schedule(config.steps, shift)
 
     def at(value: float) -> Latents:

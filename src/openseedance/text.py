@@ -144,25 +144,6 @@ class TextEncoder(nn.Module):
     def encode(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         return pad_states([self._one(p) for p in prompts])
 
-    def citation_roles(self, prompt: str) -> torch.Tensor:
-        """(L,) long, one per token of `encode([prompt])`: the role (`transformer.role_id`) of the
-        reference that the token is part of a citation of (`@image2`, the form `canonical_prompt`
-        writes), 0 for every other token."""
-        from openseedance.request import CANONICAL_CITE
-        from openseedance.transformer import role_id
-
-        spans = self.model.spans(prompt, self.tokenizer, self.max_tokens)
-        roles = torch.zeros(len(spans), dtype=torch.long)
-        for m in CANONICAL_CITE.finditer(prompt):
-            try:
-                role = role_id(m[1].lower(), int(m[2]) - 1)
-            except ValueError:  # beyond the limits: the request refuses it before this
-                continue
-            for k, (start, end) in enumerate(spans):
-                if end > start and start < m.end() and end > m.start():
-                    roles[k] = role
-        return roles
-
     def _one(self, prompt: str) -> torch.Tensor:
         if prompt not in self._cache:
             if len(self._cache) > 4096:
@@ -181,10 +162,6 @@ class _BertWrapper(nn.Module):
         t = torch.tensor([ids])
         return self.bert(t, torch.ones_like(t))[0].float()
 
-    def spans(self, prompt: str, tokenizer, max_tokens: int) -> list[tuple[int, int]]:
-        """Each token's (start, end) characters in `prompt`, as `forward` sees them."""
-        return _keep_ends(tokenizer.encode(prompt).offsets, max_tokens)
-
 
 def _keep_ends(tokens: list, max_tokens: int) -> list:
     """At most `max_tokens`, keeping the last ([SEP]) after the first max_tokens - 1."""
@@ -200,12 +177,6 @@ class _HFWrapper(nn.Module):
     def forward(self, prompt: str, tokenizer, max_tokens: int) -> torch.Tensor:
         batch = self.hf_tokenizer([prompt], return_tensors="pt", truncation=True, max_length=max_tokens)
         return self.model(**batch).last_hidden_state[0].float()
-
-    def spans(self, prompt: str, tokenizer, max_tokens: int) -> list[tuple[int, int]]:
-        if not getattr(self.hf_tokenizer, "is_fast", False):
-            raise ValueError("citation roles need a fast tokenizer (one that reports character offsets)")
-        batch = self.hf_tokenizer([prompt], truncation=True, max_length=max_tokens, return_offsets_mapping=True)
-        return [tuple(x) for x in batch["offset_mapping"][0]]
 
 
 def pad_states(rows: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -226,8 +197,7 @@ def join_parts(parts: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def pad_shots(rows: list[torch.Tensor | None], length: int) -> torch.Tensor:
-    """Per-prompt part ids (L_i,) (None: all global) -> (B, length), zero-padded; the same for any
-    per-token ids, such as citation roles (None: none)."""
+    """Per-prompt part ids (L_i,) (None: all global) -> (B, length), zero-padded."""
     out = torch.zeros(len(rows), length, dtype=torch.long)
     for i, r in enumerate(rows):
         if r is not None:

@@ -33,25 +33,11 @@ from openseedance.layers import (
     split_modulation,
 )
 
-# the citation bias starts so that a citation and its reference attend e (2.7) times more to each
-# other than otherwise: information flows between them from the first step, so the model can learn
-# to use it (from zero, nothing downstream reads it yet and its gradient is noise); it is stored
-# divided by CITE_BIAS_SCALE, as an optimiser moves every weight about its learning rate per step
-# and a logit bias must move by units
-CITE_BIAS_START, CITE_BIAS_SCALE = 1.0, 10.0
 GENERATED = ("video", "audio")  # streams the model denoises
 STREAMS = (*GENERATED, "text")
-# what a token is (DESIGN §1): 0 the clip itself, then @image1..9, @video1..3, @audio1..3
-ROLES = {"target": 0, "image": 1, "video": 10, "audio": 13}
+# rows of the role table: 0 the clip itself, then one per reference a request may carry
+# (`request.role_id` numbers them; a test holds the two together)
 NUM_ROLES = 16
-
-
-def role_id(kind: str, index: int = 0) -> int:
-    """The role number of the clip itself ("target") or of reference `index` (0-based) of a kind."""
-    limits = {"target": 1, "image": 9, "video": 3, "audio": 3}
-    if kind not in limits or not 0 <= index < limits[kind]:
-        raise ValueError(f"no role for {kind} reference {index + 1}")
-    return ROLES[kind] + index
 
 
 @dataclass(frozen=True)
@@ -66,18 +52,8 @@ class AVTransformerConfig:
     text_dim: int = 384  # width of the text encoder's states
     rope_theta: float = 10_000.0
     rope_time_unit: float = 0.04  # seconds per rotary unit on the time axis: 40 ms, one audio latent
-    # the text tokens that cite a reference ("@image2") carry that reference's role embedding, as
-    # its own tokens do, so a citation and what it cites share a direction (adds no weights)
-    cite_roles: bool = False
-    # attention among the tokens that stand for one reference (its own, and the prompt's tokens
-    # citing it) gets a learned logit bias per block and head, starting at CITE_BIAS_START: one
-    # number per head to learn, where matching a shared role embedding needs the streams'
-    # projections to agree (needs cite_roles; adds depth x heads weights)
-    cite_bias: bool = False
 
     def __post_init__(self) -> None:
-        if self.cite_bias and not self.cite_roles:
-            raise ValueError("cite_bias needs cite_roles: the prompt's citations must be marked")
         if self.dim % self.heads:
             raise ValueError(f"dim {self.dim} is not divisible by heads {self.heads}")
         if self.head_dim % 8:
@@ -156,14 +132,13 @@ class Text:
     states: torch.Tensor
     mask: torch.Tensor
     shot: torch.Tensor | None = None
-    role: torch.Tensor | None = None  # (B, L): the role of the reference a token cites, 0 for none
 
     def rows(self, index: list[int]) -> Text:
         """These prompts' rows (the others dropped)."""
-        return Text(*(None if t is None else t[index] for t in (self.states, self.mask, self.shot, self.role)))
+        return Text(*(None if t is None else t[index] for t in (self.states, self.mask, self.shot)))
 
     def to(self, device: torch.device) -> Text:
-        return Text(*(None if t is None else t.to(device) for t in (self.states, self.mask, self.shot, self.role)))
+        return Text(*(None if t is None else t.to(device) for t in (self.states, self.mask, self.shot)))
 
 
 class StreamLayers(nn.Module):
@@ -198,7 +173,6 @@ class AVBlock(nn.Module):
         mods: dict[str, torch.Tensor],  # stream -> (B, N, 6D)
         ropes: dict[str, tuple[torch.Tensor, torch.Tensor]],
         mask: torch.Tensor | None,
-        cite: tuple[dict[str, torch.Tensor], torch.Tensor] | None = None,  # (role codes (B, N, R), bias (H,))
     ) -> dict[str, torch.Tensor]:
         names = list(xs)
         pre, post, qs, ks, vs = {}, {}, [], [], []
@@ -219,12 +193,7 @@ class AVBlock(nn.Module):
         answered = [s for s in names if s in pre]
         if mask is not None and mask.shape[2] > 1:  # per-query rows: only those of streams that ask
             mask = mask[:, :, : sum(xs[s].shape[1] for s in answered)]
-        q, k, v = torch.cat(qs, 2), torch.cat(ks, 2), torch.cat(vs, 2)
-        if cite is not None:
-            codes, bias = cite
-            q, k, v = _cite_biased(q, k, v, torch.cat([codes[s] for s in answered], 1),
-                                   torch.cat([codes[s] for s in names], 1), bias)  # fmt: skip
-        out = attention(q, k, v, mask)[..., : vs[0].shape[-1]]  # (B, H, ΣN queries, Dh)
+        out = attention(torch.cat(qs, 2), torch.cat(ks, 2), torch.cat(vs, 2), mask)  # (B, H, ΣN queries, Dh)
         out = rearrange(out, "b h n d -> b n (h d)").split([xs[s].shape[1] for s in answered], dim=1)
         result = {}
         for s, o in zip(answered, out, strict=True):
@@ -255,8 +224,6 @@ class AVTransformer(nn.Module):
         d = cfg.dim
         self.inputs = nn.ModuleDict({s: nn.Linear(cfg.token_channels(s), d) for s in STREAMS})
         self.roles = nn.Embedding(NUM_ROLES, d)  # added to reference tokens: which @ref they are
-        if cfg.cite_bias:  # per block and head: how much more a citation and what it cites attend to each other
-            self.cite_bias = nn.Parameter(torch.full((cfg.depth, cfg.heads), CITE_BIAS_START / CITE_BIAS_SCALE))
         self.text_norm = RMSNorm(cfg.text_dim)
         self.time = TimestepEmbedder(d)
         self.adaln = nn.ModuleDict({s: nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)) for s in STREAMS})
@@ -296,9 +263,6 @@ class AVTransformer(nn.Module):
         for s, tok in streams.items():  # every call uses the table (data-parallel training expects it)
             xs[s] = xs[s] + (self.roles(tok.role.long()) if tok.role is not None else self.roles.weight[0])
         xs["text"] = self.inputs["text"](self.text_norm(text.states))
-        if self.config.cite_roles and text.role is not None:
-            cites = text.role.long()
-            xs["text"] = xs["text"] + self.roles(cites) * (cites > 0)[..., None].to(xs["text"].dtype)
         temb = {s: self.time(tok.t) for s, tok in streams.items()}  # (B, N, D)
         temb["text"] = self.time(torch.zeros(b, length, device=text.states.device))
         mods = {s: self.adaln[s](e) for s, e in temb.items()}  # (B, N, 6D)
@@ -306,11 +270,8 @@ class AVTransformer(nn.Module):
         ropes = {s: self.rotary(tok.pos * scale) for s, tok in streams.items()}
         ropes["text"] = self.rotary(text_pos)
         mask = self._mask(streams, text)
-        codes = _role_codes(streams, text) if self.config.cite_bias else None
-        if self.config.cite_bias and codes is None:  # no marks: the bias still takes part (data-parallel
-            xs["text"] = xs["text"] + 0.0 * self.cite_bias.sum()  # training expects every weight used)
-        for i, block in enumerate(self.blocks):
-            xs = block(xs, mods, ropes, mask, None if codes is None else (codes, CITE_BIAS_SCALE * self.cite_bias[i]))
+        for block in self.blocks:
+            xs = block(xs, mods, ropes, mask)
         return {s: self.heads[s](xs[s], temb[s]) for s in streams}
 
     @staticmethod
@@ -353,38 +314,8 @@ class AVTransformer(nn.Module):
         return int(matmul + attn)
 
 
-def _role_codes(streams: dict[str, Tokens], text: Text) -> dict[str, torch.Tensor] | None:
-    """Per stream (B, N, NUM_ROLES): a one-hot code of the reference each token is (its role) or
-    cites (text), zeros for the clip's own tokens and words that cite nothing (role 0 keeps its
-    column, always zero, so head widths stay multiples of 8 for fused kernels); None without
-    citation marks. Marks that are all zero still give codes: under context parallelism a process
-    may hold none of the prompt's citations, and all must widen their heads alike."""
-    if text.role is None:
-        return None
-    roles = {s: tok.role if tok.role is not None else torch.zeros(tok.x.shape[:2], device=tok.x.device)
-             for s, tok in streams.items()}  # fmt: skip
-    roles["text"] = text.role
-    return {s: nn.functional.one_hot(r.long(), NUM_ROLES).float() * (r > 0)[..., None] for s, r in roles.items()}
-
-
-def _cite_biased(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, code_q: torch.Tensor, code_k: torch.Tensor,
-                 bias: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # fmt: skip
-    """Queries, keys and values (B, H, N, Dh) widened so that plain scaled dot-product attention
-    adds `bias` (H,) to the logit of every query and key that code the same reference (codes
-    (B, N, R) one-hot or zero): q·k/sqrt(Dh) is unchanged, and since the extra key channels are
-    the codes, the extra query channels bias x code add bias where they match. Values are padded
-    with zeros (cut from the output); any attention kernel and mask still apply."""
-    dh, r = q.shape[-1], code_q.shape[-1]
-    wide = dh + r  # the kernel scales logits by 1/sqrt(wide)
-    extra_q = code_q[:, None].to(q.dtype) * (bias.to(q.dtype) * math.sqrt(wide))[None, :, None, None]
-    q = torch.cat([q * math.sqrt(wide / dh), extra_q], -1)
-    k = torch.cat([k, code_k[:, None].to(k.dtype).expand(-1, k.shape[1], -1, -1)], -1)
-    v = torch.cat([v, v.new_zeros(*v.shape[:-1], r)], -1)
-    return q, k, v
-
-
 def _without_roles(module: nn.Module, state: dict, prefix: str, *args) -> None:
     """Weights saved before references existed load as they were: no reference roles learnt yet."""
     key = prefix + "roles.weight"
     if key not in state and any(k.startswith(prefix + "inputs.") for k in state):
-        state[key] = torch.zeros_like(module.roles.weight)
+        state[key] = torch.zeros(module.roles.weight.shape)  # on the CPU, also for a model built on "meta"

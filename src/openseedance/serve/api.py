@@ -16,7 +16,8 @@ from typing import Any
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
-from openseedance.pipeline import Pipeline
+from openseedance.engines import Capabilities
+from openseedance.pipeline import check_request
 from openseedance.provenance import FaceError
 from openseedance.serve import inputs
 from openseedance.serve.jobs import Job, JobStore, new_id
@@ -80,17 +81,17 @@ async def read_json(request: Request) -> dict[str, Any]:
 
 
 class Service:
-    """The server's state: settings, the job store, and the model (to refuse impossible requests
-    before they are queued)."""
+    """The server's state: settings, the job store, and the model's capabilities (its card, read
+    without loading weights: to refuse impossible requests before they are queued)."""
 
-    def __init__(self, settings: ServeSettings, store: JobStore, pipe: Pipeline) -> None:
-        self.settings, self.store, self.pipe = settings, store, pipe
+    def __init__(self, settings: ServeSettings, store: JobStore, card: Capabilities) -> None:
+        self.settings, self.store, self.card = settings, store, card
         self._owners = {owner_of(k) for k in settings.api_keys}
-        self.native = (pipe.config.width, pipe.config.height)
-        self.native_fps = pipe.config.fps
+        self.native = (card.width, card.height)
+        self.native_fps = card.fps
         self.default_duration = 4.0
-        self.step = pipe.video_ae.config.spatial_factor * max(pipe.transformer.config.patch[1:])
-        self.sample_rate = pipe.audio_ae.config.sample_rate
+        self.step = card.size_step
+        self.sample_rate = card.sample_rate
         # callbacks go to public addresses only, unless the operator named a private host
         self.callback_limits = replace(settings.limits, allow_http=True, allow_hosts=settings.callback_hosts,
                                        fetch_timeout=settings.callback_timeout)  # fmt: skip
@@ -157,7 +158,7 @@ class Service:
         if source is not None:  # an extension: the whole clip is the source and what is added, at its size
             spec["duration"] = len(source.video) / source.fps + spec.pop("extend_by")
             h, w = source.video.shape[1:3]
-            fits = all(v % self.step == 0 and self.step <= v <= self.pipe.config.max_side for v in (w, h))
+            fits = all(v % self.step == 0 and self.step <= v <= self.card.max_side for v in (w, h))
             spec["width"], spec["height"] = (w, h) if fits else self.native
         if "width" not in spec:
             first = next((m for r, m in zip(references, decoded, strict=True) if r["role"] == "first_frame"), None)
@@ -167,7 +168,7 @@ class Service:
         spec.setdefault("ratio_label", _ratio(spec["width"], spec["height"]))
         try:
             request = build_request(spec, decoded, self.sample_rate)
-            self.pipe.check(request)
+            check_request(request, self.card, self.settings.allow_faces)
         except (inputs.InputError, FaceError):
             raise
         except ValueError as e:

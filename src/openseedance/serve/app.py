@@ -18,13 +18,14 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from openseedance.pipeline import Pipeline
+from openseedance import engines
+from openseedance.engines import Capabilities
 from openseedance.serve import ark, openai_api
 from openseedance.serve.api import ApiError, ServeSettings, Service
 from openseedance.serve.callbacks import Callbacks
 from openseedance.serve.files import file_response
 from openseedance.serve.jobs import JobStore, SQLiteJobStore
-from openseedance.serve.worker import WorkerPool, load_pipeline
+from openseedance.serve.worker import WorkerPool
 
 log = logging.getLogger("openseedance.serve")
 
@@ -98,9 +99,11 @@ def housekeeping(service: Service, pool: WorkerPool | None) -> None:
         store.set_result(job.id, {**job.result, "files": None})
 
 
-def create_app(settings: ServeSettings, pipe: Pipeline | None = None, store: JobStore | None = None) -> FastAPI:
+def create_app(settings: ServeSettings, card: Capabilities | None = None, store: JobStore | None = None) -> FastAPI:
+    """The HTTP app; it checks requests against the model's card (read from the model folder without
+    loading weights), and its workers, separate processes, load the model."""
     store = store or SQLiteJobStore(settings.db_path)
-    service = Service(settings, store, pipe or load_pipeline(settings))
+    service = Service(settings, store, card or engines.read_card(settings.model))
     callbacks = Callbacks(service)
 
     @asynccontextmanager

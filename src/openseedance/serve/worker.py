@@ -21,6 +21,7 @@ import numpy as np
 from PIL import Image
 
 from openseedance import media
+from openseedance.engines import RunOptions
 from openseedance.pipeline import GeneratedClip, Pipeline
 from openseedance.serve.api import ServeSettings
 from openseedance.serve.jobs import Job, JobStore, SQLiteJobStore
@@ -116,13 +117,11 @@ class Worker:
         folder = self.settings.files_dir / job.id
         spec = job.spec
         request = build_request(spec, load_references(spec, folder, self.settings.limits),
-                                self.pipe.audio_ae.config.sample_rate)  # fmt: skip
-        sampler = self.pipe.sampler(steps=spec.get("steps") or None)
-        out = self.pipe(request, sampler, progress=heart.step, job_id=job.id)
+                                self.pipe.capabilities.sample_rate)  # fmt: skip
+        out = self.pipe(request, RunOptions(steps=spec.get("steps") or None), progress=heart.step, job_id=job.id)
         heart.progress = 0.95
         files = write_outputs(out, folder, spec.get("return_last_frame", False))
-        layout = self.pipe.layout(request)
-        tokens = layout.video_tokens + layout.audio_latents
+        tokens = out.tokens
         return {"files": files, "keep_until": time.time() + self.settings.result_ttl, "seconds": out.seconds,
                 "usage": {"completion_tokens": tokens, "total_tokens": tokens}, "resolved": out.request}  # fmt: skip
 
@@ -170,7 +169,7 @@ def run_worker(settings: ServeSettings, stop: threading.Event | Any) -> None:
     threads = settings.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, settings.workers))
     torch.set_num_threads(threads)
     pipe = load_pipeline(settings)
-    pipe.text_encoder  # noqa: B018 - load it before the first job, not during it
+    getattr(pipe.engine, "text_encoder", None)  # a text encoder loaded on first use: now, not during a job
     Worker(SQLiteJobStore(settings.db_path), pipe, settings).serve(stop)
 
 

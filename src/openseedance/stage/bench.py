@@ -150,31 +150,22 @@ def noise_generator(request: GenerationRequest) -> Clip:
     return Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
 
 
-def _bundled(cases: list[Case]) -> Generator:
-    from openseedance.pipeline import Pipeline, as_generator
-
-    return as_generator(Pipeline.from_pretrained())
-
-
 BUILTIN: dict[str, Callable[[list[Case]], Generator]] = {
     "truth": TruthGenerator,
     "shuffled": ShuffledGenerator,
     "noise": lambda cases: noise_generator,
-    "bundled": _bundled,  # the bundled default model
 }
 
 
 def load_generator(spec: str, cases: list[Case]) -> Generator:
-    """A built-in name, a model folder (holding pipeline.json), or `package.module:attribute`
-    naming a callable request -> Clip."""
-    if (Path(spec) / "pipeline.json").is_file():
-        from openseedance.pipeline import Pipeline, as_generator
-
-        return as_generator(Pipeline.from_pretrained(spec))
+    """A built-in name or `package.module:attribute` naming a callable request -> Clip. (A model is
+    wired in by the caller, `openseedance bench stage --generator bundled|DIR`: the bench never
+    imports what it measures.)"""
     if spec in BUILTIN:
         return BUILTIN[spec](cases)
     if ":" not in spec:
-        raise ValueError(f"unknown generator {spec!r}: use one of {', '.join(BUILTIN)} or module:callable")
+        raise ValueError(f"unknown generator {spec!r}: use one of {', '.join(BUILTIN)}, bundled, a model folder "
+                         "or module:callable")  # fmt: skip
     module, _, attr = spec.partition(":")
     try:
         target = getattr(importlib.import_module(module), attr)

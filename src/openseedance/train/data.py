@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from openseedance import media
+from openseedance.conditioning import frames_to_tensor, hold_last
 from openseedance.stage.render import RenderConfig, render_audio, render_video
 from openseedance.stage.scene import sample_scene
 
@@ -21,24 +22,6 @@ log = logging.getLogger(__name__)
 
 # Scene seeds for training start here; benchmarks and tests draw held-out scenes below 1e6.
 TRAIN_SEED_BASE = 10_000_000
-
-
-def frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float (3, T, H, W) in [-1, 1]."""
-    return torch.from_numpy(np.ascontiguousarray(frames)).permute(3, 0, 1, 2).float().div(127.5).sub(1.0)
-
-
-def tensor_to_frames(video: torch.Tensor) -> np.ndarray:
-    """float (3, T, H, W) in [-1, 1] -> uint8 (T, H, W, 3)."""
-    v = video.detach().float().clamp(-1, 1).add(1).mul(127.5).round().to(torch.uint8)
-    return v.permute(1, 2, 3, 0).cpu().numpy()
-
-
-def hold_last(frames: np.ndarray, count: int) -> np.ndarray:
-    """At least `count` frames: a short clip is extended by repeating its last frame."""
-    if len(frames) >= count:
-        return frames
-    return np.concatenate([frames, np.repeat(frames[-1:], count - len(frames), 0)])
 
 
 def _rng(seed: int, step: int, item: int = 0) -> np.random.Generator:

@@ -41,12 +41,10 @@ from openseedance import parallel
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_to_dict, load_component
 from openseedance.flow import RectifiedFlow
-from openseedance.stage.scene import sample_scene
 from openseedance.text import TextEncoder, join_parts, pad_shots, pad_states
-from openseedance.train.data import TRAIN_SEED_BASE
-from openseedance.train.latents import CacheSpec, LatentCache, motion_prompts, reference_prompts, shot_prompts
+from openseedance.train.latents import CacheSpec, LatentCache
 from openseedance.train.schedule import learning_rate
-from openseedance.transformer import AVTransformer, Text, Tokens, transformer_config
+from openseedance.transformer import AVTransformer, Text, transformer_config
 from openseedance.video_vae import VideoAutoencoder
 
 log = logging.getLogger(__name__)
@@ -78,16 +76,10 @@ class GenTrainConfig:
     # 2-core AVX-512 machine a training step measured 1.85x slower under autocast than in float32)
     bf16: bool | None = None
     text_dropout: float = 0.1
-    # task mix (DESIGN §1): weights over conditioning.TASKS
+    # task mix (DESIGN §1): weights over conditioning.TRAINING_TASKS
     tasks: tuple[float, ...] = (0.36, 0.12, 0.08, 0.08, 0.12, 0.16, 0.08)
     init: str = ""  # a model folder whose transformer starts a new run (fine-tuning); ignored on resume
     shots: bool = True  # multi-shot Stage clips captioned part by part, each shot reading its own part
-    # the text tokens citing a reference carry its role (transformer `cite_roles`; with --init it
-    # turns the option on for a model trained without it)
-    cite_roles: bool = False
-    # a learned attention bias between citations and what they cite (transformer `cite_bias`; needs
-    # cite_roles; with --init from a model trained without it, it starts at its starting value)
-    cite_bias: bool = False
     seed: int = 0
     checkpoint_every: int = 200
     log_every: int = 10
@@ -103,43 +95,29 @@ class GenTrainConfig:
             raise ValueError("steps, batch size and checkpoint interval must be positive")
         if self.lr <= 0:
             raise ValueError(f"learning rate must be positive, got {self.lr}")
-        if len(self.tasks) != len(cond.TASKS) or min(self.tasks) < 0 or sum(self.tasks) <= 0:
-            raise ValueError(f"tasks needs {len(cond.TASKS)} non-negative weights for {cond.TASKS}")
+        if len(self.tasks) != len(cond.TRAINING_TASKS) or min(self.tasks) < 0 or sum(self.tasks) <= 0:
+            raise ValueError(f"tasks needs {len(cond.TRAINING_TASKS)} non-negative weights for {cond.TRAINING_TASKS}")
         if not self.video_ae or not self.audio_ae:
             raise ValueError("training the generator needs trained autoencoders: --video-ae and --audio-ae")
-        if self.cite_bias and not self.cite_roles:
-            raise ValueError("cite_bias needs cite_roles: the citations it biases must be marked")
 
 
 @dataclass
 class Batch:
-    x0: dict[str, torch.Tensor]  # (B, N, C)
-    keep: dict[str, torch.Tensor]  # (B, N) clean conditions
-    pos: dict[str, torch.Tensor]  # (B, N, 3)
-    text: Text
+    conditions: cond.Conditions  # `clean` holds the whole clips: the targets of the flow
     tasks: list[str]
-    valid: dict[str, torch.Tensor] | None = None  # (B, N): False for padding (references are ragged)
-    role: dict[str, torch.Tensor] | None = None  # (B, N): transformer.role_id of each token
-    shot: dict[str, torch.Tensor] | None = None  # (B, N): the shot each token is in (0: references)
 
 
 class Sampler:
     """Draws training batches from the latent cache; a pure function of (seed, step, rank)."""
 
-    def __init__(self, cfg: GenTrainConfig, cache: LatentCache, layout: cond.Layout, empty_text: torch.Tensor,
-                 text: TextEncoder | None = None):  # fmt: skip
+    def __init__(self, cfg: GenTrainConfig, cache: LatentCache, layout: cond.Layout, empty_text: torch.Tensor):
         self.cfg, self.cache, self.layout = cfg, cache, layout
         self.empty = empty_text
-        if cfg.cite_roles and text is None:
-            raise ValueError("citation roles need the text encoder's tokenizer")
-        self.text = text if cfg.cite_roles else None
-        self._roles: dict[tuple[int, str, int], torch.Tensor] = {}  # (clip, kind, wording) -> citation roles
-        self.pos = {"video": layout.video_positions(), "audio": layout.audio_positions()}
         self.patch = layout.patch
         weights = np.asarray(cfg.tasks, dtype=np.float64)
         if cache.spec.source != "stage":  # a folder of clips has no references to learn from
             for task in cond.REFERENCE_TASKS:
-                weights[cond.TASKS.index(task)] = 0.0
+                weights[cond.TRAINING_TASKS.index(task)] = 0.0
         if weights.sum() <= 0:
             raise ValueError(f"the task mix has weight only on {' and '.join(cond.REFERENCE_TASKS)}, which need "
                              "Stage data")  # fmt: skip
@@ -149,14 +127,14 @@ class Sampler:
     def __call__(self, step: int, rank: int = 0) -> Batch:
         cfg, spec = self.cfg, self.cache.spec
         rng = np.random.default_rng([cfg.seed, step, rank])
-        videos, audios, texts, parts, cuts, keeps, tasks, refs, cites = [], [], [], [], [], [], [], [], []
+        videos, audios, texts, parts, cuts, keeps, tasks, refs = [], [], [], [], [], [], [], []
         for _ in range(cfg.batch_size):
             i = int(rng.integers(spec.clips))
             shard = self.cache.shard(i // spec.clips_per_shard)
             j = i % spec.clips_per_shard
             videos.append(shard["video"][j].float())
             audios.append(shard["audio"][j].float())
-            task = cond.TASKS[int(rng.choice(len(cond.TASKS), p=self.weights))]
+            task = cond.TRAINING_TASKS[int(rng.choice(len(cond.TRAINING_TASKS), p=self.weights))]
             ref = self.cache.references(i // spec.clips_per_shard)[j] if task == "references" else None
             motion = self.cache.motion(i // spec.clips_per_shard)[j] if task == "motion" else None
             extra = ref if ref is not None else motion  # a reference task's own captions cite its references
@@ -169,15 +147,12 @@ class Sampler:
                 states, ids = join_parts([x.float() for x in shots["cited" if ref is not None else "plain"]])
                 texts.append(states)
                 parts.append(ids)
-                cuts.append(shots["cuts"].tolist())
-                cites.append(self._cites(i, "shots", states) if ref is not None else None)
+                cuts.append(tuple(shots["cuts"].tolist()))
             else:
                 k = None if drop else int(rng.integers(len(wordings)))
                 texts.append(self.empty if k is None else wordings[k].float())
                 parts.append(None)
-                cuts.append([])
-                kind = "references" if ref is not None else "motion" if motion is not None else None
-                cites.append(self._cites(i, kind, texts[-1], k) if kind is not None and k is not None else None)
+                cuts.append(())
             masks = cond.task_masks(task, self.layout, prefix=float(rng.uniform(0.2, 0.8)))
             keeps.append(masks)
             tasks.append(task)
@@ -188,62 +163,30 @@ class Sampler:
                 refs.append(cond.reference_tokens([], [], self.layout, videos=[motion["video"][None].float()]))
             else:
                 refs.append(None)
-        b = cfg.batch_size
         x0 = {"video": cond.video_to_tokens(torch.stack(videos), self.patch),
               "audio": cond.audio_to_tokens(torch.stack(audios))}  # fmt: skip
         keep = {s: torch.cat([k[s] for k in keeps]) for s in x0}
-        pos = {s: p.expand(b, -1, -1) for s, p in self.pos.items()}
-        shot = {s: torch.stack([cond.token_shots(p[:, 0], c) for c in cuts]) for s, p in self.pos.items()}
-        valid = role = None
-        if any(r is not None for r in refs):
-            x0, keep, pos, shot, valid, role = cond.with_references(x0, keep, pos, shot, refs)
         states, mask = pad_states(texts)
-        text = Text(states, mask, pad_shots(parts, states.shape[1]) if any(p is not None for p in parts) else None,
-                    pad_shots(cites, states.shape[1]) if self.text is not None else None)  # fmt: skip
-        return Batch(x0=x0, keep=keep, pos=pos, text=text, tasks=tasks, valid=valid, role=role, shot=shot)
-
-
-    def _cites(self, clip: int, kind: str, states: torch.Tensor, wording: int = 0) -> torch.Tensor | None:
-        """The citation roles of the caption a cited `kind` ("references", "motion" or "shots")
-        sample of Stage clip `clip` was given (wording `wording`; a multi-shot caption's parts
-        joined); None unless the run marks citations."""
-        if self.text is None:
-            return None
-        key = (clip, kind, wording)
-        if key not in self._roles:  # clips come back every epoch: make their captions once
-            scene = sample_scene(TRAIN_SEED_BASE + clip, duration=self.cache.spec.duration)
-            if kind == "shots":
-                roles = torch.cat([self.text.citation_roles(x) for x in shot_prompts(scene, cited=True)])
-            else:
-                prompts = reference_prompts(scene) if kind == "references" else motion_prompts(scene)
-                roles = self.text.citation_roles(prompts[wording])
-            self._roles[key] = roles
-        roles = self._roles[key]
-        if roles.shape[0] != states.shape[0]:
-            raise RuntimeError(f"clip {clip}: {roles.shape[0]} citation roles for {states.shape[0]} cached text "
-                               "states (the cache was made with another text encoder or captions)")  # fmt: skip
-        return roles
+        text = Text(states, mask, pad_shots(parts, states.shape[1]) if any(p is not None for p in parts) else None)
+        return Batch(cond.assemble(x0, keep, self.layout, cuts, refs, text), tasks)
 
 
 def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generator: torch.Generator,
               device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
-    b = batch.text.states.shape[0]
-    total = sum(x.shape[1] for x in batch.x0.values())
+    c = batch.conditions
+    b = c.text.states.shape[0]
+    total = sum(x.shape[1] for x in c.clean.values())
     t = flow.sample_time(b, total, generator)
-    streams, targets, weights = {}, {}, {}
-    for s, x0 in batch.x0.items():
+    xs, times, targets, weights = {}, {}, {}, {}
+    for s, x0 in c.clean.items():
         noise = torch.randn(x0.shape, generator=generator)
-        keep = batch.keep[s]
+        keep = c.keep[s]
         tt = torch.where(keep, 0.0, t[:, None].expand_as(keep))
-        xt = flow.noisy(x0, noise, tt)
-        valid = batch.valid[s].to(device) if batch.valid is not None else None
-        role = batch.role[s].to(device) if batch.role is not None else None
-        shot = batch.shot[s].to(device) if batch.shot is not None else None
-        streams[s] = Tokens(xt.to(device), tt.to(device), batch.pos[s].to(device), valid, role, shot)
+        xs[s], times[s] = flow.noisy(x0, noise, tt).to(device), tt.to(device)
         targets[s] = flow.velocity(x0, noise).to(device)
         weights[s] = (~keep).float().to(device)
-    text = batch.text.to(device)
-    pred = model(streams, text)
+    on = c.to(device)
+    pred = model(on.tokens(xs, times), on.text)
     losses = {s: flow.loss(pred[s], targets[s], weights[s]) for s in pred}
     loss = sum(losses.values())
     return loss, {"loss": float(loss.detach()), **{f"loss_{s}": float(v.detach()) for s, v in losses.items()}}
@@ -251,8 +194,7 @@ def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generat
 
 def layout_for(cfg: GenTrainConfig, video_ae: VideoAutoencoder, audio_ae: AudioAutoencoder,
                patch: tuple[int, int, int]) -> cond.Layout:  # fmt: skip
-    spec = CacheSpec(duration=cfg.duration, fps=cfg.fps)
-    frames = spec.frames(video_ae.config.temporal_factor)
+    frames = cond.coded_frames(cfg.duration, cfg.fps, video_ae.config.temporal_factor)
     grid = video_ae.latent_shape(frames, cfg.height, cfg.width)
     samples = round(cfg.duration * cfg.sample_rate)
     return cond.Layout(grid, patch, cfg.fps, video_ae.config.temporal_factor,
@@ -282,8 +224,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True, st
     _barrier(world)
 
     model_cfg = dataclasses.replace(transformer_config(cfg.preset), video_channels=video_ae.config.latent_channels,
-                                    audio_channels=audio_ae.config.latent_channels, text_dim=text.dim,
-                                    cite_roles=cfg.cite_roles, cite_bias=cfg.cite_bias)  # fmt: skip
+                                    audio_channels=audio_ae.config.latent_channels, text_dim=text.dim)  # fmt: skip
     torch.manual_seed(cfg.seed)
     model = AVTransformer(model_cfg).to(device)
     bf16 = cfg.bf16 if cfg.bf16 is not None else device.type == "cuda"
@@ -296,7 +237,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True, st
         _initialise(model, ema, cfg.init)
     layout = layout_for(cfg, video_ae, audio_ae, model_cfg.patch)
     empty = text.encode([""])[0][0]
-    sampler = Sampler(cfg, cache, layout, empty, text)
+    sampler = Sampler(cfg, cache, layout, empty)
     flow = RectifiedFlow()
     ddp = world > 1 and not cfg.fsdp
     wrapped = torch.nn.parallel.DistributedDataParallel(model) if ddp else model
@@ -404,37 +345,30 @@ def _swap(model: torch.nn.Module, ema: list[torch.Tensor]) -> None:
 
 
 def _export(out: Path, cfg: GenTrainConfig, model_cfg, weights: dict[str, torch.Tensor], parts: tuple) -> None:
-    from openseedance.pipeline import Pipeline, PipelineConfig
+    from openseedance.engines.bundled import BundledEngine, PipelineConfig
 
     video_ae, audio_ae, text_name = parts
     exported = AVTransformer(model_cfg)
     exported.load_state_dict(weights)
     config = PipelineConfig(width=cfg.width, height=cfg.height, fps=cfg.fps, sample_rate=cfg.sample_rate,
                             text_encoder=text_name)  # fmt: skip
-    Pipeline(config, exported, video_ae, audio_ae).save_pretrained(out / "pipeline")
+    BundledEngine(config, exported, video_ae, audio_ae).save_pretrained(out / "pipeline")
 
 
 @torch.no_grad()
 def _initialise(model: torch.nn.Module, ema: list[torch.Tensor], folder: str) -> None:
     """Start from a trained model's transformer (a model folder, or its `transformer/` part): the
-    same configuration is required; parts it lacks (reference roles, in older models; the citation
-    bias) start fresh."""
+    same configuration is required; parts it lacks (reference roles, in older models) start fresh."""
     path = Path(folder)
     path = path / "transformer" if (path / "transformer").is_dir() else path
     try:
         start = load_component(AVTransformer, path)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot start from {folder}: {err}") from None
-    # citation roles add no weights and the citation bias is new: a model trained without them can
-    # start a run that uses them
-    cites = {"cite_roles": model.config.cite_roles, "cite_bias": model.config.cite_bias}
-    if config_to_dict(dataclasses.replace(start.config, **cites)) != config_to_dict(model.config):
+    if config_to_dict(start.config) != config_to_dict(model.config):
         raise ValueError(f"{folder} holds a different transformer configuration than --preset asks for")
     full = start.state_dict()
     for (name, p), e in zip(model.named_parameters(), ema, strict=True):
-        if name not in full:  # the citation bias, new to this run: it keeps its starting value
-            e.copy_(p)
-            continue
         value = full[name].to(p.dtype)
         if hasattr(p, "device_mesh"):  # an FSDP shard: take this process's part
             from torch.distributed.tensor import distribute_tensor

@@ -24,11 +24,12 @@ import torch
 
 from openseedance import media
 from openseedance.audio_vae import AudioAutoencoder
+from openseedance.conditioning import frames_to_tensor, hold_last
 from openseedance.stage.captions import caption
 from openseedance.stage.render import RenderConfig, portrait, render, voice_sample
 from openseedance.stage.scene import Scene, motion_twin, sample_scene
 from openseedance.text import TextEncoder
-from openseedance.train.data import TRAIN_SEED_BASE, frames_to_tensor, hold_last
+from openseedance.train.data import TRAIN_SEED_BASE
 from openseedance.video_vae import VideoAutoencoder
 
 log = logging.getLogger(__name__)
