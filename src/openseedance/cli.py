@@ -611,7 +611,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> None:
-    from openseedance.provenance import verify
+    from openseedance.provenance.verify import verify
 
     report = verify(args.file)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.text())

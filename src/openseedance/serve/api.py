@@ -17,7 +17,7 @@ from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 
 from openseedance.pipeline import Pipeline
-from openseedance.provenance import FaceError
+from openseedance.provenance.faces import FaceError
 from openseedance.serve import inputs
 from openseedance.serve.jobs import Job, JobStore, new_id
 from openseedance.serve.spec import build_request, decode, size_for
