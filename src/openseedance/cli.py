@@ -588,7 +588,7 @@ def _bench_stage(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from openseedance.serve import server
     from openseedance.serve.api import ServeSettings
-    from openseedance.serve.inputs import InputLimits
+    from openseedance.serve.limits import InputLimits
 
     serving = args.command == "serve"
     settings = ServeSettings(
