@@ -17,19 +17,10 @@ import numpy as np
 import pytest
 
 from openseedance import media
-from openseedance.serve import inputs
-from openseedance.serve.inputs import (
-    InputError,
-    InputLimits,
-    InputTooLarge,
-    decode_audio,
-    decode_image,
-    decode_video,
-    load_bytes,
-    load_image,
-    post_json,
-    read_upload,
-)
+from openseedance.serve import fetch
+from openseedance.serve.decode import decode_audio, decode_image, decode_video, load_image
+from openseedance.serve.fetch import load_bytes, post_json, read_upload
+from openseedance.serve.limits import InputError, InputLimits, InputTooLarge
 
 FIELD = "content[1].image_url.url"
 LIMITS = InputLimits()
@@ -128,7 +119,7 @@ def test_malformed_data_urls(url: str, fragment: str) -> None:
 
 def test_oversized_data_url_is_refused_before_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
     limits = InputLimits(max_bytes=1000)
-    monkeypatch.setattr(inputs.base64, "b64decode", lambda *a, **k: pytest.fail("decoded an oversized input"))
+    monkeypatch.setattr(fetch.base64, "b64decode", lambda *a, **k: pytest.fail("decoded an oversized input"))
     with pytest.raises(InputTooLarge) as exc:
         load_bytes(data_url(bytes(1001)), limits, FIELD)
     raises_input_error(exc, "1000 bytes")
@@ -342,7 +333,7 @@ def no_network(monkeypatch: pytest.MonkeyPatch) -> list:
         raise OSError("connections are blocked in this test")
 
     monkeypatch.setattr(socket, "getaddrinfo", lookup)
-    monkeypatch.setattr(inputs, "_open_socket", connect)
+    monkeypatch.setattr(fetch, "_open_socket", connect)
     return attempts
 
 
@@ -570,13 +561,13 @@ LOCAL = InputLimits(allow_http=True, allow_hosts=frozenset({"127.0.0.1"}), fetch
 def connections(monkeypatch: pytest.MonkeyPatch) -> list:
     """Every address the fetcher connects to (connections still happen)."""
     made: list = []
-    real = inputs._open_socket
+    real = fetch._open_socket
 
     def record(address, port, timeout):
         made.append(str(address))
         return real(address, port, timeout)
 
-    monkeypatch.setattr(inputs, "_open_socket", record)
+    monkeypatch.setattr(fetch, "_open_socket", record)
     return made
 
 

@@ -586,7 +586,7 @@ def _bench_stage(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from openseedance.serve import server
     from openseedance.serve.api import ServeSettings
-    from openseedance.serve.inputs import InputLimits
+    from openseedance.serve.limits import InputLimits
 
     serving = args.command == "serve"
     settings = ServeSettings(
@@ -609,7 +609,7 @@ def _serve(args: argparse.Namespace) -> None:
 
 
 def _verify(args: argparse.Namespace) -> None:
-    from openseedance.provenance import verify
+    from openseedance.provenance.verify import verify
 
     report = verify(args.file)
     print(json.dumps(report.to_dict(), indent=1) if args.json else report.text())

@@ -18,9 +18,10 @@ from starlette.concurrency import run_in_threadpool
 
 from openseedance.engines import Capabilities
 from openseedance.pipeline import check_request
-from openseedance.provenance import FaceError
-from openseedance.serve import inputs
+from openseedance.provenance.faces import FaceError
+from openseedance.serve.fetch import check_url, load_bytes
 from openseedance.serve.jobs import Job, JobStore, new_id
+from openseedance.serve.limits import InputError, InputLimits
 from openseedance.serve.spec import build_request, decode, size_for
 
 log = logging.getLogger("openseedance.serve")
@@ -36,7 +37,7 @@ class ServeSettings:
     workers: int = 1  # generation processes started with the server (0: API only)
     max_pending_per_key: int = 8  # queued + running tasks one key may have; 429 beyond
     max_body_bytes: int = 64 * 2**20
-    limits: inputs.InputLimits = field(default_factory=inputs.InputLimits)
+    limits: InputLimits = field(default_factory=InputLimits)
     result_ttl: float = 24 * 3600.0  # how long finished clips stay downloadable
     heartbeat: float = 1.0  # seconds between a worker's heartbeats
     stale_after: float = 20.0  # a running job whose worker is silent this long is re-queued
@@ -124,9 +125,9 @@ class Service:
         job_id = new_id("cgt-" if api == "ark" else "video_")
         try:
             if fields.get("callback_url") is not None:
-                await run_in_threadpool(inputs.check_url, fields["callback_url"], self.callback_limits, "callback_url")
+                await run_in_threadpool(check_url, fields["callback_url"], self.callback_limits, "callback_url")
             spec, blobs = await run_in_threadpool(self._prepare, settings, refs)
-        except inputs.InputError as e:
+        except InputError as e:
             raise ApiError(e.http_status, "InvalidParameter", str(e), e.field) from None
         except FaceError as e:  # a real person's likeness, refused unless the server allows it
             raise ApiError(400, "InputImageSensitiveContentDetected.PrivacyInformation", str(e), "content") from None
@@ -148,7 +149,7 @@ class Service:
         limits = self.settings.limits
         decoded, blobs, references = [], [], []
         for i, (kind, role, url, where) in enumerate(refs):
-            blob, _ = inputs.load_bytes(url, limits, where)
+            blob, _ = load_bytes(url, limits, where)
             decoded.append(decode(kind, blob, limits, where))
             blobs.append(blob)
             references.append({"kind": kind, "role": role, "file": f"inputs/{i}{_SUFFIX[kind]}"})
@@ -169,10 +170,10 @@ class Service:
         try:
             request = build_request(spec, decoded, self.sample_rate)
             check_request(request, self.card, self.settings.allow_faces)
-        except (inputs.InputError, FaceError):
+        except (InputError, FaceError):
             raise
         except ValueError as e:
-            raise inputs.InputError(_param_of(str(e)), str(e)) from None
+            raise InputError(_param_of(str(e)), str(e)) from None
         return spec, blobs
 
     def remove(self, job: Job) -> None:

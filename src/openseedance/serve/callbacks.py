@@ -9,8 +9,10 @@ import logging
 import time
 from dataclasses import replace
 
-from openseedance.serve import ark, inputs
+from openseedance.serve import ark
 from openseedance.serve.api import Service
+from openseedance.serve.fetch import post_json
+from openseedance.serve.limits import InputError
 
 log = logging.getLogger("openseedance.serve")
 
@@ -30,8 +32,8 @@ class Callbacks:
                 continue
             body = ark.render(replace(job, status=status), job.spec.get("base_url", "/"))
             try:
-                inputs.post_json(url, body, self.service.callback_limits, "callback_url")
-            except (inputs.InputError, OSError) as e:
+                post_json(url, body, self.service.callback_limits, "callback_url")
+            except (InputError, OSError) as e:
                 retry = attempts + 1 < s.callback_retries
                 log.warning("callback for %s (%s) to %s failed%s: %s", job_id, status, url,
                             ", will retry" if retry else ", giving up", e)  # fmt: skip

@@ -21,10 +21,11 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import UploadFile
 
 from openseedance import media
-from openseedance.serve import inputs
 from openseedance.serve.api import ApiError, Service, read_json
+from openseedance.serve.fetch import read_upload
 from openseedance.serve.files import file_response
 from openseedance.serve.jobs import FINISHED, Job, JobError
+from openseedance.serve.limits import InputError, InputLimits
 
 router = APIRouter(prefix="/v1")
 
@@ -89,14 +90,14 @@ def _owned(service: Service, owner: str, video_id: str) -> Job:
     return job
 
 
-async def _reference(value: Any, limits: inputs.InputLimits, field: str) -> str | None:
+async def _reference(value: Any, limits: InputLimits, field: str) -> str | None:
     """`input_reference` as a URL the input loader takes (uploads become data: URLs)."""
     if value is None or value == "":
         return None
     if isinstance(value, UploadFile):
         try:
-            data = await run_in_threadpool(inputs.read_upload, value.file, limits, field)
-        except inputs.InputError as e:
+            data = await run_in_threadpool(read_upload, value.file, limits, field)
+        except InputError as e:
             raise ApiError(e.http_status, "invalid_value", str(e), field) from None
         return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
     if isinstance(value, dict):

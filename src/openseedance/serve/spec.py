@@ -19,7 +19,8 @@ import numpy as np
 
 from openseedance import media
 from openseedance.request import KINDS, GenerationRequest, check_citations
-from openseedance.serve import inputs
+from openseedance.serve.decode import decode_audio, decode_image, decode_video
+from openseedance.serve.limits import InputError, InputLimits
 
 ROLES = {
     "first_frame": "image",
@@ -33,15 +34,15 @@ def check_refs(prompt: str, counts: dict[str, int]) -> None:
     try:
         check_citations(prompt, counts)
     except ValueError as e:
-        raise inputs.InputError("prompt", str(e)) from None
+        raise InputError("prompt", str(e)) from None
 
 
-def decode(kind: str, data: bytes, limits: inputs.InputLimits, field: str) -> Any:
+def decode(kind: str, data: bytes, limits: InputLimits, field: str) -> Any:
     if kind == "image":
-        return inputs.decode_image(data, limits, field)
+        return decode_image(data, limits, field)
     if kind == "video":
-        return inputs.decode_video(data, limits, field)
-    return inputs.decode_audio(data, limits, field)
+        return decode_video(data, limits, field)
+    return decode_audio(data, limits, field)
 
 
 def build_request(spec: dict[str, Any], media_by_ref: list[Any], sample_rate: int) -> GenerationRequest:
@@ -70,7 +71,7 @@ def build_request(spec: dict[str, Any], media_by_ref: list[Any], sample_rate: in
     )  # fmt: skip
 
 
-def load_references(spec: dict[str, Any], folder: Path, limits: inputs.InputLimits) -> list[Any]:
+def load_references(spec: dict[str, Any], folder: Path, limits: InputLimits) -> list[Any]:
     """Decode a stored job's references (the worker's side)."""
     return [decode(ref["kind"], (folder / ref["file"]).read_bytes(), limits, ref["role"]) for ref in spec["references"]]
 
@@ -87,7 +88,7 @@ def size_for(resolution: str | None, ratio: str | None, native: tuple[int, int],
     else:
         match = re.fullmatch(r"(\d+(?:\.\d+)?):(\d+(?:\.\d+)?)", ratio)
         if not match or not float(match[1]) > 0 or not float(match[2]) > 0:
-            raise inputs.InputError("ratio", f"ratio must look like 16:9 or be 'adaptive', got {ratio!r}")
+            raise InputError("ratio", f"ratio must look like 16:9 or be 'adaptive', got {ratio!r}")
         a, b = float(match[1]), float(match[2])
     if resolution is None:
         area = native[0] * native[1]
@@ -96,7 +97,7 @@ def size_for(resolution: str | None, ratio: str | None, native: tuple[int, int],
     else:
         match = re.fullmatch(r"(\d+)p", resolution.strip().lower())
         if not match:
-            raise inputs.InputError("resolution", f"resolution must look like 480p, got {resolution!r}")
+            raise InputError("resolution", f"resolution must look like 480p, got {resolution!r}")
         short = int(match[1])
         width, height = (short * a / b, short) if a >= b else (short, short * b / a)
     return max(step, round(width / step) * step), max(step, round(height / step) * step)

@@ -1,9 +1,7 @@
-"""Media a request refers to — data: URLs, uploads, and http(s) URLs where enabled — loaded and decoded safely.
+"""The bytes a request input refers to — data: URLs, uploads, and http(s) URLs where enabled — read under a cap.
 
-Nothing a client sends is trusted. Bytes are capped before they are decoded; a file's type comes from its magic
-bytes, never from its name or declared media type; durations and frame sizes are checked from the container's
-packets before any frame is decoded; and every failure, PyAV's and pillow's included, becomes an
-:class:`InputError` that names the request field and says what was expected.
+Nothing a client sends is trusted: bytes are counted as they arrive and refused past ``InputLimits.max_bytes``,
+and every failure becomes an :class:`InputError` that names the request field and says what was expected.
 
 Fetching an http(s) URL turns the server into a client of whatever host the user names, so it is off unless
 ``InputLimits.allow_http`` is set, and then a fetch may reach public addresses only:
@@ -24,97 +22,30 @@ import base64
 import binascii
 import functools
 import http.client
-import io
 import ipaddress
 import json
 import logging
 import re
 import socket
 import ssl
-import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager, suppress
+from collections.abc import Callable
+from contextlib import suppress
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import quote, unquote, unquote_to_bytes, urljoin, urlsplit, urlunsplit
 
-import av
-import numpy as np
-import soundfile as sf
-from PIL import Image
+from openseedance.serve.limits import InputError, InputLimits, too_large
 
-from openseedance import media
-
-__all__ = [
-    "InputError",
-    "InputLimits",
-    "InputTooLarge",
-    "decode_audio",
-    "decode_image",
-    "decode_video",
-    "load_audio",
-    "load_bytes",
-    "load_image",
-    "load_video",
-    "post_json",
-    "read_upload",
-]
+__all__ = ["check_url", "load_bytes", "post_json", "read_upload"]
 
 log = logging.getLogger(__name__)
 
-MiB = 1 << 20
-MAX_FPS = 240.0  # the highest frame rate media.check_format accepts; bounds the frames one second may decode to
-_SLACK = 0.1  # seconds: containers round durations to packets (an AAC frame is 64 ms at 16 kHz)
 _CHUNK = 64 * 1024
 _MAX_URL = 8192
 _REDIRECTS = (301, 302, 303, 307, 308)
 _USER_AGENT = "openseedance-server"
-
-
-class InputError(ValueError):
-    """A request input the server cannot use: ``field`` names it (``content[2].image_url.url``), ``message`` says
-    what to send instead; ``http_status`` is the answer to give (400 here, 413 for :class:`InputTooLarge`, which
-    also sets ``too_large``)."""
-
-    http_status = 400
-    too_large = False
-
-    def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
-        self.message = message
-
-
-class InputTooLarge(InputError):
-    """An input over ``InputLimits.max_bytes``."""
-
-    http_status = 413
-    too_large = True
-
-
-@dataclass(frozen=True)
-class InputLimits:
-    max_bytes: int = 32 * MiB  # per input, as sent (before decoding)
-    max_video_seconds: float = 15.0
-    max_audio_seconds: float = 15.0
-    max_pixels: int = 4096 * 4096  # per image or video frame
-    allow_http: bool = False  # off by default: fetching makes the server a client of any host a user names
-    fetch_timeout: float = 10.0  # seconds for a whole fetch, name lookups and redirects included
-    max_redirects: int = 3
-    # Host names or IP addresses exempt from the private-address refusal. Meant for tests against a local
-    # server: every user of a server can reach what is listed here.
-    allow_hosts: frozenset[str] = frozenset()
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "allow_hosts", frozenset(h.lower().strip("[]") for h in self.allow_hosts))
-        for name in ("max_bytes", "max_video_seconds", "max_audio_seconds", "max_pixels", "fetch_timeout"):
-            if not getattr(self, name) > 0:
-                raise ValueError(f"InputLimits.{name} must be positive, got {getattr(self, name)!r}")
-        if self.max_redirects < 0:
-            raise ValueError(f"InputLimits.max_redirects must be 0 or more, got {self.max_redirects!r}")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -160,7 +91,7 @@ def _read_limited(read: Callable[[int], bytes], limits: InputLimits, field: str,
     while chunk := read(_CHUNK):
         total += len(chunk)
         if total > limits.max_bytes:
-            raise _too_large(field, limits, what)
+            raise too_large(field, limits, what)
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -176,13 +107,6 @@ def _kind_of(value: object) -> str:
 def _clip_text(text: str, n: int = 40) -> str:
     return text if len(text) <= n else text[:n] + "..."
 
-
-def _too_large(field: str, limits: InputLimits, what: str) -> InputTooLarge:
-    return InputTooLarge(field, f"{what} larger than this server's limit of {_size(limits.max_bytes)}")
-
-
-def _size(n: int) -> str:
-    return f"{n / MiB:g} MiB" if n >= MiB else f"{n} bytes"
 
 
 def _parse_data_url(url: str, limits: InputLimits, field: str) -> tuple[bytes, str | None]:
@@ -202,7 +126,7 @@ def _parse_data_url(url: str, limits: InputLimits, field: str) -> tuple[bytes, s
             payload = re.sub(r"\s+", "", payload)
         # The decoded size is known from the length alone, so an oversized input is refused before decoding.
         if len(payload) * 3 // 4 - (len(payload) - len(payload.rstrip("="))) > limits.max_bytes:
-            raise _too_large(field, limits, "the data: URL holds data")
+            raise too_large(field, limits, "the data: URL holds data")
         urlsafe = "-" in payload or "_" in payload
         try:
             if urlsafe and ("+" in payload or "/" in payload):
@@ -214,10 +138,10 @@ def _parse_data_url(url: str, limits: InputLimits, field: str) -> tuple[bytes, s
             raise InputError(field, "malformed data: URL: the data after ';base64,' is not valid base64") from None
     else:
         if len(payload) > 3 * limits.max_bytes:  # a byte takes at most three characters (%XX)
-            raise _too_large(field, limits, "the data: URL holds data")
+            raise too_large(field, limits, "the data: URL holds data")
         data = unquote_to_bytes(payload)
     if len(data) > limits.max_bytes:
-        raise _too_large(field, limits, "the data: URL holds data")
+        raise too_large(field, limits, "the data: URL holds data")
     if not data:
         raise InputError(field, "the data: URL holds no data")
     return data, media_type
@@ -511,7 +435,7 @@ def _request(
             return _Reply(response.status, response.reason, location, None, b"")
         declared = _content_length(response)
         if declared is not None and declared > limits.max_bytes:
-            raise _too_large(field, limits, "the response is")
+            raise too_large(field, limits, "the response is")
         data = _read_capped(response, limits, field)
         if conn.aborted:
             raise timed_out
@@ -544,250 +468,3 @@ def _content_length(response: http.client.HTTPResponse) -> int | None:
 def _read_capped(response: http.client.HTTPResponse, limits: InputLimits, field: str) -> bytes:
     # read1 returns after one socket read, so the deadline watchdog can interrupt a slow body between chunks.
     return _read_limited(response.read1, limits, field, "the response is")
-
-
-# ---------------------------------------------------------------------------------------------------------------
-# Decoding
-
-
-@dataclass(frozen=True)
-class _Format:
-    suffix: str  # what media.read_* goes by
-    label: str  # for messages: "got a PNG image"
-    kinds: frozenset[str]
-
-
-def _format(suffix: str, label: str, *kinds: str) -> _Format:
-    return _Format(suffix, label, frozenset(kinds))
-
-
-_EXPECTED = {
-    "image": "an image (PNG, JPEG, WebP, BMP or GIF)",
-    "video": "a video (MP4, MOV, WebM, MKV, AVI or GIF)",
-    "audio": "audio (WAV, FLAC, OGG, MP3, M4A, or a video with sound)",
-}
-_AUDIO_BRANDS = (b"M4A ", b"M4B ", b"M4P ", b"F4A ")
-_IMAGE_BRANDS = (b"heic", b"heix", b"heim", b"heis", b"mif1", b"msf1", b"avif", b"avis")
-
-
-def _sniff(data: bytes) -> _Format | None:
-    """The format the bytes are in, by their first bytes."""
-    head = bytes(data[:64])
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return _format(".png", "a PNG image", "image")
-    if head.startswith(b"\xff\xd8\xff"):
-        return _format(".jpg", "a JPEG image", "image")
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return _format(".gif", "a GIF", "image", "video")
-    if head.startswith(b"BM") and len(head) >= 26:
-        return _format(".bmp", "a BMP image", "image")
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return _format(".webp", "a WebP image", "image")
-    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
-        return _format(".wav", "a WAV audio file", "audio")
-    if head.startswith(b"RIFF") and head[8:12] == b"AVI ":
-        return _format(".avi", "an AVI file", "video", "audio")
-    if head[4:8] == b"ftyp":
-        brand = head[8:12]
-        if brand in _AUDIO_BRANDS:
-            return _format(".m4a", "an M4A audio file", "audio")
-        if brand in _IMAGE_BRANDS:
-            return _format(".heic", "a HEIC/AVIF image (not supported; convert it to PNG or JPEG)")
-        if brand == b"qt  ":
-            return _format(".mov", "a QuickTime (MOV) file", "video", "audio")
-        return _format(".mp4", "an MP4 file", "video", "audio")
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        if b"webm" in head:
-            return _format(".webm", "a WebM file", "video", "audio")
-        return _format(".mkv", "a Matroska (MKV) file", "video", "audio")
-    if head.startswith(b"fLaC"):
-        return _format(".flac", "a FLAC audio file", "audio")
-    if head.startswith(b"OggS"):
-        return _format(".ogg", "an Ogg audio file", "audio")
-    # MPEG audio: an ID3 tag, or a frame header (11 sync bits, then a layer other than the reserved 00).
-    if head.startswith(b"ID3") or (len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0 and head[1] & 0x06):
-        return _format(".mp3", "an MP3 audio file", "audio")
-    return None
-
-
-def decode_image(data: bytes, limits: InputLimits, field: str) -> np.ndarray:
-    """``(H, W, 3)`` uint8 RGB from PNG, JPEG, WebP, BMP or GIF (its first frame) bytes."""
-    fmt = _expect(data, "image", limits, field)
-    with _decoding(field, fmt, "image") as path:
-        with Image.open(io.BytesIO(data)) as img:  # reads the header only
-            width, height = img.size
-        _check_pixels(width, height, limits, field, "image")
-        path.write_bytes(data)
-        return media.read_image(path)
-
-
-def decode_video(
-    data: bytes,
-    limits: InputLimits,
-    field: str,
-    *,
-    fps: float | None = None,
-    size: tuple[int, int] | None = None,
-    sample_rate: int | None = None,
-    channels: int | None = None,
-    need_audio: bool = False,
-) -> media.Clip:
-    """A :class:`media.Clip` from MP4, MOV, WebM, MKV, AVI or GIF bytes; the keywords go to ``media.read_video``
-    (pass ``fps`` and ``size`` to decode straight to what the model needs and keep memory small)."""
-    fmt = _expect(data, "video", limits, field)
-    with _decoding(field, fmt, "video") as path:
-        path.write_bytes(data)
-        probe = _probe(path, cap=limits.max_video_seconds + _SLACK)
-        if probe.video_seconds is None:
-            raise InputError(field, f"expected a video, but {fmt.label} has no video stream")
-        _check_pixels(probe.width, probe.height, limits, field, "video frame")
-        if probe.cut_short:  # either stream may be the long one
-            longest = max(probe.video_seconds, probe.audio_seconds or 0.0)
-            _check_seconds(longest, limits.max_video_seconds, field, "video", at_least=True)
-        _check_seconds(probe.video_seconds, limits.max_video_seconds, field, "video")
-        if probe.audio_seconds is not None:
-            _check_seconds(probe.audio_seconds, limits.max_video_seconds, field, "video's sound track")
-        if probe.video_packets > (limits.max_video_seconds + _SLACK) * MAX_FPS:
-            raise InputError(field, f"the video has {probe.video_packets} frames, more than {MAX_FPS:g} per second")
-        if fps is None and probe.frame_rate > MAX_FPS:
-            raise InputError(field, f"the video's frame rate {probe.frame_rate:g} is over {MAX_FPS:g} fps")
-        clip = media.read_video(
-            path, fps=fps, size=size, sample_rate=sample_rate, channels=channels, need_audio=need_audio
-        )
-        _check_seconds(clip.duration, limits.max_video_seconds, field, "video")
-        if size is None:
-            _check_pixels(clip.video.shape[2], clip.video.shape[1], limits, field, "video frame")
-        return clip
-
-
-def decode_audio(
-    data: bytes, limits: InputLimits, field: str, *, sample_rate: int | None = None, channels: int | None = None
-) -> tuple[np.ndarray, int]:
-    """``(audio (C, S) float32, rate)`` from WAV, FLAC, OGG, MP3 or M4A bytes, or a video's sound track."""
-    fmt = _expect(data, "audio", limits, field)
-    with _decoding(field, fmt, "audio") as path:
-        path.write_bytes(data)
-        probe = _probe(path, cap=limits.max_audio_seconds + _SLACK, with_video=False)
-        if probe.audio_seconds is None:
-            raise InputError(field, f"expected audio, but {fmt.label} has no sound track")
-        _check_seconds(probe.audio_seconds, limits.max_audio_seconds, field, "audio", at_least=probe.cut_short)
-        if fmt.suffix in (".wav", ".flac", ".ogg"):  # read by soundfile, which goes by the header's length
-            info = sf.info(str(path))
-            _check_seconds(info.frames / info.samplerate, limits.max_audio_seconds, field, "audio")
-        audio, rate = media.read_audio(path, sample_rate=sample_rate, channels=channels)
-        _check_seconds(audio.shape[1] / rate, limits.max_audio_seconds, field, "audio")
-        return audio, rate
-
-
-def load_image(url: str, limits: InputLimits, field: str) -> np.ndarray:
-    """:func:`load_bytes` then :func:`decode_image`."""
-    return decode_image(load_bytes(url, limits, field)[0], limits, field)
-
-
-def load_video(url: str, limits: InputLimits, field: str, **read_kwargs: object) -> media.Clip:
-    """:func:`load_bytes` then :func:`decode_video`."""
-    return decode_video(load_bytes(url, limits, field)[0], limits, field, **read_kwargs)
-
-
-def load_audio(url: str, limits: InputLimits, field: str, **read_kwargs: object) -> tuple[np.ndarray, int]:
-    """:func:`load_bytes` then :func:`decode_audio`."""
-    return decode_audio(load_bytes(url, limits, field)[0], limits, field, **read_kwargs)
-
-
-def _expect(data: bytes, kind: str, limits: InputLimits, field: str) -> _Format:
-    if not isinstance(data, bytes | bytearray | memoryview):
-        raise InputError(field, f"expected {_EXPECTED[kind]} as bytes, got {type(data).__name__}")
-    if len(data) > limits.max_bytes:
-        raise _too_large(field, limits, f"the {kind} is")
-    if not len(data):
-        raise InputError(field, f"expected {_EXPECTED[kind]}, got no data")
-    fmt = _sniff(data)
-    if fmt is None:
-        raise InputError(field, f"expected {_EXPECTED[kind]}, but the data is not in a media format this server reads")
-    if kind not in fmt.kinds:
-        raise InputError(field, f"expected {_EXPECTED[kind]}, got {fmt.label}")
-    return fmt
-
-
-@contextmanager
-def _decoding(field: str, fmt: _Format, kind: str) -> Iterator[Path]:
-    """A temporary path to write the bytes to; any failure inside becomes an InputError naming ``field``."""
-    with tempfile.TemporaryDirectory(prefix="openseedance-input-") as folder:
-        path = Path(folder) / f"input{fmt.suffix}"
-        try:
-            yield path
-        except InputError:
-            raise
-        except Exception as err:  # untrusted bytes reach C decoders: whatever they raise is the input's fault
-            log.debug("cannot decode %s for %s", fmt.label, field, exc_info=True)
-            raise InputError(field, f"cannot read {fmt.label} ({_reason(err, path)}); send {_EXPECTED[kind]}") from None
-
-
-def _reason(err: BaseException, path: Path) -> str:
-    """The decoder's complaint without our temporary path, FFmpeg's error numbers or Python object reprs."""
-    text = str(err).replace(f"{path}: ", "").replace(f": '{path}'", "").replace(str(path), "the file")
-    text = re.sub(r"\[Errno -?\d+\] |\s*<[\w.]+ object at 0x[0-9a-f]+>|\s+", " ", text).strip(" .:")
-    return text or type(err).__name__
-
-
-@dataclass
-class _Probe:
-    width: int = 0
-    height: int = 0
-    frame_rate: float = 0.0
-    video_seconds: float | None = None  # None: no such stream
-    audio_seconds: float | None = None
-    video_packets: int = 0
-    cut_short: bool = False  # demuxing stopped at the cap: the durations are lower bounds
-
-
-def _probe(path: Path, cap: float, with_video: bool = True) -> _Probe:
-    """Frame size, rate and stream durations from packet timestamps, demuxed without decoding (cheap even
-    for a long file, and not fooled by a header that understates the duration). Stops once a stream
-    passes ``cap`` seconds: that alone is enough to refuse the file."""
-    probe = _Probe()
-    with av.open(str(path), "r", metadata_errors="replace") as container:
-        video = container.streams.video[0] if container.streams.video and with_video else None
-        audio = container.streams.audio[0] if container.streams.audio else None
-        if video is not None:
-            probe.width, probe.height = video.codec_context.width, video.codec_context.height
-            rate = video.average_rate or video.guessed_rate
-            probe.frame_rate = float(rate) if rate else 0.0
-        spans: dict[int, list[float]] = {}
-        for packet in container.demux([s for s in (video, audio) if s is not None]):
-            if packet.pts is None or packet.time_base is None:
-                continue
-            start = float(packet.pts * packet.time_base)
-            end = start + float((packet.duration or 0) * packet.time_base)
-            span = spans.setdefault(packet.stream.index, [start, end])
-            span[0], span[1] = min(span[0], start), max(span[1], end)
-            if packet.stream is video:
-                probe.video_packets += 1
-            if span[1] - span[0] > cap or probe.video_packets > cap * MAX_FPS:
-                probe.cut_short = True
-                break
-        # Read while the container is open: its streams are not to be touched after close.
-        if video is not None:
-            probe.video_seconds = _span(spans.get(video.index))
-        if audio is not None:
-            probe.audio_seconds = _span(spans.get(audio.index))
-    return probe
-
-
-def _span(span: list[float] | None) -> float:
-    return 0.0 if span is None else span[1] - span[0]
-
-
-def _check_seconds(seconds: float, limit: float, field: str, what: str, at_least: bool = False) -> None:
-    if seconds > limit + _SLACK:
-        lasts = f"{'over ' if at_least else ''}{seconds:.1f} s"
-        raise InputError(field, f"the {what} lasts {lasts}, longer than this server's limit of {limit:g} s")
-
-
-def _check_pixels(width: int, height: int, limits: InputLimits, field: str, what: str) -> None:
-    if width * height > limits.max_pixels:
-        raise InputError(
-            field,
-            f"the {what} is {width}x{height} = {width * height} pixels, over this server's limit of "
-            f"{limits.max_pixels} pixels; scale it down",
-        )
