@@ -1,6 +1,6 @@
 """How well and how fast does an audio autoencoder reconstruct held-out Stage sound?
 
-    python benchmarks/audio_ae.py --model runs/audio-ae-tiny/model [--clips 16] [--out benchmarks/audio_ae.json]
+    python benchmarks/audio_ae.py --model runs/audio-ae-tiny/model [--clips 16] [--out FILE]
     python benchmarks/audio_ae.py --model OLD,NEW          # two models side by side
 
 Prints: quality (SI-SDR, multi-resolution STFT distance, onsets kept within 10 ms and which way
@@ -176,7 +176,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", required=True, help="a saved audio autoencoder folder, or several, comma-separated")
     parser.add_argument("--clips", type=int, default=16)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/audio_ae.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/audio_ae/audio_ae.json"))
     args = parser.parse_args()
     folders = args.model.split(",")
     models = {folder: load_component(AudioAutoencoder, folder) for folder in folders}

@@ -137,7 +137,7 @@ def main() -> None:
     ap.add_argument("--model", default="", help="comma-separated model folders ('' or 'bundled': the bundled model)")
     ap.add_argument("--cases", type=int, default=32,
                     help="stage-bench references cases to draw (the two-character ones are used)")
-    ap.add_argument("--out", default="benchmarks/binding.json")
+    ap.add_argument("--out", default="benchmarks/binding/binding.json")
     args = ap.parse_args()
 
     cases = [c for c in bench.suite(("references",), args.cases) if len(c.scene.characters) == 2]

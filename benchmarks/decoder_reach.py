@@ -127,7 +127,7 @@ def main() -> None:
     parser.add_argument("--audio-ae", help="a saved audio autoencoder folder")
     parser.add_argument("--clips", type=int, default=4, help="held-out speaking scenes for the video part")
     parser.add_argument("--iterations", type=int, default=150, help="Adam steps fitting the latents")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/decoder_reach.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/decoder_reach/decoder_reach.json"))
     args = parser.parse_args()
     if not (args.video_ae or args.audio_ae):
         parser.error("give --video-ae, --audio-ae or both")

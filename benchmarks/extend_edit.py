@@ -64,7 +64,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=8)
     parser.add_argument("--model", default="", help="model folder (default: the bundled model)")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("extend_edit.json"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "extend_edit" / "extend_edit.json")
     args = parser.parse_args()
     pipe = Pipeline.from_pretrained(args.model or None)
     config = RenderConfig()

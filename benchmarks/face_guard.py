@@ -1,7 +1,7 @@
 """How often does the face guard refuse the bundled model's own clips as video references, and which
 real faces in a video does it still refuse?
 
-    python benchmarks/face_guard.py [--clips 200] [--out benchmarks/face_guard.json]
+    python benchmarks/face_guard.py [--clips 200] [--out benchmarks/face_guard/face_guard.json]
 
 Generated clips: the bundled model's outputs for held-out Stage captions (2 s, 64x64, marked and
 written to an mp4 as the pipeline and the server write them, then read back), as a server sees a
@@ -110,7 +110,7 @@ def table(result: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=200, help="generated clips")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/face_guard.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/face_guard/face_guard.json"))
     args = parser.parse_args()
     start = time.perf_counter()
     result: dict = {"machine": f"{platform.machine()}, {os.cpu_count()}-core CPU, no GPU"}

@@ -71,7 +71,7 @@ def main() -> None:
     parser.add_argument("--precisions", default="float32,bfloat16")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--untrained-text", type=Path, default=None, help="folder: config.json, tokenizer.json")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/generate_speed.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/generate_speed/generate_speed.json"))
     args = parser.parse_args()
     pipe = Pipeline.untrained(args.untrained) if args.untrained else Pipeline.from_pretrained(args.model)
     engine = pipe.engine

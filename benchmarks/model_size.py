@@ -1,6 +1,6 @@
 """Parameters and FLOPs of every transformer preset (built on the meta device: no memory used).
 
-    python benchmarks/model_size.py [--out benchmarks/model_size.json]
+    python benchmarks/model_size.py [--out benchmarks/model_size/model_size.json]
 
 FLOPs are for one sample of a 4-second clip at the preset's working size: forward, and a training
 step (forward + backward ≈ 3 x forward). Token counts: `tiny` at 64x64 / 12 fps with the tiny
@@ -30,7 +30,7 @@ TOKENS = {
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/model_size.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/model_size/model_size.json"))
     args = parser.parse_args()
     rows = []
     for name, config in PRESETS.items():

@@ -1,6 +1,6 @@
 """Are the probes trustworthy? Score true Stage clips and deliberately corrupted ones.
 
-    python benchmarks/probe_trust.py [--scenes 24] [--out benchmarks/probe_trust.json]
+    python benchmarks/probe_trust.py [--scenes 24] [--out benchmarks/probe_trust/probe_trust.json]
 
 Prints one row per clip kind (truth, truth through an mp4 file, each corruption) with the mean
 score of every probe over the scenes where it applies, the mean |AV offset| and the mean
@@ -29,7 +29,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--scenes", type=int, default=24)
     parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/probe_trust.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/probe_trust/probe_trust.json"))
     args = parser.parse_args()
     config = RenderConfig(args.size, args.size, 12.0 if args.size <= 64 else 24.0, 16000 if args.size <= 64 else 48000)
     scores: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))

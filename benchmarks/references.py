@@ -184,7 +184,7 @@ def main() -> None:
                          "more)")  # fmt: skip
     ap.add_argument("--no-controls", action="store_true",
                     help="skip the 'other references' and 'words' rows (two generations per case)")
-    ap.add_argument("--out", default="benchmarks/references.json")
+    ap.add_argument("--out", default="benchmarks/references/references.json")
     args = ap.parse_args()
 
     pipe = Pipeline.from_pretrained(args.model or None)

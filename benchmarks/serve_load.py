@@ -63,7 +63,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long clients keep submitting")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--duration", type=int, default=2, help="clip seconds")
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_name("serve_load.json"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "serve_load" / "serve_load.json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 

@@ -23,7 +23,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--models", default="bundled", help="comma-separated: bundled or model folders")
     ap.add_argument("--cases", type=int, default=8)
-    ap.add_argument("--out", default="benchmarks/shots.json")
+    ap.add_argument("--out", default="benchmarks/shots/shots.json")
     args = ap.parse_args()
     cases = bench.suite(("multi-shot",), args.cases)
     result = {}

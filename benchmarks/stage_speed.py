@@ -1,6 +1,6 @@
 """How fast the Stage renders and the probes read, for 4-second clips.
 
-python benchmarks/stage_speed.py [--clips 10] [--out benchmarks/stage_speed.json]
+python benchmarks/stage_speed.py [--clips 10] [--out benchmarks/stage_speed/stage_speed.json]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ CONFIGS = {
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--clips", type=int, default=10)
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/stage_speed.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/stage_speed/stage_speed.json"))
     args = parser.parse_args()
     scenes = [sample_scene(9000 + i) for i in range(args.clips)]
     rows = {}

@@ -270,7 +270,7 @@ def main() -> None:
                         help="mfu table: also with this activation checkpointing")
     parser.add_argument("--compile", action="store_true", help="mfu table: also with compiled blocks")
     parser.add_argument("--lengths", default="4,8,15,30", help="clip lengths (s) for the length table")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/train_scale.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/train_scale/train_scale.json"))
     args = parser.parse_args()
     parts = args.parts.split(",")
     machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, {args.device}"

@@ -1,6 +1,6 @@
 """How well and how fast does a video autoencoder reconstruct held-out Stage clips?
 
-    python benchmarks/video_ae.py --model runs/video-ae-tiny/model [--clips 8] [--out benchmarks/video_ae.json]
+    python benchmarks/video_ae.py --model runs/video-ae-tiny/model [--clips 8] [--out benchmarks/video_ae/video_ae.json]
     python benchmarks/video_ae.py --model DIR --memory     # peak memory against clip length only
     python benchmarks/video_ae.py --model OLD,NEW --no-memory   # two models side by side
 
@@ -141,7 +141,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=8)
     parser.add_argument("--memory", action="store_true", help="only the memory table")
     parser.add_argument("--no-memory", action="store_true", help="skip the memory table")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/video_ae.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/video_ae/video_ae.json"))
     args = parser.parse_args()
     folders = args.model.split(",")
     result: dict = {"models": folders, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads"}

@@ -1,7 +1,7 @@
 """Do the provenance marks survive what happens to clips, how often do unmarked clips look marked, and
 what do the marks cost? Also: does the face guard refuse real faces and pass the Stage's characters?
 
-    python benchmarks/watermark.py [--clips 30] [--unmarked 1000] [--out benchmarks/watermark.json]
+    python benchmarks/watermark.py [--clips 30] [--unmarked 1000] [--out benchmarks/watermark/watermark.json]
 
 Marked clips: the bundled model's own outputs (64x64) and Stage clips (64x64 and 256x256), 4 s at
 12 fps with 16 kHz audio, marked as the pipeline marks them and written as it writes them (H.264
@@ -369,7 +369,7 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=30, help="marked clips per 64x64 group (half that at 256x256)")
     parser.add_argument("--unmarked", type=int, default=1000, help="unmarked clips for the false-positive rate")
     parser.add_argument("--generated-unmarked", type=int, default=30, help="of which the bundled model's own")
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/watermark.json"))
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/watermark/watermark.json"))
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     start = time.perf_counter()

@@ -11,7 +11,7 @@
 # its budget in seconds. The autoencoder is warm-started from the bundled `tiny` one (which it
 # matches before its first step); VIDEO_AE=FOLDER starts it from a trained tiny-t2 one instead
 # (AE_BUDGET=0: use it as it is). AE_LR is its peak learning rate: 1e-3 by default, which at
-# batch 16 measured better than 3e-4 on the same clips (benchmarks/RESULTS.md, "Batch 16").
+# batch 16 measured better than 3e-4 on the same clips (benchmarks/video_ae/README.md, "batch 16").
 # GEN_FLAGS adds flags to the generator stage (e.g.
 # GEN_FLAGS=--cite-roles: the prompt's citations marked with the references' roles; --cite-bias:
 # also a learned attention bias between each citation and its reference). On a CPU,
