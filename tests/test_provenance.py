@@ -104,6 +104,15 @@ def test_audio_mark_survives_lossy_codecs_and_resampling(marked_file: Path, tmp_
     assert 10 * np.log10(np.sum(audio**2) / np.sum(mark**2)) > 20  # SNR in dB
 
 
+def test_audio_mark_stays_finite_where_sound_gives_way_to_silence() -> None:
+    """A given soundtrack followed by exact silence (an extended clip) once came back with NaN samples."""
+    t = np.arange(16000) / 16000
+    audio = np.concatenate([0.3 * np.sin(2 * np.pi * 220 * t), np.zeros(16000)]).astype(np.float32)[None]
+    marked = provenance.embed_audio(audio, 16000, PAYLOAD)
+    assert np.isfinite(marked).all()
+    assert provenance.detect_audio(marked, 16000).payload == PAYLOAD.hex
+
+
 def test_unmarked_clips_are_not_detected(stage_clip: Clip, tmp_path: Path) -> None:
     rng = np.random.default_rng(1)
     noise = Clip(rng.integers(0, 256, (36, 64, 64, 3), dtype=np.uint8),

@@ -63,7 +63,8 @@ def embed_audio(audio: np.ndarray, sample_rate: int, payload: Payload, snr: floa
         mark = media.resample_audio(mark[None], AUDIO_RATE, sample_rate)[0]
     mark = np.pad(mark, (0, max(0, samples - len(mark))))[:samples]
     width = max(1, round(_ENVELOPE * sample_rate))
-    loudness = np.sqrt(uniform_filter1d(_mono(audio) ** 2, size=width, mode="nearest"))
+    # a running mean of squares can dip a rounding error below zero after sound gives way to silence
+    loudness = np.sqrt(np.maximum(uniform_filter1d(_mono(audio) ** 2, size=width, mode="nearest"), 0.0))
     gain = 10 ** (-snr / 20) * loudness + _FLOOR
     return np.clip(audio + (gain * mark)[None], -1.0, 1.0).astype(np.float32)
 
