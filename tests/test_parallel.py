@@ -1,6 +1,5 @@
-"""Parallelism from outside the model, on this CPU with 2 processes on gloo: context-parallel
-attention and model equal the unsharded ones, FSDP2 training matches single-process training, and
-a sharded checkpoint saved on 2 processes loads on 1."""
+"""Parallelism from outside the model, on this CPU with 2 processes on gloo: FSDP2 training matches
+single-process training, and a sharded checkpoint saved on 2 processes loads on 1."""
 
 from __future__ import annotations
 
@@ -31,10 +30,8 @@ def two_processes(tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("check", ["ulysses_attention", "context_parallel_model", "context_parallel_shots",
-                                   "context_parallel_citation_bias", "fsdp_matches_single_process"])
-def test_two_process_checks(two_processes: Path, check: str) -> None:
-    assert check in json.loads((two_processes / "ok.json").read_text())
+def test_fsdp_matches_single_process(two_processes: Path) -> None:
+    assert "fsdp_matches_single_process" in json.loads((two_processes / "ok.json").read_text())
 
 
 def test_sharded_checkpoint_from_two_processes_loads_on_one(two_processes: Path) -> None:
