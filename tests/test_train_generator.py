@@ -285,8 +285,15 @@ def test_folder_of_mp4_and_captions(parts: Path, tmp_path: Path) -> None:
     assert shard["prompts"] == [["clip number 0"], ["clip number 1"]]
 
 
-def test_config_errors() -> None:
+def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="autoencoders"):
-        GenTrainConfig()
+        train(GenTrainConfig(), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="tasks"):
-        GenTrainConfig(video_ae="a", audio_ae="b", tasks=(1.0,) * (len(TASKS) + 1))
+        GenTrainConfig(tasks=(1.0,) * (len(TASKS) + 1))
+    with pytest.raises(ValueError, match="positive: fps=0, sample_rate=-1"):
+        GenTrainConfig(fps=0, sample_rate=-1)
+    with pytest.raises(ValueError, match="ema_decay"):
+        GenTrainConfig(ema_decay=float("nan"))
+    with pytest.raises(ValueError, match="activation_checkpointing"):
+        GenTrainConfig(activation_checkpointing="some")
