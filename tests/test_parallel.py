@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from openseedance import parallel
+from openseedance.train.config import CHECKPOINTING
 from openseedance.transformer import AVTransformer, transformer_config
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "openseedance"
@@ -55,6 +56,7 @@ def test_checkpointing_and_compile_flags_keep_names_and_values() -> None:
         parallel.parallelize(model, activation_checkpointing="some")
     with pytest.raises(ValueError, match="torchrun"):
         parallel.parallelize(model, fsdp=True)
+    assert parallel.CHECKPOINTING == CHECKPOINTING  # what the run config and its option accept
 
 
 def test_model_files_never_import_distributed() -> None:
