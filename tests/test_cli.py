@@ -100,14 +100,17 @@ def test_preset_help_names_every_preset(kind: str, capsys: pytest.CaptureFixture
     assert all(name in listed for name in (VIDEO_PRESETS if kind == "video-ae" else AUDIO_PRESETS))
 
 
-def test_task_help_names_every_task(capsys: pytest.CaptureFixture[str]) -> None:
+def test_recipe_and_task_help_name_every_recipe_and_task(capsys: pytest.CaptureFixture[str]) -> None:
+    # both listed as fixed text, like the presets
     from openseedance.conditioning import TASKS
+    from openseedance.train.recipes import RECIPES
 
     with pytest.raises(SystemExit):
         main(["train", "generator", "--help"])
-    text = " ".join(capsys.readouterr().out.split())
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps at hyphens
+    recipes = text[text.rindex("--recipe NAME"):].split("--out")[0]
     tasks = text[text.rindex("--tasks TASK=W,..."):].split("--init")[0]
-    assert all(task in tasks for task in TASKS)
+    assert all(name in recipes for name in RECIPES) and all(task in tasks for task in TASKS)
 
 
 def test_building_the_parser_loads_no_torch() -> None:
@@ -196,7 +199,27 @@ def test_every_autoencoder_field_is_set_from_the_command_line(kind: str, trained
     assert trained[-1].warm_start == "other"
 
 
+def test_a_recipe_round_trips_through_the_command_line(trained: list, tmp_path: Path) -> None:
+    from openseedance.train.recipes import RECIPES
+
+    places = {"video_ae": "v", "audio_ae": "a"}
+    for name, recipe in RECIPES.items():
+        expected = dataclasses.replace(recipe, **places)
+        assert main(["train", "generator", "--recipe", name, "--out", str(tmp_path), "--video-ae", "v",
+                     "--audio-ae", "a", "--device", "cpu"]) == 0  # fmt: skip
+        assert trained.pop() == dataclasses.replace(expected, device="cpu")
+        # every value of it, written out as options, gives it again without the recipe
+        assert main(["train", "generator", "--out", str(tmp_path), *_as_options(expected), "--device", "cpu"]) == 0
+        assert trained.pop() == dataclasses.replace(expected, device="cpu")
+    # options override the recipe's values; --cite-bias turns on --cite-roles
+    assert main(["train", "generator", "--recipe", "tiny-shots", "--out", str(tmp_path), "--video-ae", "v",
+                 "--audio-ae", "a", "--steps", "5", "--no-shots", "--cite-bias"]) == 0  # fmt: skip
+    assert trained.pop() == dataclasses.replace(RECIPES["tiny-shots"], **places, steps=5, shots=False,
+                                                cite_roles=True, cite_bias=True)  # fmt: skip
+
+
 @pytest.mark.parametrize(("words", "message"), [
+    (["--recipe", "tiny-large"], "unknown recipe 'tiny-large'; recipes: debug, tiny-scratch"),
     (["--size", "64"], "argument --size: size must look like 64x64, got '64'"),
     (["--precision", "half"], "argument --precision: choose auto, bf16 or fp32, got 'half'"),
     (["--tasks", "t2av=1,dance=1"], "argument --tasks: unknown task 'dance'"),

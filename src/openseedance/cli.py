@@ -185,6 +185,10 @@ def build_parser() -> argparse.ArgumentParser:
         p.set_defaults(func=_train_autoencoder, kind=kind)
 
     p = train_sub.add_parser("generator", help="train the audio-video transformer on cached latents (resumable)")
+    p.add_argument("--recipe", default=None, metavar="NAME",
+                   help="start from a named run of train/recipes.py (debug, tiny-scratch, tiny-references, "
+                        "tiny-shots, tiny-references-half, tiny-gpu); options given override its values, and "
+                        "the defaults shown are those without a recipe")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, logs, latents/, pipeline/")
     _run_options(p, GenTrainConfig, _GEN_HELP, required=("video_ae", "audio_ae"),
                  syntax={"bf16": ("--precision", {"type": _precision, "metavar": "{auto,bf16,fp32}"})})  # fmt: skip
@@ -362,17 +366,21 @@ def _train_generator(args: argparse.Namespace) -> None:
 
 
 def _generator_config(args: argparse.Namespace) -> GenTrainConfig:
-    """The run config of `train generator`: the defaults, with the options given."""
+    """The run config of `train generator`: the recipe's (or the defaults), with the options given."""
+    from openseedance.train.recipes import RECIPES
+
     given = _given(args, GenTrainConfig)
     if given.get("cite_bias") and "cite_roles" not in given:  # --cite-bias implies --cite-roles
         given["cite_roles"] = True
-    return GenTrainConfig(**given)
+    if args.recipe is not None and args.recipe not in RECIPES:
+        raise UsageError(f"unknown recipe {args.recipe!r}; recipes: {', '.join(RECIPES)}")
+    return dataclasses.replace(RECIPES[args.recipe] if args.recipe else GenTrainConfig(), **given)
 
 
 # ---------------------------------------------------------------- training options
 # Every field of a run config (train/config.py) is an option named after it, typed from its
 # annotation unless a syntax below says otherwise. No option has an argparse default: one left out
-# keeps the config's value, shown in its help.
+# keeps the config's (or the recipe's) value, shown in its help.
 
 
 def _weight(part: str, what: str) -> float:
