@@ -5,39 +5,37 @@
 #   bash recipes/tiny.sh                 # CPU (each step resumes if stopped and re-run)
 #   DEVICE=cuda bash recipes/tiny.sh     # one GPU
 #
-# Steps and batch sizes below are what the bundled weights were trained with.
+# Steps and batch sizes here and in the generator recipes (src/openseedance/train/recipes.py) are
+# what the bundled weights were trained with; GEN_STEPS and V2_STEPS change the steps of the first
+# and the third generator stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DEVICE=${DEVICE:-cpu}
 RUNS=${RUNS:-runs}
 VIDEO_STEPS=${VIDEO_STEPS:-1300}
 AUDIO_STEPS=${AUDIO_STEPS:-2200}
-GEN_STEPS=${GEN_STEPS:-1400}
-V2_STEPS=${V2_STEPS:-1100}
 
 openseedance train video-ae --preset tiny --out "$RUNS/video-ae-tiny" --steps "$VIDEO_STEPS" --batch-size 4 \
   --lr 1e-3 --checkpoint-every 50 --device "$DEVICE"
 openseedance train audio-ae --preset tiny --out "$RUNS/audio-ae-tiny" --steps "$AUDIO_STEPS" --batch-size 8 \
   --lr 1e-3 --seconds 0.5 --checkpoint-every 100 --device "$DEVICE"
-# two processes (DDP) of one thread each: on a 2-core CPU this measured faster than one process of two
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
-  train generator --preset tiny --out "$RUNS/generator-tiny" --video-ae "$RUNS/video-ae-tiny/model" \
-  --audio-ae "$RUNS/audio-ae-tiny/model" --clips 1024 --cache "$RUNS/latents" --steps "$GEN_STEPS" \
-  --batch-size 4 --lr 1e-3 --warmup 100 --ema-decay 0.995 --checkpoint-every 100 --device "$DEVICE" \
-  --tasks t2av=0.5,i2av=0.15,a2v=0.1,v2a=0.1,extend=0.15  # the mix it was trained with (before references)
+# The generator stages are named runs of src/openseedance/train/recipes.py (`--recipe`); each line
+# adds where its inputs and outputs are. Two processes (DDP) of one thread each: on a 2-core CPU
+# this measured faster than one process of two.
+generator() {
+  OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
+    train generator --device "$DEVICE" "$@"
+}
+generator --recipe tiny-scratch --out "$RUNS/generator-tiny" --video-ae "$RUNS/video-ae-tiny/model" \
+  --audio-ae "$RUNS/audio-ae-tiny/model" --cache "$RUNS/latents" ${GEN_STEPS:+--steps "$GEN_STEPS"}
 # references (portraits and voices) joined the task mix: 200 steps of a 900-step schedule
-TASKS=t2av=0.3,i2av=0.1,a2v=0.08,v2a=0.08,extend=0.12,references=0.32
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
-  train generator --preset tiny --out "$RUNS/generator-tiny-refs" --video-ae "$RUNS/video-ae-tiny/model" \
-  --audio-ae "$RUNS/audio-ae-tiny/model" --clips 1024 --cache "$RUNS/latents" --steps 900 --stop-after 200 \
-  --batch-size 4 --lr 5e-4 --warmup 50 --ema-decay 0.995 --checkpoint-every 100 --device "$DEVICE" \
-  --init "$RUNS/generator-tiny/pipeline" --tasks "$TASKS" --no-shots
+generator --recipe tiny-references --out "$RUNS/generator-tiny-refs" --video-ae "$RUNS/video-ae-tiny/model" \
+  --audio-ae "$RUNS/audio-ae-tiny/model" --cache "$RUNS/latents" --init "$RUNS/generator-tiny/pipeline" \
+  --stop-after 200
 # then per-shot captions for multi-shot clips as well
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
-  train generator --preset tiny --out "$RUNS/generator-tiny-v2" --video-ae "$RUNS/video-ae-tiny/model" \
-  --audio-ae "$RUNS/audio-ae-tiny/model" --clips 1024 --cache "$RUNS/latents" --steps "$V2_STEPS" \
-  --batch-size 4 --lr 5e-4 --warmup 50 --ema-decay 0.995 --checkpoint-every 100 --device "$DEVICE" \
-  --init "$RUNS/generator-tiny-refs/pipeline" --tasks "$TASKS"
+generator --recipe tiny-shots --out "$RUNS/generator-tiny-v2" --video-ae "$RUNS/video-ae-tiny/model" \
+  --audio-ae "$RUNS/audio-ae-tiny/model" --cache "$RUNS/latents" --init "$RUNS/generator-tiny-refs/pipeline" \
+  ${V2_STEPS:+--steps "$V2_STEPS"}
 # the decoders alone, trained further with the encoders frozen (the latents the transformer learnt
 # stay exactly the same); the bundled ones were started with 2200 / 4000 steps and shortened to
 # these totals when resumed at steps 300 / 600
@@ -70,9 +68,6 @@ openseedance export "$W" "$W" --dtype bfloat16 \
   --video-decoder "$RUNS/video-dec-detail/model" --audio-decoder "$RUNS/audio-dec-transient/model"
 # Last, the transformer trained further with references in half the task mix (the autoencoders stay,
 # so the latent cache is made with the bundled ones), then exported over the bundle.
-OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} torchrun --standalone --nproc_per_node="${NPROC:-2}" -m openseedance.cli \
-  train generator --preset tiny --out "$RUNS/generator-tiny-refs-half" --init "$W" --video-ae "$W/video_ae" \
-  --audio-ae "$W/audio_ae" --clips 1024 --cache "$RUNS/latents-bundled" --steps 600 --batch-size 4 --lr 3e-4 \
-  --warmup 20 --ema-decay 0.995 --seed 2 --checkpoint-every 50 --device "$DEVICE" \
-  --tasks t2av=0.2,i2av=0.08,a2v=0.06,v2a=0.06,extend=0.1,references=0.5
+generator --recipe tiny-references-half --out "$RUNS/generator-tiny-refs-half" --init "$W" --video-ae "$W/video_ae" \
+  --audio-ae "$W/audio_ae" --cache "$RUNS/latents-bundled"
 openseedance export "$RUNS/generator-tiny-refs-half/pipeline" "$W" --dtype bfloat16 --reference-guidance 12

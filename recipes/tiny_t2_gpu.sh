@@ -11,11 +11,11 @@
 # its budget in seconds. The autoencoder is warm-started from the bundled `tiny` one (which it
 # matches before its first step); VIDEO_AE=FOLDER starts it from a trained tiny-t2 one instead
 # (AE_BUDGET=0: use it as it is). AE_LR is its peak learning rate: 1e-3 by default, which at
-# batch 16 measured better than 3e-4 on the same clips (benchmarks/video_ae/README.md, "batch 16").
-# GEN_FLAGS adds flags to the generator stage (e.g.
-# GEN_FLAGS=--cite-roles: the prompt's citations marked with the references' roles; --cite-bias:
-# also a learned attention bias between each citation and its reference). On a CPU,
-# small budgets run the same path as a check:
+# batch 16 measured better than 3e-4 on the same clips (benchmarks/video_ae/, "Batch 16").
+# The generator stage is the `tiny-gpu` recipe (src/openseedance/train/recipes.py); GEN_BATCH, CLIPS
+# and TASKS (TASK=W,...) override its batch size, latent-cache clips and task mix, and GEN_FLAGS
+# adds options to it (e.g. GEN_FLAGS="--lr 3e-4"). On a CPU, small budgets run the same path as a
+# check:
 #   DEVICE=cpu AE_BUDGET=20 GEN_BUDGET=20 AE_BATCH=2 GEN_BATCH=2 CLIPS=8 PROBE=3 WORKERS=1 \
 #     bash recipes/tiny_t2_gpu.sh runs/t2-check runs/t2-check/out
 set -euo pipefail
@@ -26,12 +26,9 @@ DEVICE=${DEVICE:-cuda}
 AE_BUDGET=${AE_BUDGET:-170}
 GEN_BUDGET=${GEN_BUDGET:-200}
 AE_BATCH=${AE_BATCH:-32}
-GEN_BATCH=${GEN_BATCH:-32}
-CLIPS=${CLIPS:-1024}
 PROBE=${PROBE:-30}
 WORKERS=${WORKERS:-12}
 W=src/openseedance/weights/tiny
-TASKS=${TASKS:-t2av=0.3,i2av=0.1,a2v=0.08,v2a=0.08,extend=0.12,references=0.32}
 mkdir -p "$RUN" "$OUT"
 
 steps_for() {  # BUDGET LOG: the steps that fit BUDGET seconds at the probe's median step time (+10%)
@@ -56,9 +53,9 @@ else
   VAE=${VIDEO_AE:?AE_BUDGET=0 needs VIDEO_AE=FOLDER}
 fi
 
-generator=(openseedance train generator --preset tiny --init "$W" --video-ae "$VAE" --audio-ae "$W/audio_ae"
-           --clips "$CLIPS" --cache "$RUN/latents" --batch-size "$GEN_BATCH" --lr 5e-4 --warmup 50
-           --ema-decay 0.995 --device "$DEVICE" --tasks "$TASKS" --checkpoint-every 500)
+generator=(openseedance train generator --recipe tiny-gpu --init "$W" --video-ae "$VAE" --audio-ae "$W/audio_ae"
+           --cache "$RUN/latents" --device "$DEVICE" ${CLIPS:+--clips "$CLIPS"} ${GEN_BATCH:+--batch-size "$GEN_BATCH"}
+           ${TASKS:+--tasks "$TASKS"})
 read -r -a extra <<<"${GEN_FLAGS:-}"
 generator+=("${extra[@]}")
 # the probe also encodes the latent cache, which the run then reads

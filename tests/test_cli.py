@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import av
 import pytest
 import torch
 
-from openseedance.cli import main
+from openseedance.cli import UsageError, build_parser, main
 
 HELP = [
     [],
@@ -97,6 +98,142 @@ def test_preset_help_names_every_preset(kind: str, capsys: pytest.CaptureFixture
     text = " ".join(capsys.readouterr().out.split())
     listed = text[text.rindex("--preset PRESET"):].split("--out")[0]
     assert all(name in listed for name in (VIDEO_PRESETS if kind == "video-ae" else AUDIO_PRESETS))
+
+
+def test_recipe_and_task_help_name_every_recipe_and_task(capsys: pytest.CaptureFixture[str]) -> None:
+    # both listed as fixed text, like the presets
+    from openseedance.conditioning import TRAINING_TASKS as TASKS
+    from openseedance.train.recipes import RECIPES
+
+    with pytest.raises(SystemExit):
+        main(["train", "generator", "--help"])
+    text = " ".join(capsys.readouterr().out.split()).replace("- ", "-")  # argparse wraps at hyphens
+    recipes = text[text.rindex("--recipe NAME"):].split("--out")[0]
+    tasks = text[text.rindex("--tasks TASK=W,..."):].split("--init")[0]
+    assert all(name in recipes for name in RECIPES) and all(task in tasks for task in TASKS)
+
+
+def test_building_the_parser_loads_no_torch() -> None:
+    code = "import sys; from openseedance.cli import build_parser; build_parser(); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.stdout.strip() == "False", out.stderr
+
+
+def _as_options(cfg, skip: tuple[str, ...] = ()) -> list[str]:
+    """A run config written as the command-line options that give each of its fields (but `skip`)."""
+    from openseedance.conditioning import TRAINING_TASKS as TASKS
+
+    words = []
+    for field in dataclasses.fields(cfg):
+        name, value, flag = field.name, getattr(cfg, field.name), "--" + field.name.replace("_", "-")
+        if name in skip:
+            continue
+        if name == "width":
+            words += ["--size", f"{cfg.width}x{cfg.height}"]
+        elif name == "bf16" and not isinstance(field.default, bool):
+            words += ["--precision", {None: "auto", True: "bf16", False: "fp32"}[value]]
+        elif name == "tasks":
+            words += [flag, ",".join(f"{task}={w!r}" for task, w in zip(TASKS, value, strict=True))]
+        elif name == "loss_weights":
+            words += [flag, ",".join(f"{term}={w!r}" for term, w in value)]
+        elif isinstance(value, bool):
+            words.append(flag if value else f"--no-{flag[2:]}")
+        elif name not in ("height", "kind"):  # height: with --size; kind: the subcommand
+            words += [flag, str(value)]
+    return words
+
+
+@pytest.fixture
+def trained(monkeypatch: pytest.MonkeyPatch) -> list:
+    """The run configs the train commands would have trained, in place of training."""
+    from openseedance.train import autoencoders, generator
+
+    configs = []
+
+    def train(cfg, out, progress=True, stop_after=None):
+        configs.append(cfg)
+        return Path(out)
+
+    monkeypatch.setattr(generator, "train", train)
+    monkeypatch.setattr(autoencoders, "train", train)
+    return configs
+
+
+def test_every_generator_field_is_set_from_the_command_line(trained: list, tmp_path: Path) -> None:
+    from openseedance.train.config import GenTrainConfig
+
+    changed = GenTrainConfig(
+        preset="debug", video_ae="v", audio_ae="a", text_encoder="encoder", data="clips", clips=3, cache="lat",
+        duration=2.5, width=96, height=48, fps=8.0, sample_rate=22050, steps=7, batch_size=3, lr=1e-4, warmup=5,
+        min_lr_ratio=0.2, weight_decay=0.05, grad_clip=0.5, ema_decay=0.9, bf16=True, text_dropout=0.2,
+        tasks=(0.5, 0.0, 0.0, 0.0, 0.0, 0.25, 0.25), init="model", shots=False,
+        seed=4, checkpoint_every=5, log_every=2, device="cpu:0", fsdp=True, activation_checkpointing="full",
+        compile=True,
+    )  # fmt: skip
+    assert [f.name for f in dataclasses.fields(changed) if getattr(changed, f.name) == f.default] == []
+    assert main(["train", "generator", "--out", str(tmp_path / "run"), *_as_options(changed)]) == 0
+    assert trained == [changed]
+
+
+@pytest.mark.parametrize("kind", ["video-ae", "audio-ae"])
+def test_every_autoencoder_field_is_set_from_the_command_line(kind: str, trained: list, tmp_path: Path) -> None:
+    from openseedance.train.config import AETrainConfig
+
+    window = {"width": 96, "height": 48, "fps": 8.0, "frames": 13} if kind == "video-ae" else {"seconds": 0.5}
+    changed = AETrainConfig(
+        kind=kind, preset="debug", data="clips", steps=7, batch_size=3, lr=1e-4, warmup=5, min_lr_ratio=0.2,
+        weight_decay=0.05, grad_clip=0.5, seed=4, bf16=True, checkpoint_every=5, log_every=2, device="cpu:0",
+        init="model", decoder_only=True, workers=2, loss_weights=(("kl", 0.0),), **window,
+    )  # fmt: skip
+    # every field is changed but the other kind's window, which this kind has no option for, and the
+    # warm start, which cannot go with --init (below)
+    other = ("seconds",) if kind == "video-ae" else ("width", "height", "fps", "frames")
+    unchanged = [f.name for f in dataclasses.fields(changed) if getattr(changed, f.name) == f.default]
+    assert unchanged == [*other, "warm_start"]
+    assert main(["train", kind, "--out", str(tmp_path / "run"), *_as_options(changed, skip=other)]) == 0
+    assert trained == [changed]
+    wrong = ["--seconds", "1"] if kind == "video-ae" else ["--size", "96x48"]
+    with pytest.raises(UsageError, match=f"unrecognized arguments: {wrong[0]}"):
+        build_parser().parse_args(["train", kind, "--out", "run", *wrong])
+    assert main(["train", kind, "--out", str(tmp_path / "run"), "--warm-start", "other"]) == 0
+    assert trained[-1].warm_start == "other"
+
+
+def test_a_recipe_round_trips_through_the_command_line(trained: list, tmp_path: Path) -> None:
+    from openseedance.train.recipes import RECIPES
+
+    places = {"video_ae": "v", "audio_ae": "a"}
+    for name, recipe in RECIPES.items():
+        expected = dataclasses.replace(recipe, **places)
+        assert main(["train", "generator", "--recipe", name, "--out", str(tmp_path), "--video-ae", "v",
+                     "--audio-ae", "a", "--device", "cpu"]) == 0  # fmt: skip
+        assert trained.pop() == dataclasses.replace(expected, device="cpu")
+        # every value of it, written out as options, gives it again without the recipe
+        assert main(["train", "generator", "--out", str(tmp_path), *_as_options(expected), "--device", "cpu"]) == 0
+        assert trained.pop() == dataclasses.replace(expected, device="cpu")
+    # options override the recipe's values
+    assert main(["train", "generator", "--recipe", "tiny-shots", "--out", str(tmp_path), "--video-ae", "v",
+                 "--audio-ae", "a", "--steps", "5", "--no-shots"]) == 0  # fmt: skip
+    assert trained.pop() == dataclasses.replace(RECIPES["tiny-shots"], **places, steps=5, shots=False)
+
+
+@pytest.mark.parametrize(("words", "message"), [
+    (["--recipe", "tiny-large"], "unknown recipe 'tiny-large'; recipes: debug, tiny-scratch"),
+    (["--size", "64"], "argument --size: size must look like 64x64, got '64'"),
+    (["--precision", "half"], "argument --precision: choose auto, bf16 or fp32, got 'half'"),
+    (["--tasks", "t2av=1,dance=1"], "argument --tasks: unknown task 'dance'"),
+    (["--warmup", "ten"], "argument --warmup: invalid int value: 'ten'"),
+    (["--fps", "-12"], "argument --fps: must be greater than zero"),
+    (["--ema-decay", "1.5"], "ema_decay must be within 0..1, got 1.5"),
+    (["--shots", "no"], "unrecognized arguments: no"),
+])  # fmt: skip
+def test_train_generator_refuses_bad_options(words: list[str], message: str, tmp_path: Path, trained: list,
+                                             capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    assert main(["train", "generator", "--out", str(tmp_path / "run"), "--video-ae", "v", "--audio-ae", "a",
+                 *words]) != 0  # fmt: skip
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists() and not trained
 
 
 def test_console_script_is_installed() -> None:

@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from openseedance import media
 from openseedance.audio_vae import AudioAutoencoder, audio_ae_config
 from openseedance.checkpoint import load_component, save_component
+from openseedance.cli import main
 from openseedance.conditioning import TRAINING_TASKS
 from openseedance.engines import RunOptions
 from openseedance.pipeline import Pipeline
@@ -28,6 +29,7 @@ from openseedance.text import TextEncoder
 from openseedance.train.data import TRAIN_SEED_BASE
 from openseedance.train.generator import GenTrainConfig, Sampler, layout_for, train
 from openseedance.train.latents import CacheSpec, LatentCache
+from openseedance.train.recipes import RECIPES
 from openseedance.transformer import transformer_config
 from openseedance.video_vae import VideoAutoencoder, video_ae_config
 
@@ -42,10 +44,8 @@ def parts(tmp_path_factory) -> Path:
 
 
 def _cfg(parts: Path, **kw) -> GenTrainConfig:
-    base = dict(preset="debug", video_ae=str(parts / "video_ae"), audio_ae=str(parts / "audio_ae"), clips=4,
-                cache=str(parts / "latents"), duration=1.0, steps=6, batch_size=2, warmup=2, lr=2e-3,
-                checkpoint_every=3, log_every=1)  # fmt: skip
-    return GenTrainConfig(**{**base, **kw})
+    places = dict(video_ae=str(parts / "video_ae"), audio_ae=str(parts / "audio_ae"), cache=str(parts / "latents"))
+    return dataclasses.replace(RECIPES["debug"], **{**places, **kw})
 
 
 def _log(run: Path) -> list[dict]:
@@ -77,6 +77,21 @@ def test_a_latent_per_two_frames_trains_and_generates(parts: Path, tmp_path: Pat
     assert pipe.engine.video_ae.config.temporal_factor == 2
     clip = pipe(GenerationRequest("a red circle", duration=1.0), RunOptions(steps=2)).clip
     assert clip.video.shape == (12, 64, 64, 3)
+
+
+def test_the_command_line_trains_at_another_size_and_frame_rate(parts: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    assert main(["train", "generator", "--recipe", "debug", "--out", str(run), "--video-ae", str(parts / "video_ae"),
+                 "--audio-ae", str(parts / "audio_ae"), "--cache", str(tmp_path / "lat"), "--clips", "2",
+                 "--steps", "2", "--size", "48x32", "--fps", "8"]) == 0  # fmt: skip
+    saved = json.loads((run / "train_config.json").read_text())
+    assert (saved["preset"], saved["width"], saved["height"], saved["fps"], saved["steps"]) == ("debug", 48, 32, 8, 2)
+    shard = torch.load(tmp_path / "lat" / "shard-00000.pt", weights_only=True)
+    assert shard["video"].shape[2:] == (3, 8, 12)  # 8 frames held to 9: 3 latent frames of 32/4 x 48/4
+    pipe = Pipeline.from_pretrained(run / "pipeline")
+    assert (pipe.capabilities.width, pipe.capabilities.height, pipe.capabilities.fps) == (48, 32, 8)
+    request = GenerationRequest("a red circle", duration=1.0, width=48, height=32, fps=8)
+    assert pipe(request, RunOptions(steps=1)).clip.video.shape == (8, 32, 48, 3)
 
 
 def test_resume_follows_the_same_trajectory(parts: Path, tmp_path: Path) -> None:
@@ -240,8 +255,15 @@ def test_folder_of_mp4_and_captions(parts: Path, tmp_path: Path) -> None:
     assert shard["prompts"] == [["clip number 0"], ["clip number 1"]]
 
 
-def test_config_errors() -> None:
+def test_config_errors(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="autoencoders"):
-        GenTrainConfig()
+        train(GenTrainConfig(), tmp_path / "run", progress=False)
+    assert not (tmp_path / "run").exists()
     with pytest.raises(ValueError, match="tasks"):
-        GenTrainConfig(video_ae="a", audio_ae="b", tasks=(1.0,) * (len(TRAINING_TASKS) + 1))
+        GenTrainConfig(tasks=(1.0,) * (len(TRAINING_TASKS) + 1))
+    with pytest.raises(ValueError, match="positive: fps=0, sample_rate=-1"):
+        GenTrainConfig(fps=0, sample_rate=-1)
+    with pytest.raises(ValueError, match="ema_decay"):
+        GenTrainConfig(ema_decay=float("nan"))
+    with pytest.raises(ValueError, match="activation_checkpointing"):
+        GenTrainConfig(activation_checkpointing="some")

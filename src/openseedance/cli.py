@@ -9,12 +9,14 @@ import json
 import logging
 import os
 import sys
+import typing
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
 from openseedance import __version__
 from openseedance.media import MediaError
+from openseedance.train.config import CHECKPOINTING, AETrainConfig, GenTrainConfig
 
 log = logging.getLogger("openseedance")
 
@@ -172,93 +174,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a component")
     train_sub = train.add_subparsers(dest="train_command", required=True, parser_class=_Parser)
-    for kind, what, terms in (
-        ("video-ae", "the causal video autoencoder", "mse, kl, detail, temporal; L1 always weighs 1"),
-        ("audio-ae", "the waveform autoencoder", "stft, waveform, transient, harmonic, kl"),
-    ):
+    for kind, what in (("video-ae", "the causal video autoencoder"), ("audio-ae", "the waveform autoencoder")):
         p = train_sub.add_parser(kind, help=f"train {what}; a stopped run resumes from its --out folder")
-        p.add_argument(
-            "--preset",
-            default="tiny",
-            help="preset: debug, tiny, base; video also tiny-t2, tiny-c16; audio also tiny-snake (default tiny)",
-        )
         p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, log.jsonl, model/")
-        p.add_argument("--data", default="stage", help="'stage' (rendered on the fly) or a folder of media files")
-        p.add_argument("--steps", type=_positive(int), default=2000, help="total optimiser steps (default 2000)")
-        p.add_argument("--batch-size", type=_positive(int), default=4, help="clips per step (default 4)")
-        p.add_argument("--lr", type=_positive(float), default=1e-3, help="peak learning rate (default 1e-3)")
-        p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and noise (default 0)")
-        p.add_argument("--checkpoint-every", type=_positive(int), default=100, help="steps between checkpoints")
-        p.add_argument(
-            "--bf16",
-            action="store_true",
-            help="bfloat16 autocast (default float32: on CPUs convolutions measured slower in bfloat16)",
-        )
-        p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-        p.add_argument(
-            "--workers",
-            type=int,
-            default=0,
-            help="processes rendering batches ahead of the training step (default 0: in the loop); "
-            "the batches are the same either way",
-        )
-        p.add_argument("--init", default="", help="start from this trained component folder (same preset)")
-        p.add_argument("--warm-start", default="", metavar="FOLDER",
-                       help="start from a trained component of another preset of this kind: weights that fit are "
-                       "carried over, the rest start fresh (listed in OUT/warm_start.json)")
-        p.add_argument("--loss-weights", type=_loss_weights, default=(), metavar="TERM=W,...",
-                       help=f"loss weights instead of the preset's (terms: {terms}), e.g. kl=1e-5")
-        p.add_argument(
-            "--decoder-only",
-            action="store_true",
-            help="with --init: freeze the encoder and train the decoder (latents, and generators on them, stay valid)",
-        )
-        if kind == "video-ae":
-            p.add_argument("--size", type=_size, default=(64, 64), help="WIDTHxHEIGHT of training clips")
-            p.add_argument("--fps", type=_positive(float), default=12.0, help="frame rate of training clips")
-            p.add_argument("--frames", type=_positive(int), default=9, help="frames per window, 1 + 4k (default 9)")
-        else:
-            p.add_argument("--seconds", type=_positive(float), default=1.0, help="seconds per window (default 1)")
+        _run_options(p, AETrainConfig, _ae_help(kind), skip=_AE_SKIP[kind])
         p.set_defaults(func=_train_autoencoder, kind=kind)
 
     p = train_sub.add_parser("generator", help="train the audio-video transformer on cached latents (resumable)")
-    p.add_argument("--preset", default="tiny", help="transformer preset: debug, tiny, small, 1b (default tiny)")
+    p.add_argument("--recipe", default=None, metavar="NAME",
+                   help="start from a named run of train/recipes.py (debug, tiny-scratch, tiny-references, "
+                        "tiny-shots, tiny-references-half, tiny-gpu); options given override its values, and "
+                        "the defaults shown are those without a recipe")  # fmt: skip
     p.add_argument("--out", type=Path, required=True, help="run folder: checkpoints, logs, latents/, pipeline/")
-    p.add_argument("--video-ae", required=True, help="trained video autoencoder folder")
-    p.add_argument("--audio-ae", required=True, help="trained audio autoencoder folder")
-    p.add_argument("--text-encoder", default="minilm", help="minilm (bundled in a package) or a local folder")
-    p.add_argument("--data", default="stage", help="'stage', or a folder of videos with .txt captions")
-    p.add_argument("--clips", type=_positive(int), default=1024, help="clips in the latent cache (default 1024)")
-    p.add_argument("--cache", default="", help="latent cache folder (default OUT/latents)")
-    p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds per training clip (default 4)")
-    p.add_argument("--steps", type=_positive(int), default=4000, help="total optimiser steps (default 4000)")
-    p.add_argument("--batch-size", type=_positive(int), default=8, help="clips per step and process (default 8)")
-    p.add_argument("--lr", type=_positive(float), default=5e-4, help="peak learning rate (default 5e-4)")
-    p.add_argument("--warmup", type=int, default=200, help="warmup steps (default 200)")
-    p.add_argument("--ema-decay", type=float, default=0.999, help="EMA decay per step (default 0.999)")
-    p.add_argument("--seed", type=int, default=0, help="seed of weights, batches and noise (default 0)")
-    p.add_argument("--checkpoint-every", type=_positive(int), default=200, help="steps between checkpoints")
+    _run_options(p, GenTrainConfig, _GEN_HELP, required=("video_ae", "audio_ae"),
+                 syntax={"bf16": ("--precision", {"type": _precision, "metavar": "{auto,bf16,fp32}"})})  # fmt: skip
     p.add_argument("--stop-after", type=_positive(int), default=None, metavar="STEP",
                    help="stop (with a checkpoint) at this step; the schedule still spans --steps, and a rerun "
                         "continues it")  # fmt: skip
-    p.add_argument("--no-shots", action="store_true",
-                   help="caption multi-shot Stage clips as one text, without per-shot parts and masks")
-    p.add_argument("--init", default="", help="start a new run from this model folder's transformer (fine-tune)")
-    p.add_argument("--tasks", type=_task_mix, default=None,
-                   help="task mix as TASK=WEIGHT,... (e.g. t2av=0.4,i2av=0.1,references=0.2); tasks not named "
-                        "get 0")  # fmt: skip
-    p.add_argument(
-        "--precision",
-        choices=("auto", "bf16", "fp32"),
-        default="auto",
-        help="bfloat16 autocast or float32 (auto: bf16 on GPUs, fp32 on the CPU, where it measured faster)",
-    )
-    p.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    p.add_argument("--fsdp", action="store_true", help="under torchrun: shard with FSDP2 instead of replicating")
-    p.add_argument("--activation-checkpointing", choices=("none", "full", "selective"), default="none",
-                   help="recompute block activations in the backward pass (full: every block, selective: every "
-                        "second one)")  # fmt: skip
-    p.add_argument("--compile", action="store_true", help="torch.compile each transformer block")
     p.set_defaults(func=_train_generator)
 
     p = sub.add_parser("export", help="copy a model folder, storing its weights in another precision")
@@ -410,18 +342,39 @@ def _stage_probe(args: argparse.Namespace) -> None:
 
 
 def _train_autoencoder(args: argparse.Namespace) -> None:
-    from openseedance.train.autoencoders import AETrainConfig, train
+    from openseedance.train.autoencoders import train
 
-    extra = {"seconds": args.seconds} if args.kind == "audio-ae" else {
-        "width": args.size[0], "height": args.size[1], "fps": args.fps, "frames": args.frames}  # fmt: skip
-    cfg = AETrainConfig(kind=args.kind, preset=args.preset, data=args.data, steps=args.steps,
-                        batch_size=args.batch_size, lr=args.lr, seed=args.seed, bf16=args.bf16,
-                        checkpoint_every=args.checkpoint_every, device=_device(args.device), init=args.init,
-                        decoder_only=args.decoder_only, workers=args.workers, loss_weights=args.loss_weights,
-                        warm_start=args.warm_start, **extra)  # fmt: skip
+    cfg = AETrainConfig(**_given(args, AETrainConfig))
+    _device(cfg.device)
     _writable_dir(args.out)
     model_dir = train(cfg, args.out, progress=sys.stderr.isatty())
     print(f"trained {args.kind}: {model_dir}")
+
+
+def _train_generator(args: argparse.Namespace) -> None:
+    from openseedance.train.generator import train
+
+    cfg = _generator_config(args)
+    _device(cfg.device)
+    _writable_dir(args.out)
+    folder = train(cfg, args.out, progress=sys.stderr.isatty(), stop_after=args.stop_after)
+    print(f"trained generator: {folder}")
+
+
+def _generator_config(args: argparse.Namespace) -> GenTrainConfig:
+    """The run config of `train generator`: the recipe's (or the defaults), with the options given."""
+    from openseedance.train.recipes import RECIPES
+
+    given = _given(args, GenTrainConfig)
+    if args.recipe is not None and args.recipe not in RECIPES:
+        raise UsageError(f"unknown recipe {args.recipe!r}; recipes: {', '.join(RECIPES)}")
+    return dataclasses.replace(RECIPES[args.recipe] if args.recipe else GenTrainConfig(), **given)
+
+
+# ---------------------------------------------------------------- training options
+# Every field of a run config (train/config.py) is an option named after it, typed from its
+# annotation unless a syntax below says otherwise. No option has an argparse default: one left out
+# keeps the config's (or the recipe's) value, shown in its help.
 
 
 def _weight(part: str, what: str) -> float:
@@ -450,22 +403,142 @@ def _task_mix(text: str) -> tuple[float, ...]:
     return tuple(weights.values())
 
 
-def _train_generator(args: argparse.Namespace) -> None:
-    from openseedance.train.generator import GenTrainConfig, train
+def _precision(text: str) -> bool | None:
+    """auto, bf16 or fp32 -> GenTrainConfig.bf16 (None, True, False)."""
+    choices = {"auto": None, "bf16": True, "fp32": False}
+    if text not in choices:
+        raise argparse.ArgumentTypeError(f"choose auto, bf16 or fp32, got {text!r}")
+    return choices[text]
 
-    cfg = GenTrainConfig(preset=args.preset, video_ae=args.video_ae, audio_ae=args.audio_ae,
-                         text_encoder=args.text_encoder, data=args.data, clips=args.clips, cache=args.cache,
-                         duration=args.duration, steps=args.steps, batch_size=args.batch_size, lr=args.lr,
-                         warmup=args.warmup, ema_decay=args.ema_decay, seed=args.seed,
-                         checkpoint_every=args.checkpoint_every, init=args.init, shots=not args.no_shots,
-                         **({"tasks": args.tasks} if args.tasks is not None else {}),
-                         bf16={"auto": None, "bf16": True, "fp32": False}[args.precision],
-                         device=_device(args.device),
-                         fsdp=args.fsdp,
-                         activation_checkpointing=args.activation_checkpointing, compile=args.compile)  # fmt: skip
-    _writable_dir(args.out)
-    folder = train(cfg, args.out, progress=sys.stderr.isatty(), stop_after=args.stop_after)
-    print(f"trained generator: {folder}")
+
+class _SetSize(argparse.Action):
+    """--size WxH sets the two fields width and height."""
+
+    def __call__(self, parser, namespace, values, option_string=None) -> None:
+        namespace.width, namespace.height = values
+
+
+# fields whose option differs from the plain one of their type: (flag, add_argument keywords), or
+# None for a field another option sets
+_SYNTAX: dict[str, tuple[str, dict] | None] = {
+    "width": ("--size", {"type": _size, "action": _SetSize, "metavar": "WxH"}),
+    "height": None,
+    "tasks": ("--tasks", {"type": _task_mix, "metavar": "TASK=W,..."}),
+    "loss_weights": ("--loss-weights", {"type": _loss_weights, "metavar": "TERM=W,..."}),
+    "activation_checkpointing": ("--activation-checkpointing", {"choices": CHECKPOINTING}),
+}
+_FOLDERS = ("video_ae", "audio_ae", "init", "warm_start", "cache")  # shown as FOLDER
+_POSITIVE = ("steps", "batch_size", "lr", "clips", "duration", "fps", "sample_rate", "checkpoint_every",
+             "log_every", "frames", "seconds", "grad_clip")  # fmt: skip
+
+_RUN_HELP = {  # what both trainers' fields mean
+    "steps": "total optimiser steps",
+    "lr": "peak learning rate",
+    "warmup": "learning-rate warmup steps",
+    "min_lr_ratio": "the cosine schedule ends at this fraction of the peak learning rate",
+    "weight_decay": "AdamW weight decay",
+    "grad_clip": "gradients clipped to this norm",
+    "seed": "seed of weights, batches and noise",
+    "checkpoint_every": "steps between checkpoints",
+    "log_every": "steps between records in log.jsonl",
+    "device": "cpu, cuda or cuda:N",
+    "fps": "frame rate of the training clips",
+}
+_GEN_HELP = {
+    **_RUN_HELP,
+    "preset": "transformer preset: debug, tiny, small, 1b",
+    "video_ae": "trained video autoencoder folder",
+    "audio_ae": "trained audio autoencoder folder",
+    "text_encoder": "minilm (bundled in a package) or a local folder",
+    "data": "'stage', or a folder of videos with .txt captions",
+    "clips": "clips in the latent cache",
+    "cache": "latent cache folder (default OUT/latents)",
+    "duration": "seconds per training clip",
+    "width": "WIDTHxHEIGHT of the training clips, and of the exported model's clips",
+    "sample_rate": "audio sample rate of the training clips, in Hz",
+    "batch_size": "clips per step and process",
+    "ema_decay": "EMA decay per step",
+    "bf16": "bfloat16 autocast or float32 (default auto: bf16 on GPUs, fp32 on the CPU, where it measured faster)",
+    "text_dropout": "fraction of captions dropped (so the sampler can guide without text)",
+    "tasks": "task mix as TASK=WEIGHT,... over t2av, i2av, a2v, v2a, extend, references, motion (e.g. "
+    "t2av=0.4,i2av=0.1,references=0.2); tasks not named get 0 (default: every task, weighted as in train/config.py)",
+    "init": "start a new run from this model folder's transformer (fine-tune)",
+    "shots": "caption multi-shot Stage clips part by part, each shot reading its own part (--no-shots: as one "
+    "text, without per-shot parts and masks)",
+    "fsdp": "under torchrun: shard with FSDP2 instead of replicating",
+    "activation_checkpointing": "recompute block activations in the backward pass (full: every block, "
+    "selective: every second one)",
+    "compile": "torch.compile each transformer block",
+}
+
+
+_AE_TERMS = {  # as fixed text, to keep torch out of building the parser
+    "video-ae": "mse, kl, detail, temporal; L1 always weighs 1",
+    "audio-ae": "stft, waveform, transient, harmonic, kl",
+}
+
+
+def _ae_help(kind: str) -> dict[str, str]:
+    return {
+        **_RUN_HELP,
+        "preset": "preset: debug, tiny, base; video also tiny-t2, tiny-c16; audio also tiny-snake",
+        "data": "'stage' (rendered on the fly) or a folder of media files",
+        "batch_size": "clips per step",
+        "bf16": "bfloat16 autocast (default float32: on CPUs convolutions measured slower in bfloat16)",
+        "width": "WIDTHxHEIGHT of the training clips",
+        "frames": "frames per window, 1 + 4k",
+        "seconds": "seconds per window",
+        "init": "start from this trained component folder (same preset)",
+        "decoder_only": "with --init: freeze the encoder and train the decoder (latents, and generators on them, "
+        "stay valid)",
+        "warm_start": "start from a trained component of another preset of this kind: weights that fit are "
+        "carried over, the rest start fresh (listed in OUT/warm_start.json)",
+        "workers": "processes rendering batches ahead of the training step (0: in the loop); the batches are the "
+        "same either way",
+        "loss_weights": f"loss weights instead of the preset's (terms: {_AE_TERMS[kind]}), e.g. kl=1e-5",
+    }
+
+
+_AE_SKIP = {"video-ae": ("kind", "seconds"), "audio-ae": ("kind", "width", "height", "fps", "frames")}
+
+
+def _run_options(p: argparse.ArgumentParser, cls: type, helps: dict[str, str], skip: Sequence[str] = (),
+                 required: Sequence[str] = (), syntax: dict[str, tuple[str, dict]] | None = None) -> None:  # fmt: skip
+    """Add an option for every field of the run config `cls` that is not in `skip`; `syntax` adds to
+    (or overrides) `_SYNTAX` for this command."""
+    syntax = {**_SYNTAX, **(syntax or {})}
+    hints = typing.get_type_hints(cls)
+    defaults = {f.name: f.default for f in dataclasses.fields(cls)}
+    for name, default in defaults.items():
+        if name in skip or (name in syntax and syntax[name] is None):
+            continue
+        flag, keywords = syntax.get(name) or ("--" + name.replace("_", "-"), _typed(cls, name, hints[name]))
+        if hints[name] is bool:
+            default = "on" if default else "off"
+        elif name == "width":
+            default = f"{default}x{defaults['height']}"
+        text = helps[name]
+        if "default" not in text and default not in ("", None, ()):
+            text += f" (default {default})"
+        if name in _FOLDERS:
+            keywords = {"metavar": "FOLDER", **keywords}
+        p.add_argument(flag, dest=name, default=argparse.SUPPRESS, required=name in required, help=text, **keywords)
+
+
+def _typed(cls: type, name: str, hint: object) -> dict:
+    """add_argument keywords for a field of a plain type: --flag/--no-flag for a bool."""
+    if hint is bool:
+        return {"action": argparse.BooleanOptionalAction}
+    if hint in (int, float):
+        return {"type": _positive(hint) if name in _POSITIVE else hint}
+    if hint is str:
+        return {}
+    raise TypeError(f"{cls.__name__}.{name}: a field of type {hint} needs its syntax in cli._SYNTAX")
+
+
+def _given(args: argparse.Namespace, cls: type) -> dict:
+    """The fields of `cls` the command line set."""
+    return {f.name: getattr(args, f.name) for f in dataclasses.fields(cls) if hasattr(args, f.name)}
 
 
 def _device(name: str) -> str:

@@ -33,7 +33,6 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,63 +41,11 @@ from tqdm import tqdm
 
 from openseedance import audio_vae, video_vae
 from openseedance.checkpoint import config_to_dict, load_component, save_component
+from openseedance.train.config import AETrainConfig
 from openseedance.train.data import AudioWindows, VideoWindows
 from openseedance.train.schedule import learning_rate
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class AETrainConfig:
-    kind: str  # "video-ae" or "audio-ae"
-    preset: str = "tiny"
-    data: str = "stage"  # "stage" (rendered on the fly) or a folder of media files
-    steps: int = 2000
-    batch_size: int = 4
-    lr: float = 1e-3
-    warmup: int = 100
-    min_lr_ratio: float = 0.05
-    weight_decay: float = 0.0
-    grad_clip: float = 1.0
-    seed: int = 0
-    bf16: bool = False  # on this kind of CPU, conv training measured faster in float32
-    checkpoint_every: int = 100
-    log_every: int = 10
-    # video windows
-    width: int = 64
-    height: int = 64
-    fps: float = 12.0
-    frames: int = 9
-    # audio windows
-    seconds: float = 1.0
-    device: str = "cpu"
-    init: str = ""  # start from this trained component folder (same preset)
-    decoder_only: bool = False  # freeze the encoder (and the latent statistics); needs `init`
-    warm_start: str = ""  # start from a trained component of another layout: what fits is carried over
-    workers: int = 0  # processes rendering batches ahead (0: render in the training loop)
-    # loss weights to use instead of the preset's, as ((term, weight), ...): ("detail", 0.0) sets
-    # the model config's `detail_weight`; they are stored with the trained component
-    loss_weights: tuple[tuple[str, float], ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.kind not in KINDS:
-            raise ValueError(f"unknown autoencoder {self.kind!r}; choose from {sorted(KINDS)}")
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError("steps, batch size and checkpoint interval must be positive")
-        if self.workers < 0:
-            raise ValueError(f"workers must be 0 or more, got {self.workers}")
-        if self.lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
-        if self.decoder_only and not self.init:
-            raise ValueError("decoder-only training needs a trained component to start from (init)")
-        if self.warm_start and (self.init or self.decoder_only):
-            raise ValueError("warm start is for another layout; for the same one (or decoder-only), use init alone")
-        known = loss_terms(self.kind)
-        for term, weight in self.loss_weights:
-            if term not in known:
-                raise ValueError(f"{self.kind} has no loss term {term!r}; its terms: {', '.join(known)}")
-            if not weight >= 0:  # also refuses NaN
-                raise ValueError(f"loss weight {term}={weight}: give a number >= 0")
 
 
 def loss_terms(kind: str) -> tuple[str, ...]:

@@ -42,63 +42,13 @@ from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_to_dict, load_component
 from openseedance.flow import RectifiedFlow
 from openseedance.text import TextEncoder, join_parts, pad_shots, pad_states
+from openseedance.train.config import GenTrainConfig
 from openseedance.train.latents import CacheSpec, LatentCache
 from openseedance.train.schedule import learning_rate
 from openseedance.transformer import AVTransformer, Text, transformer_config
 from openseedance.video_vae import VideoAutoencoder
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class GenTrainConfig:
-    preset: str = "tiny"
-    video_ae: str = ""  # a trained video autoencoder folder (config.json + safetensors)
-    audio_ae: str = ""
-    text_encoder: str = "minilm"
-    data: str = "stage"  # "stage", or a folder of video files with .txt captions
-    clips: int = 1024  # Stage clips in the latent cache
-    cache: str = ""  # latent cache folder; default: <out>/latents
-    duration: float = 4.0
-    width: int = 64
-    height: int = 64
-    fps: float = 12.0
-    sample_rate: int = 16000
-    steps: int = 4000
-    batch_size: int = 8  # per process
-    lr: float = 5e-4
-    warmup: int = 200
-    min_lr_ratio: float = 0.1
-    weight_decay: float = 0.01
-    grad_clip: float = 1.0
-    ema_decay: float = 0.999
-    # bfloat16 autocast; None: on GPUs yes, on the CPU no (for the tiny preset on this project's
-    # 2-core AVX-512 machine a training step measured 1.85x slower under autocast than in float32)
-    bf16: bool | None = None
-    text_dropout: float = 0.1
-    # task mix (DESIGN §1): weights over conditioning.TRAINING_TASKS
-    tasks: tuple[float, ...] = (0.36, 0.12, 0.08, 0.08, 0.12, 0.16, 0.08)
-    init: str = ""  # a model folder whose transformer starts a new run (fine-tuning); ignored on resume
-    shots: bool = True  # multi-shot Stage clips captioned part by part, each shot reading its own part
-    seed: int = 0
-    checkpoint_every: int = 200
-    log_every: int = 10
-    device: str = "cpu"
-    # scale (applied from outside the model, parallel.py)
-    fsdp: bool = False  # under torchrun: FSDP2 sharding instead of DDP replication
-    activation_checkpointing: str = "none"  # none, full (every block) or selective (every second block)
-    compile: bool = False  # torch.compile each block
-
-    def __post_init__(self) -> None:
-        transformer_config(self.preset)
-        if self.steps < 1 or self.batch_size < 1 or self.checkpoint_every < 1:
-            raise ValueError("steps, batch size and checkpoint interval must be positive")
-        if self.lr <= 0:
-            raise ValueError(f"learning rate must be positive, got {self.lr}")
-        if len(self.tasks) != len(cond.TRAINING_TASKS) or min(self.tasks) < 0 or sum(self.tasks) <= 0:
-            raise ValueError(f"tasks needs {len(cond.TRAINING_TASKS)} non-negative weights for {cond.TRAINING_TASKS}")
-        if not self.video_ae or not self.audio_ae:
-            raise ValueError("training the generator needs trained autoencoders: --video-ae and --audio-ae")
 
 
 @dataclass
@@ -205,6 +155,8 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True, st
     """Train (or resume) into `out`; returns the exported pipeline folder. `stop_after`: stop (with
     a checkpoint) once this step is reached; the schedule still spans `cfg.steps`, and running again
     continues it."""
+    if not cfg.video_ae or not cfg.audio_ae:
+        raise ValueError("training the generator needs trained autoencoders: --video-ae and --audio-ae")
     out = Path(out)
     rank, world = _init_distributed(cfg)
     device = torch.device(cfg.device)
