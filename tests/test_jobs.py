@@ -9,10 +9,11 @@ import time
 import pytest
 
 from openseedance.serve.jobs import Job, JobError, SQLiteJobStore, new_id
+from openseedance.serve.spec import JobSpec
 
 
 def _job(owner: str = "me", **kw) -> Job:
-    spec = {"prompt": "a bell rings", "duration": 1.0}
+    spec = JobSpec(prompt="a bell rings", duration=1.0, fps=12.0, seed=0, width=64, height=64)
     return Job(id=new_id("t-"), api="ark", owner=owner, model="m", spec=spec, **kw)
 
 

@@ -22,7 +22,7 @@ from openseedance.provenance.faces import FaceError
 from openseedance.serve.fetch import check_url, load_bytes
 from openseedance.serve.jobs import Job, JobStore, new_id
 from openseedance.serve.limits import InputError, InputLimits
-from openseedance.serve.spec import build_request, decode, size_for
+from openseedance.serve.spec import JobSpec, StoredReference, build_request, decode, size_for
 
 log = logging.getLogger("openseedance.serve")
 
@@ -115,7 +115,7 @@ class Service:
         data = (self.folder(job.id) / file).read_bytes()
         return "data:application/octet-stream;base64," + base64.b64encode(data).decode()
 
-    async def submit(self, api: str, owner: str, settings: dict[str, Any],
+    async def submit(self, api: str, owner: str, asked: JobSpec,
                      refs: list[tuple[str, str, str, str]], fields: dict[str, Any], base_url: str) -> Job:  # fmt: skip
         """Fetch and check the references, check the request against the model, then queue it."""
         if self.store.pending(owner) >= self.settings.max_pending_per_key:
@@ -126,47 +126,47 @@ class Service:
         try:
             if fields.get("callback_url") is not None:
                 await run_in_threadpool(check_url, fields["callback_url"], self.callback_limits, "callback_url")
-            spec, blobs = await run_in_threadpool(self._prepare, settings, refs)
+            spec, blobs = await run_in_threadpool(self._prepare, asked, refs)
         except InputError as e:
             raise ApiError(e.http_status, "InvalidParameter", str(e), e.field) from None
         except FaceError as e:  # a real person's likeness, refused unless the server allows it
             raise ApiError(400, "InputImageSensitiveContentDetected.PrivacyInformation", str(e), "content") from None
         folder = self.folder(job_id)
         (folder / "inputs").mkdir(parents=True, exist_ok=True)
-        for ref, blob in zip(spec["references"], blobs, strict=True):
-            (folder / ref["file"]).write_bytes(blob)
-        spec["base_url"] = base_url
-        spec["expires_after"] = fields.get("expires_after")
+        for ref, blob in zip(spec.references, blobs, strict=True):
+            (folder / ref.file).write_bytes(blob)
+        spec = replace(spec, base_url=base_url, expires_after=fields.get("expires_after"))
         now = time.time()
         job = Job(id=job_id, api=api, owner=owner, model=fields["model"], spec=spec, priority=fields["priority"],
                   callback_url=fields.get("callback_url"), created_at=now,
                   deadline=now + fields["expires_after"] if fields.get("expires_after") else None)  # fmt: skip
         self.store.create(job)
-        log.info("queued %s (%s, %.1f s %dx%d)", job_id, api, spec["duration"], spec["width"], spec["height"])
+        log.info("queued %s (%s, %.1f s %dx%d)", job_id, api, spec.duration, spec.width, spec.height)
         return job
 
-    def _prepare(self, settings: dict[str, Any], refs: list[tuple[str, str, str, str]]) -> tuple[dict, list[bytes]]:
+    def _prepare(self, asked: JobSpec, refs: list[tuple[str, str, str, str]]) -> tuple[JobSpec, list[bytes]]:
+        """The spec to store: the references fetched and decoded, the size and the length resolved."""
         limits = self.settings.limits
         decoded, blobs, references = [], [], []
         for i, (kind, role, url, where) in enumerate(refs):
             blob, _ = load_bytes(url, limits, where)
             decoded.append(decode(kind, blob, limits, where))
             blobs.append(blob)
-            references.append({"kind": kind, "role": role, "file": f"inputs/{i}{_SUFFIX[kind]}"})
-        spec = dict(settings)
-        spec["references"] = references
-        source = next((m for r, m in zip(references, decoded, strict=True) if r["role"] == "source_video"), None)
-        if source is not None:  # an extension: the whole clip is the source and what is added, at its size
-            spec["duration"] = len(source.video) / source.fps + spec.pop("extend_by")
+            references.append(StoredReference(kind, role, f"inputs/{i}{_SUFFIX[kind]}"))
+        spec = replace(asked, references=tuple(references))
+        by_role = {r.role: m for r, m in zip(references, decoded, strict=True)}
+        if "source_video" in by_role:  # an extension: the whole clip is the source and what is added, at its size
+            source = by_role["source_video"]
             h, w = source.video.shape[1:3]
             fits = all(v % self.step == 0 and self.step <= v <= self.card.max_side for v in (w, h))
-            spec["width"], spec["height"] = (w, h) if fits else self.native
-        if "width" not in spec:
-            first = next((m for r, m in zip(references, decoded, strict=True) if r["role"] == "first_frame"), None)
-            spec["width"], spec["height"] = size_for(spec.get("resolution"), spec.get("ratio"), self.native,
-                                                     self.step, first)  # fmt: skip
-        spec.setdefault("resolution_label", spec.get("resolution") or f"{min(spec['width'], spec['height'])}p")
-        spec.setdefault("ratio_label", _ratio(spec["width"], spec["height"]))
+            spec = replace(spec, duration=len(source.video) / source.fps + (spec.extend_by or 0.0), extend_by=None,
+                           width=w if fits else self.native[0], height=h if fits else self.native[1])  # fmt: skip
+        if spec.width is None or spec.height is None:
+            width, height = size_for(spec.resolution, spec.ratio, self.native, self.step, by_role.get("first_frame"))
+            spec = replace(spec, width=width, height=height)
+        spec = replace(spec, resolution_label=spec.resolution_label or spec.resolution or
+                       f"{min(spec.width, spec.height)}p",
+                       ratio_label=spec.ratio_label or _ratio(spec.width, spec.height))  # fmt: skip
         try:
             request = build_request(spec, decoded, self.sample_rate)
             check_request(request, self.card, self.settings.allow_faces)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import re
 import secrets
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse, Response
 
 from openseedance.serve.api import ApiError, Service, read_json
 from openseedance.serve.jobs import FINISHED, STATUSES, Job, JobError
-from openseedance.serve.spec import ROLES
+from openseedance.serve.spec import ROLES, JobSpec
 
 router = APIRouter(prefix="/api/v3")
 
@@ -88,8 +89,9 @@ _FIELDS = {
 }  # fmt: skip
 
 
-def parse(body: dict[str, Any], service: Service, owner: str) -> tuple[dict, list[tuple[str, str, str]], dict]:
-    """-> (settings, references as (kind, role, url), job fields). Raises ApiError."""
+def parse(body: dict[str, Any], service: Service,
+          owner: str) -> tuple[JobSpec, list[tuple[str, str, str, str]], dict]:  # fmt: skip
+    """-> (the spec as asked, references as (kind, role, url, where), job fields). Raises ApiError."""
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise ApiError(400, "MissingParameter", "model is required: the name of the model to run", "model")
@@ -153,7 +155,7 @@ def _roles(refs: list[tuple[str, Any, str, str]]) -> list[tuple[str, str, str, s
     return out
 
 
-def _settings(prompt: str, given: dict[str, Any], service: Service) -> dict[str, Any]:
+def _settings(prompt: str, given: dict[str, Any], service: Service) -> JobSpec:
     fps = given["framespersecond"] or service.native_fps
     duration = given["duration"]
     if given["frames"] is not None:
@@ -169,19 +171,13 @@ def _settings(prompt: str, given: dict[str, Any], service: Service) -> dict[str,
         seed = secrets.randbelow(2**31)
     elif not 0 <= seed < 2**32:
         raise ApiError(400, "InvalidParameter", f"seed must be -1 or 0..4294967295, got {seed}", "seed")
-    return {
-        "prompt": prompt,
-        "duration": float(duration),
-        "fps": float(fps),
-        "seed": seed,
-        "generate_audio": True if given["generate_audio"] is None else given["generate_audio"],
-        "visible_watermark": bool(given["watermark"]),
-        "steps": DRAFT_STEPS if given["draft"] else None,
-        "return_last_frame": bool(given["return_last_frame"]),
-        "ratio": given["ratio"],
-        "resolution": given["resolution"],
-        "echo": {k: given[k] for k in _ECHOED if given[k] is not None},
-    }
+    return JobSpec(
+        prompt=prompt, duration=float(duration), fps=float(fps), seed=seed,
+        generate_audio=True if given["generate_audio"] is None else given["generate_audio"],
+        visible_watermark=bool(given["watermark"]), steps=DRAFT_STEPS if given["draft"] else None,
+        return_last_frame=bool(given["return_last_frame"]), ratio=given["ratio"], resolution=given["resolution"],
+        echo={k: given[k] for k in _ECHOED if given[k] is not None},
+    )  # fmt: skip
 
 
 def _job_fields(model: str, given: dict[str, Any]) -> dict[str, Any]:
@@ -193,17 +189,17 @@ def _job_fields(model: str, given: dict[str, Any]) -> dict[str, Any]:
             "expires_after": expires or DEFAULT_EXPIRES_AFTER}  # fmt: skip
 
 
-def _from_draft(service: Service, owner: str, draft_id: str, model: str, given: dict) -> tuple[dict, list, dict]:
+def _from_draft(service: Service, owner: str, draft_id: str, model: str, given: dict) -> tuple[JobSpec, list, dict]:
     """A draft task's prompt, references and seed, generated again at full quality."""
     job = service.store.get(draft_id)
     if job is None or job.owner != owner or job.api != "ark":
         raise ApiError(404, "NotFound", f"no draft task {draft_id!r}", "content")
-    if not job.spec.get("echo", {}).get("draft") or job.status != "succeeded":
+    if not job.spec.echo.get("draft") or job.status != "succeeded":
         raise ApiError(400, "InvalidParameter", f"task {draft_id} is not a finished draft", "content")
-    settings = {k: v for k, v in job.spec.items() if k not in ("references", "width", "height")}
-    settings.update(steps=None, echo={**job.spec.get("echo", {}), "draft": False, "draft_task_id": draft_id})
-    refs = [(r["kind"], r["role"], service.stored_url(job, r["file"]), "content") for r in job.spec["references"]]
-    return settings, refs, _job_fields(model, given)
+    spec = replace(job.spec, references=(), width=None, height=None, steps=None,
+                   echo={**job.spec.echo, "draft": False, "draft_task_id": draft_id})  # fmt: skip
+    refs = [(r.kind, r.role, service.stored_url(job, r.file), "content") for r in job.spec.references]
+    return spec, refs, _job_fields(model, given)
 
 
 def render(job: Job, base_url: str) -> dict[str, Any]:
@@ -215,7 +211,6 @@ def render(job: Job, base_url: str) -> dict[str, Any]:
         content["video_url"] = f"{base_url}files/{job.id}/{files['video']}"
     if "last_frame" in files:
         content["last_frame_url"] = f"{base_url}files/{job.id}/{files['last_frame']}"
-    echo = spec.get("echo", {})
     task = {
         "id": job.id,
         "model": job.model,
@@ -225,20 +220,20 @@ def render(job: Job, base_url: str) -> dict[str, Any]:
         "usage": result.get("usage"),
         "created_at": int(job.created_at),
         "updated_at": int(job.updated_at),
-        "seed": spec["seed"],
-        "resolution": spec.get("resolution_label"),
-        "ratio": spec.get("ratio_label") if spec.get("ratio") in (None, "adaptive", "keep_ratio") else spec["ratio"],
-        "duration": round(spec["duration"]) if spec["duration"] >= 1 else spec["duration"],
-        "frames": round(spec["duration"] * spec["fps"]),
-        "framespersecond": round(spec["fps"]),
-        "generate_audio": spec["generate_audio"],
-        "watermark": spec.get("visible_watermark", False),
-        "return_last_frame": spec.get("return_last_frame", False),
-        "execution_expires_after": spec.get("expires_after"),
+        "seed": spec.seed,
+        "resolution": spec.resolution_label,
+        "ratio": spec.ratio_label if spec.ratio in (None, "adaptive", "keep_ratio") else spec.ratio,
+        "duration": round(spec.duration) if spec.duration >= 1 else spec.duration,
+        "frames": round(spec.duration * spec.fps),
+        "framespersecond": round(spec.fps),
+        "generate_audio": spec.generate_audio,
+        "watermark": spec.visible_watermark,
+        "return_last_frame": spec.return_last_frame,
+        "execution_expires_after": spec.expires_after,
         "priority": job.priority,
         "progress": round(job.progress * 100),
         "fileformat": "mp4",
-        **echo,
+        **spec.echo,
     }
     if job.deadline is not None and not job.finished:
         task["execution_expires_at"] = int(job.deadline)

@@ -30,7 +30,7 @@ class Callbacks:
             if job is None:
                 store.event_done(event_id, delivered=False, retry_at=None)
                 continue
-            body = ark.render(replace(job, status=status), job.spec.get("base_url", "/"))
+            body = ark.render(replace(job, status=status), job.spec.base_url)
             try:
                 post_json(url, body, self.service.callback_limits, "callback_url")
             except (InputError, OSError) as e:

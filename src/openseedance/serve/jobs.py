@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from openseedance.serve.spec import JobSpec
+
 STATUSES = ("queued", "running", "succeeded", "failed", "cancelled", "expired")
 FINISHED = ("succeeded", "failed", "cancelled", "expired")
 
@@ -42,7 +44,7 @@ class Job:
     api: str  # the API that created it: "ark" | "openai"
     owner: str  # who may see it: a digest of the API key
     model: str
-    spec: dict[str, Any]  # what to generate (see serve.spec) and the echoed request fields
+    spec: JobSpec  # what to generate, and the echoed request fields
     status: str = "queued"
     priority: int = 0
     progress: float = 0.0  # 0..1 while running
@@ -210,6 +212,7 @@ class SQLiteJobStore(JobStore):
         values = dict(row)
         for key in _JSON:
             values[key] = json.loads(values[key]) if values[key] is not None else None
+        values["spec"] = JobSpec.from_dict(values["spec"])
         return Job(**values)
 
     @staticmethod
@@ -235,7 +238,8 @@ class SQLiteJobStore(JobStore):
     def create(self, job: Job) -> Job:
         job.updated_at = job.created_at
         columns = [f for f in Job.__dataclass_fields__ if f != "seq"]
-        values = [json.dumps(getattr(job, c)) if c in _JSON and getattr(job, c) is not None else getattr(job, c)
+        stored = {"spec": job.spec.to_dict(), "error": job.error, "result": job.result}
+        values = [json.dumps(stored[c]) if c in _JSON and stored[c] is not None else getattr(job, c)
                   for c in columns]  # fmt: skip
         with self._tx() as db:
             cursor = db.execute(f"INSERT INTO jobs ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",

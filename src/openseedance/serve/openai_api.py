@@ -11,6 +11,7 @@ import base64
 import io
 import re
 import secrets
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -26,6 +27,7 @@ from openseedance.serve.fetch import read_upload
 from openseedance.serve.files import file_response
 from openseedance.serve.jobs import FINISHED, Job, JobError
 from openseedance.serve.limits import InputError, InputLimits
+from openseedance.serve.spec import JobSpec
 
 router = APIRouter(prefix="/v1")
 
@@ -52,17 +54,17 @@ def render(job: Job) -> dict[str, Any]:
         "status": _STATUS[job.status],
         "model": job.model,
         "progress": round(job.progress * 100) if job.status != "succeeded" else 100,
-        "prompt": spec["prompt"],
-        "seconds": f"{spec['duration']:g}",
-        "size": f"{spec['width']}x{spec['height']}",
+        "prompt": spec.prompt,
+        "seconds": f"{spec.duration:g}",
+        "size": f"{spec.width}x{spec.height}",
         "completed_at": int(job.finished_at) if job.status == "succeeded" and job.finished_at else None,
         "expires_at": int(result["keep_until"]) if result.get("keep_until") else None,
         "error": job.error,
-        "remixed_from_video_id": spec.get("echo", {}).get("remixed_from_video_id"),
+        "remixed_from_video_id": spec.echo.get("remixed_from_video_id"),
     }
 
 
-def _settings(service: Service, prompt: Any, seconds: Any, size: Any) -> dict[str, Any]:
+def _settings(service: Service, prompt: Any, seconds: Any, size: Any) -> JobSpec:
     if not isinstance(prompt, str) or not prompt.strip():
         raise ApiError(400, "invalid_value", "prompt is required: describe the video to generate", "prompt")
     duration = service.default_duration
@@ -71,16 +73,13 @@ def _settings(service: Service, prompt: Any, seconds: Any, size: Any) -> dict[st
             duration = float(seconds)
         except (TypeError, ValueError):
             raise ApiError(400, "invalid_value", f"seconds must be a number, got {seconds!r}", "seconds") from None
-    settings: dict[str, Any] = {"prompt": prompt.strip(), "duration": duration, "fps": service.native_fps,
-                                "seed": secrets.randbelow(2**31),
-                                "generate_audio": True, "visible_watermark": False, "steps": None,
-                                "return_last_frame": False, "echo": {}}  # fmt: skip
+    spec = JobSpec(prompt=prompt.strip(), duration=duration, fps=service.native_fps, seed=secrets.randbelow(2**31))
     if size not in (None, ""):
         match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", str(size))
         if not match:
             raise ApiError(400, "invalid_value", f"size must look like 256x256 (width x height), got {size!r}", "size")
-        settings["width"], settings["height"] = int(match[1]), int(match[2])
-    return settings
+        spec = replace(spec, width=int(match[1]), height=int(match[2]))
+    return spec
 
 
 def _owned(service: Service, owner: str, video_id: str) -> Job:
@@ -214,9 +213,8 @@ async def remix_video(video_id: str, request: Request) -> dict[str, Any]:
     if source.status != "succeeded" or "video" not in files:
         raise ApiError(409, "video_not_ready", f"video {video_id} must be completed (and not expired) to remix it",
                        "video_id")  # fmt: skip
-    settings = _settings(service, body.get("prompt"), source.spec["duration"],
-                         f"{source.spec['width']}x{source.spec['height']}")  # fmt: skip
-    settings.update(seed=source.spec["seed"], echo={"remixed_from_video_id": video_id})
+    settings = _settings(service, body.get("prompt"), source.spec.duration, f"{source.spec.width}x{source.spec.height}")
+    settings = replace(settings, seed=source.spec.seed, echo={"remixed_from_video_id": video_id})
     first = media.read_video(service.folder(source.id) / files["video"]).video[0]
     refs = [("image", "first_frame", _png_url(first), "video_id")]
     fields = {"model": source.model, "priority": 0, "expires_after": None}
@@ -251,7 +249,7 @@ async def extend_video(request: Request) -> dict[str, Any]:
     else:
         raise ApiError(400, "invalid_value", "video must be an uploaded clip or {id} of a completed video", "video")
     settings = _settings(service, body.get("prompt"), body.get("seconds"), None)
-    settings.update(extend="forward", extend_by=settings.pop("duration"))
+    settings = replace(settings, extend="forward", extend_by=settings.duration)
     refs = [("video", "source_video", url, "video")]
     fields = {"model": model, "priority": 0, "expires_after": None}
     job = await service.submit("openai", owner, settings, refs, fields, base_url=str(request.base_url))

@@ -118,9 +118,9 @@ class Worker:
         spec = job.spec
         request = build_request(spec, load_references(spec, folder, self.settings.limits),
                                 self.pipe.capabilities.sample_rate)  # fmt: skip
-        out = self.pipe(request, RunOptions(steps=spec.get("steps") or None), progress=heart.step, job_id=job.id)
+        out = self.pipe(request, RunOptions(steps=spec.steps), progress=heart.step, job_id=job.id)
         heart.progress = 0.95
-        files = write_outputs(out, folder, spec.get("return_last_frame", False))
+        files = write_outputs(out, folder, spec.return_last_frame)
         tokens = out.tokens
         return {"files": files, "keep_until": time.time() + self.settings.result_ttl, "seconds": out.seconds,
                 "usage": {"completion_tokens": tokens, "total_tokens": tokens}, "resolved": out.request}  # fmt: skip
