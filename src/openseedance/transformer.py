@@ -223,14 +223,16 @@ class AVTransformer(nn.Module):
         self.config = cfg = config
         d = cfg.dim
         self.inputs = nn.ModuleDict({s: nn.Linear(cfg.token_channels(s), d) for s in STREAMS})
-        self.roles = nn.Embedding(NUM_ROLES, d)  # added to reference tokens: which @ref they are
+        # added to reference tokens: which @ref they are; zero until learnt (so no random draw here)
+        self.roles = nn.Embedding(NUM_ROLES, d, _weight=torch.zeros(NUM_ROLES, d))
         self.text_norm = RMSNorm(cfg.text_dim)
         self.time = TimestepEmbedder(d)
         self.adaln = nn.ModuleDict({s: nn.Sequential(nn.SiLU(), nn.Linear(d, 6 * d)) for s in STREAMS})
         self.rotary = Rotary(cfg.rope_axes, cfg.rope_theta)
         self.blocks = nn.ModuleList([AVBlock(cfg, last=i == cfg.depth - 1) for i in range(cfg.depth)])
         self.heads = nn.ModuleDict({s: OutputHead(d, cfg.token_channels(s)) for s in GENERATED})
-        self.initialize_weights()
+        if not self.roles.weight.is_meta:  # built on "meta" to be loaded: there is nothing to initialise
+            self.initialize_weights()
         self.register_load_state_dict_pre_hook(_without_roles)
 
     def initialize_weights(self) -> None:

@@ -266,7 +266,8 @@ class VideoAutoencoder(nn.Module):
         # per-channel statistics of the latents, set after training, so the generator sees ~N(0, 1)
         self.register_buffer("latent_mean", torch.zeros(config.latent_channels))
         self.register_buffer("latent_std", torch.ones(config.latent_channels))
-        self.initialize_weights()
+        if not self.latent_std.is_meta:  # built on "meta" to be loaded: there is nothing to initialise
+            self.initialize_weights()
 
     def initialize_weights(self) -> None:
         for m in self.modules():
