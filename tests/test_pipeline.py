@@ -262,3 +262,26 @@ def test_the_models_sampling_shift_is_used_unless_a_sampler_overrides_it(pipe: P
         assert not np.array_equal(made.clip.video, plain.clip.video)
     finally:
         pipe.engine.config = before
+
+
+def test_the_model_card_is_read_without_the_weights(tmp_path: Path) -> None:
+    """What the server checks requests with: the engine's own capabilities, read from the configs and
+    the role table alone; autoencoder weights (most of a model) are never read."""
+    from openseedance import engines
+    from openseedance.engines.bundled import BundledEngine
+
+    pipe = Pipeline.untrained("debug")  # no reference roles learnt
+    folder = pipe.engine.save_pretrained(tmp_path / "m")
+    assert engines.read_card(folder) == pipe.capabilities
+    assert engines.read_card(None) == BundledEngine.from_pretrained().capabilities  # the bundled model
+    for part in ("video_ae", "audio_ae"):
+        (folder / part / "model.safetensors").write_bytes(b"not weights")
+    card = engines.read_card(folder)
+    assert card == pipe.capabilities and card.references["image"] == 0  # the debug model learnt none
+    with pytest.raises(ValueError, match="trained without reference images"):
+        card.check(_req(prompt="@image1 jumps", images=(FACELESS,)))
+    with pytest.raises(ValueError, match="duration must be"):
+        card.check(_req(duration=40.0))
+    with pytest.raises(ValueError, match=r"no pipeline\.json"):
+        engines.read_card(tmp_path)
+    assert Capabilities.from_dict(card.to_dict()) == card
