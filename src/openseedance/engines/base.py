@@ -11,6 +11,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import torch
 
+from openseedance.checkpoint import config_from_dict
 from openseedance.media import Clip
 from openseedance.request import KINDS, REFERENCE_LIMITS, TASKS, GenerationRequest
 from openseedance.sampling import Progress, SamplerConfig
@@ -98,14 +99,7 @@ class Capabilities:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Capabilities:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown capability fields {unknown}")
-        values = dict(data)
-        if "tasks" in values:
-            values["tasks"] = tuple(values["tasks"])
-        return cls(**values)
+        return config_from_dict(cls, data)
 
 
 @dataclass(frozen=True, kw_only=True)

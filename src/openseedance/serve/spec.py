@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from openseedance import media
+from openseedance.checkpoint import config_from_dict
 from openseedance.request import KINDS, GenerationRequest, check_citations
 from openseedance.serve.decode import decode_audio, decode_image, decode_video
 from openseedance.serve.limits import InputError, InputLimits
@@ -69,12 +70,8 @@ class JobSpec:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> JobSpec:
         """A stored spec; a clear error for one this version cannot read."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"a job spec with unknown fields {unknown}")
         refs = tuple(StoredReference(**r) for r in data.get("references", ()))
-        return cls(**{**data, "references": refs})
+        return config_from_dict(cls, {**data, "references": refs})
 
 
 def check_refs(prompt: str, counts: dict[str, int]) -> None:
