@@ -2,16 +2,19 @@
 
 A worker beats while it runs a job; if the job stops being its own (a reaper decided it was lost) or
 passes its deadline, the next sampling step stops it. `WorkerPool` runs workers as child processes
-of the server and notices at once when one dies: its job goes straight back to the queue.
+of the server and notices at once when one dies: its job goes straight back to the queue. A pool
+worker whose server dies, however it died, leaves within seconds (`follow_parent`).
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import multiprocessing as mp
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from pathlib import Path
@@ -38,6 +41,10 @@ class Stopped(Exception):
         self.expired = expired
 
 
+class Leaving(Exception):
+    """The worker is leaving (its server is gone, or it was sent SIGTERM): the job goes back to the queue."""
+
+
 def worker_id(pid: int | None = None) -> str:
     return f"{socket.gethostname()}:{pid or os.getpid()}"
 
@@ -46,9 +53,9 @@ class _Heartbeat(threading.Thread):
     """Beats for one job every `interval` s; `check` (called between sampling steps) raises when
     the job must stop."""
 
-    def __init__(self, store: JobStore, job: Job, worker: str, interval: float) -> None:
+    def __init__(self, store: JobStore, job: Job, worker: str, interval: float, leave: threading.Event) -> None:
         super().__init__(daemon=True)
-        self.store, self.job, self.worker, self.interval = store, job, worker, interval
+        self.store, self.job, self.worker, self.interval, self.leave = store, job, worker, interval, leave
         self.progress = 0.0
         self.stop_reason: Stopped | None = None
         self._done = threading.Event()
@@ -70,6 +77,11 @@ class _Heartbeat(threading.Thread):
 
     def step(self, done: int, total: int) -> None:
         self.progress = 0.05 + 0.85 * done / total
+        if self.leave.is_set():
+            raise Leaving()
+        self.check()
+
+    def check(self) -> None:
         if self.stop_reason is not None:
             raise self.stop_reason
 
@@ -78,13 +90,18 @@ class _Heartbeat(threading.Thread):
 
 
 class Worker:
-    def __init__(self, store: JobStore, pipe: Pipeline, settings: ServeSettings) -> None:
+    """Runs jobs until `stop` (set by whoever started it: finish the job in hand first) or `leave`
+    (set within the process: give the job in hand back at the next sampling step)."""
+
+    def __init__(self, store: JobStore, pipe: Pipeline, settings: ServeSettings,
+                 leave: threading.Event | None = None) -> None:  # fmt: skip
         self.store, self.pipe, self.settings = store, pipe, settings
+        self.leave = leave or threading.Event()
         self.id = worker_id()
 
     def serve(self, stop: threading.Event | Any, poll: float = 0.2) -> None:
         log.info("worker %s ready", self.id)
-        while not stop.is_set():
+        while not stop.is_set() and not self.leave.is_set():
             job = self.store.claim(self.id)
             if job is None:
                 stop.wait(poll)
@@ -93,13 +110,16 @@ class Worker:
 
     def run(self, job: Job) -> None:
         log.info("worker %s runs %s (attempt %d)", self.id, job.id, job.attempts)
-        heart = _Heartbeat(self.store, job, self.id, self.settings.heartbeat)
+        heart = _Heartbeat(self.store, job, self.id, self.settings.heartbeat, self.leave)
         heart.start()
         try:
             result = self._generate(job, heart)
-            heart.step(1, 1)  # a last look: the job may have been taken away meanwhile
+            heart.check()  # a last look: the job may have been taken away meanwhile
             if not self.store.finish(job.id, self.id, result):
                 log.warning("%s finished elsewhere; result dropped", job.id)
+        except Leaving:
+            requeued = self.store.release(self.id, self.settings.max_attempts)
+            log.warning("worker %s leaving; gave back %s", self.id, requeued or "nothing")
         except Stopped as e:
             if e.expired:
                 self.store.fail(job.id, self.id, {"code": "Expired", "message": "the task ran past its "
@@ -161,8 +181,8 @@ def load_pipeline(settings: ServeSettings) -> Pipeline:
     return Pipeline.from_pretrained(settings.model, allow_faces=settings.allow_faces).to(settings.device)
 
 
-def run_worker(settings: ServeSettings, stop: threading.Event | Any) -> None:
-    """A worker process's main: load the model once, then serve jobs until `stop` is set."""
+def run_worker(settings: ServeSettings, stop: threading.Event | Any, leave: threading.Event | None = None) -> None:
+    """A worker process's main: load the model once, then serve jobs until `stop` or `leave` is set."""
     import torch
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -170,13 +190,51 @@ def run_worker(settings: ServeSettings, stop: threading.Event | Any) -> None:
     torch.set_num_threads(threads)
     pipe = load_pipeline(settings)
     getattr(pipe.engine, "text_encoder", None)  # a text encoder loaded on first use: now, not during a job
-    Worker(SQLiteJobStore(settings.db_path), pipe, settings).serve(stop)
+    Worker(SQLiteJobStore(settings.db_path), pipe, settings, leave).serve(stop)
 
 
-def _child(settings: ServeSettings, stop: Any) -> None:
-    """A pool worker: Ctrl-C reaches the whole process group, but the server decides when workers stop."""
+_PR_SET_PDEATHSIG = 1
+
+
+def follow_parent(parent: int, leave: threading.Event, every: float = 0.5, grace: float = 3.0) -> None:
+    """Set `leave` once process `parent` is no longer this process's parent, however it died
+    (SIGKILL, the OOM killer), and end the process `grace` s later if it has not ended by itself
+    (a model still loading, a step that does not return). Without this an orphaned worker would
+    live on, holding a model and claiming jobs for no server. Call it from the main thread.
+
+    SIGTERM sets `leave` too. On Linux the kernel sends it the moment the parent dies; a thread
+    comparing os.getppid() with `parent` every `every` s is the fallback elsewhere. (The kernel
+    sends it when the parent's *thread* that started this process ends: for workers the pool
+    replaces from the housekeeping thread, that is at the server's shutdown, when they stop anyway.)
+    """
+    signal.signal(signal.SIGTERM, lambda *_: leave.set())
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+        except (OSError, AttributeError):
+            log.warning("no parent-death signal; polling for the server instead")
+
+    def watch() -> None:
+        while os.getppid() == parent and not leave.wait(every):
+            pass
+        if not leave.is_set():
+            log.warning("worker %d: the server (pid %d) is gone; leaving", os.getpid(), parent)
+            leave.set()
+        time.sleep(grace)
+        log.warning("worker %d did not end %g s after leaving; exiting now", os.getpid(), grace)
+        os._exit(1)
+
+    # checked after asking for the signal: a parent that died before then sent none
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
+
+
+def _child(settings: ServeSettings, stop: Any, parent: int) -> None:
+    """A pool worker: Ctrl-C reaches the whole process group, but the server decides when workers stop;
+    a worker whose server is gone leaves."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    run_worker(settings, stop)
+    leave = threading.Event()
+    follow_parent(parent, leave)
+    run_worker(settings, stop, leave)
 
 
 class WorkerPool:
@@ -193,7 +251,7 @@ class WorkerPool:
         self.processes = [self._spawn() for _ in range(self.settings.workers)]
 
     def _spawn(self) -> mp.process.BaseProcess:
-        process = self._ctx.Process(target=_child, args=(self.settings, self._stop), daemon=True)
+        process = self._ctx.Process(target=_child, args=(self.settings, self._stop, os.getpid()), daemon=True)
         process.start()
         return process
 

@@ -1,0 +1,89 @@
+"""A server killed outright (SIGKILL, the OOM killer) leaves no worker process behind, and the jobs
+its workers had in hand run again, once each, after a restart on the same data folder."""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+from serve_util import Server, wait_for
+from test_serve_durability import _all_done, _row, _submit
+
+pytestmark = [
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="reads processes from /proc"),
+]
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, or None when there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    state, ppid = text[text.rindex(")") + 2 :].split()[:2]  # the name in parentheses may hold spaces
+    return state, int(ppid)
+
+
+def _alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")  # a zombie has exited; nobody may reap it here
+
+
+def _workers(server: int) -> list[int]:
+    """The server's generation processes: its children started by multiprocessing."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (_stat(int(entry.name)) or ("", 0))[1] == server:
+            try:
+                if b"--multiprocessing-fork" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return sorted(found)
+
+
+def _kill_server(srv: Server) -> list[int]:
+    """SIGKILL the server process alone, as the OOM killer would, and return its workers' pids."""
+    workers = wait_for(lambda: (found := _workers(srv.process.pid)) and len(found) == 2 and found, 60)
+    os.kill(srv.process.pid, signal.SIGKILL)
+    srv.process.wait(10)
+    return workers
+
+
+def _gone_within(pids: list[int], timeout: float) -> float:
+    start = time.time()
+    wait_for(lambda: not any(_alive(p) for p in pids), timeout, every=0.1)
+    return time.time() - start
+
+
+def test_workers_leave_with_a_killed_server(tmp_path):
+    srv = Server(tmp_path / "srv", args=("--workers", "2")).start()
+    try:
+        workers = _kill_server(srv)  # most likely still loading the model
+        assert _gone_within(workers, 10) < 10
+    finally:
+        srv.stop()  # ends anything left in the server's process group
+
+
+def test_jobs_of_a_killed_server_run_again_once_after_a_restart(tmp_path):
+    srv = Server(tmp_path / "srv", args=("--workers", "2", "--stale-after", "3")).start()
+    try:
+        ids = _submit(srv, 3, duration=6)
+        wait_for(lambda: [_row(srv, i)["status"] for i in ids].count("running") == 2, 120)
+        first = {i: _row(srv, i)["worker"] for i in ids}
+        workers = _kill_server(srv)
+        assert _gone_within(workers, 10) < 10
+        rows = [_row(srv, i) for i in ids]
+        assert [r["status"] for r in rows] == ["queued"] * 3  # the leaving workers gave their jobs back
+        assert sorted(r["attempts"] for r in rows) == [0, 1, 1]
+        srv.start()
+        assert wait_for(lambda: _all_done(srv, ids), 240) == ["succeeded"] * 3
+        for i, row in zip(ids, [_row(srv, i) for i in ids], strict=True):
+            assert row["attempts"] == (2 if first[i] else 1) and row["worker"] != first[i]
+    finally:
+        srv.stop()
