@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openseedance import engines
 from openseedance.engines import Capabilities
-from openseedance.serve import ark, openai_api
+from openseedance.serve import ark, openai_api, web
 from openseedance.serve.api import ApiError, ServeSettings, Service
 from openseedance.serve.bounds import Refused
 from openseedance.serve.callbacks import Callbacks
@@ -134,6 +134,7 @@ def create_app(settings: ServeSettings, card: Capabilities | None = None, store:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(ark.router)
     app.include_router(openai_api.router)
+    app.include_router(web.router)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
