@@ -76,7 +76,7 @@ def owner_of(key: str) -> str:
 async def read_json(request: Request) -> dict[str, Any]:
     body = await request.body()
     try:
-        value = parse_json(body)
+        value = await run_in_threadpool(parse_json, body)  # tens of MiB of data: URLs take a while
     except Refused:
         raise
     except (ValueError, RecursionError) as e:  # RecursionError: nesting the depth check did not see

@@ -1,8 +1,10 @@
 """The OpenAI videos API (`/v1/videos`), the one `openai.OpenAI().videos` speaks.
 
 `POST /videos` takes multipart (as the client sends it) or JSON: `prompt`, `model`, `seconds`,
-`size` ("WxH") and `input_reference` (an image: the first frame). A remix keeps the source's
-settings and opening frame and follows a new prompt.
+`size` ("WxH") and `input_reference` (an image: the first frame, an upload or `{image_url}`).
+Multipart fields written with brackets (`input_reference[image_url]`) are the JSON body's nested
+objects; a field this API does not take is refused by name. A remix keeps the source's settings and
+opening frame and follows a new prompt; an edit is made the same way.
 """
 
 from __future__ import annotations
