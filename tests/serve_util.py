@@ -52,7 +52,7 @@ class Server:
                 raise RuntimeError(f"server exited ({self.process.returncode}):\n{self.log.read_text()[-3000:]}")
             try:
                 health = httpx.get(f"{self.url}/health", timeout=2)
-                if health.status_code == 200 and (len(health.json()["workers"]) > 0 or "--workers" in self.args):
+                if health.status_code == 200 and (health.json()["workers"] > 0 or "--workers" in self.args):
                     return self
             except httpx.HTTPError:
                 pass
@@ -60,7 +60,8 @@ class Server:
         self.stop()
         raise RuntimeError(f"server did not come up in {timeout} s:\n{self.log.read_text()[-3000:]}")
 
-    def workers(self) -> list[int]:
+    def workers(self) -> int:
+        """How many workers run."""
         return httpx.get(f"{self.url}/health", timeout=5).json()["workers"]
 
     def stop(self, kill: bool = False) -> None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import logging
 import secrets
 import shutil
@@ -19,6 +18,7 @@ from starlette.concurrency import run_in_threadpool
 from openseedance.engines import Capabilities
 from openseedance.pipeline import check_request
 from openseedance.provenance.faces import FaceError
+from openseedance.serve.bounds import Refused, parse_json
 from openseedance.serve.fetch import check_url, load_bytes
 from openseedance.serve.jobs import Job, JobStore, new_id
 from openseedance.serve.limits import InputError, InputLimits
@@ -26,6 +26,7 @@ from openseedance.serve.spec import JobSpec, StoredReference, build_request, dec
 
 log = logging.getLogger("openseedance.serve")
 
+RETRY_AFTER = 5  # seconds a client over its pending-task limit is told to wait
 _SUFFIX = {"image": ".img", "video": ".vid", "audio": ".aud"}
 
 
@@ -61,9 +62,11 @@ class ServeSettings:
 class ApiError(Exception):
     """An error to answer with `status` in the calling API's own shape."""
 
-    def __init__(self, status: int, code: str, message: str, param: str | None = None) -> None:
+    def __init__(self, status: int, code: str, message: str, param: str | None = None,
+                 headers: dict[str, str] | None = None) -> None:  # fmt: skip
         super().__init__(message)
         self.status, self.code, self.message, self.param = status, code, message, param
+        self.headers = headers or {}
 
 
 def owner_of(key: str) -> str:
@@ -73,8 +76,10 @@ def owner_of(key: str) -> str:
 async def read_json(request: Request) -> dict[str, Any]:
     body = await request.body()
     try:
-        value = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        value = await run_in_threadpool(parse_json, body)  # tens of MiB of data: URLs take a while
+    except Refused:
+        raise
+    except (ValueError, RecursionError) as e:  # RecursionError: nesting the depth check did not see
         raise ApiError(400, "InvalidParameter", f"the request body is not valid JSON: {e}") from None
     if not isinstance(value, dict):
         raise ApiError(400, "InvalidParameter", "the request body must be a JSON object")
@@ -121,7 +126,8 @@ class Service:
         if self.store.pending(owner) >= self.settings.max_pending_per_key:
             limit = self.settings.max_pending_per_key
             raise ApiError(429, "RateLimitExceeded.QueuedTasks",
-                           f"this key already has {limit} tasks queued or running; wait for one to finish")
+                           f"this key already has {limit} tasks queued or running; wait for one to finish",
+                           headers={"Retry-After": str(RETRY_AFTER)})  # fmt: skip
         job_id = new_id("cgt-" if api == "ark" else "video_")
         try:
             if fields.get("callback_url") is not None:
@@ -131,16 +137,20 @@ class Service:
             raise ApiError(e.http_status, "InvalidParameter", str(e), e.field) from None
         except FaceError as e:  # a real person's likeness, refused unless the server allows it
             raise ApiError(400, "InputImageSensitiveContentDetected.PrivacyInformation", str(e), "content") from None
-        folder = self.folder(job_id)
-        (folder / "inputs").mkdir(parents=True, exist_ok=True)
-        for ref, blob in zip(spec.references, blobs, strict=True):
-            (folder / ref.file).write_bytes(blob)
         spec = replace(spec, base_url=base_url, expires_after=fields.get("expires_after"))
         now = time.time()
         job = Job(id=job_id, api=api, owner=owner, model=fields["model"], spec=spec, priority=fields["priority"],
                   callback_url=fields.get("callback_url"), created_at=now,
                   deadline=now + fields["expires_after"] if fields.get("expires_after") else None)  # fmt: skip
-        self.store.create(job)
+        folder = self.folder(job_id)
+        try:  # a job is stored whole or not at all: no folder is left behind by a failed write
+            (folder / "inputs").mkdir(parents=True, exist_ok=True)
+            for ref, blob in zip(spec.references, blobs, strict=True):
+                (folder / ref.file).write_bytes(blob)
+            self.store.create(job)
+        except BaseException:
+            shutil.rmtree(folder, ignore_errors=True)
+            raise
         log.info("queued %s (%s, %.1f s %dx%d)", job_id, api, spec.duration, spec.width, spec.height)
         return job
 

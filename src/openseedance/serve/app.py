@@ -4,6 +4,7 @@ loops (housekeeping: dead workers, lost jobs, expired results; and callback deli
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 import threading
 import time
@@ -20,8 +21,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openseedance import engines
 from openseedance.engines import Capabilities
-from openseedance.serve import ark, openai_api
+from openseedance.serve import ark, openai_api, web
 from openseedance.serve.api import ApiError, ServeSettings, Service
+from openseedance.serve.bounds import Refused
 from openseedance.serve.callbacks import Callbacks
 from openseedance.serve.files import file_response
 from openseedance.serve.jobs import JobStore, SQLiteJobStore
@@ -30,11 +32,13 @@ from openseedance.serve.worker import WorkerPool
 log = logging.getLogger("openseedance.serve")
 
 _FILES = ("video.mp4", "last_frame.png", "thumbnail.jpg", "spritesheet.jpg")
+_JOB_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _error(request_path: str, status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
+def _error(request_path: str, status: int, code: str, message: str, param: str | None = None,
+           headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
     shape = openai_api.error if request_path.startswith("/v1/") or request_path == "/v1" else ark.error
-    return shape(status, code, message, param)
+    return shape(status, code, message, param, headers)
 
 
 class BodyLimit:
@@ -130,10 +134,15 @@ def create_app(settings: ServeSettings, card: Capabilities | None = None, store:
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.include_router(ark.router)
     app.include_router(openai_api.router)
+    app.include_router(web.router)
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, e: ApiError) -> JSONResponse:
-        return _error(request.url.path, e.status, e.code, e.message, e.param)
+        return _error(request.url.path, e.status, e.code, e.message, e.param, e.headers)
+
+    @app.exception_handler(Refused)
+    async def refused(request: Request, e: Refused) -> JSONResponse:
+        return _error(request.url.path, 400, "InvalidParameter", e.message, e.field)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, e: RequestValidationError) -> JSONResponse:
@@ -144,27 +153,29 @@ def create_app(settings: ServeSettings, card: Capabilities | None = None, store:
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, e: StarletteHTTPException) -> JSONResponse:
         code = {404: "NotFound", 405: "MethodNotAllowed"}.get(e.status_code, "BadRequest")
-        return _error(request.url.path, e.status_code, code, str(e.detail))
+        return _error(request.url.path, e.status_code, code, str(e.detail), headers=e.headers)
 
     @app.exception_handler(Exception)
     async def internal_error(request: Request, e: Exception) -> JSONResponse:
         log.exception("unhandled error on %s", request.url.path)
         return _error(request.url.path, 500, "InternalServiceError", "the server failed on this request")
 
-    @app.get("/files/{job_id}/{name}")
+    @app.api_route("/files/{job_id}/{name}", methods=["GET", "HEAD"])
     async def files(job_id: str, name: str, request: Request) -> Response:
         """Finished clips: the job id (random, 96 bits) is the capability, as with a signed URL."""
         found = None
-        if name in _FILES and "/" not in job_id and ".." not in job_id:
-            found = file_response(service.folder(job_id) / name, request.headers.get("range"))
+        if name in _FILES and _JOB_ID.fullmatch(job_id):
+            found = file_response(service.folder(job_id) / name, request.headers.get("range"),
+                                  head=request.method == "HEAD")  # fmt: skip
         if found is None:
             raise ApiError(404, "NotFound", "no such file (it may have expired)")
         return found
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
+        """Up or not, and how many workers run (their process ids are nobody's business)."""
         pool = app.state.pool
-        return {"status": "ok", "workers": pool.pids() if pool else []}
+        return {"status": "ok", "workers": len(pool.pids()) if pool else 0}
 
     @app.get("/favicon.ico")
     async def favicon() -> Response:

@@ -17,7 +17,9 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
+from openseedance.serve import bounds
 from openseedance.serve.api import ApiError, Service, read_json
+from openseedance.serve.bounds import shown
 from openseedance.serve.jobs import FINISHED, STATUSES, Job, JobError
 from openseedance.serve.spec import ROLES, JobSpec
 
@@ -40,11 +42,12 @@ _ECHOED = ("camera_fixed", "service_tier", "safety_identifier", "draft", "omni_r
 _COMMAND = re.compile(r"(?<!\S)--([a-z_]+)\s+(\S+)", re.IGNORECASE)
 
 
-def error(status: int, code: str, message: str, param: str | None = None) -> JSONResponse:
-    kind = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 409: "Conflict", 413: "BadRequest",
-            429: "TooManyRequests"}.get(status, "InternalServiceError")  # fmt: skip
+def error(status: int, code: str, message: str, param: str | None = None,
+          headers: dict[str, str] | None = None) -> JSONResponse:  # fmt: skip
+    kind = {400: "BadRequest", 401: "Unauthorized", 404: "NotFound", 405: "MethodNotAllowed", 409: "Conflict",
+            413: "BadRequest", 429: "TooManyRequests"}.get(status, "InternalServiceError")  # fmt: skip
     body = {"error": {"code": code, "message": message, "param": param, "type": kind}}
-    return JSONResponse(body, status_code=status, headers={"x-request-id": secrets.token_hex(8)})
+    return JSONResponse(body, status_code=status, headers={**(headers or {}), "x-request-id": secrets.token_hex(8)})
 
 
 def _commands(text: str) -> tuple[str, dict[str, str]]:
@@ -61,40 +64,43 @@ def _commands(text: str) -> tuple[str, dict[str, str]]:
     return " ".join(_COMMAND.sub(take, text).split()), found
 
 
-def _typed(value: Any, kind: type, name: str) -> Any:
+def _typed(value: Any, kind: type | tuple[int, int] | int, name: str) -> Any:
+    """`value` as the field's type: bool, an int in (low, high), or a string of at most `kind` chars."""
     if value is None:
         return None
     if kind is bool:
         if isinstance(value, str) and value.lower() in ("true", "false"):
             return value.lower() == "true"
         if not isinstance(value, bool):
-            raise ApiError(400, "InvalidParameter", f"{name} must be true or false, got {value!r}", name)
+            raise ApiError(400, "InvalidParameter", f"{name} must be true or false, got {shown(value)}", name)
         return value
-    if kind is int:
-        if isinstance(value, str) and re.fullmatch(r"-?\d+", value.strip()):
-            return int(value)
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ApiError(400, "InvalidParameter", f"{name} must be an integer, got {value!r}", name)
-        return value
-    if not isinstance(value, str):
-        raise ApiError(400, "InvalidParameter", f"{name} must be a string, got {value!r}", name)
-    return value
+    if isinstance(kind, tuple):
+        return bounds.integer(value, name, *kind)
+    return bounds.text(value, name, kind)
 
 
 _FIELDS = {
-    "generate_audio": bool, "ratio": str, "resolution": str, "duration": int, "frames": int,
-    "framespersecond": int, "seed": int, "watermark": bool, "camera_fixed": bool, "return_last_frame": bool,
-    "callback_url": str, "execution_expires_after": int, "priority": int, "service_tier": str,
-    "safety_identifier": str, "draft": bool, "output_format": str, "omni_reference_task_type": str,
+    "generate_audio": bool, "ratio": 16, "resolution": 16, "duration": (-1, 3600), "frames": (1, 100_000),
+    "framespersecond": (1, 120), "seed": (-1, 2**32 - 1), "watermark": bool, "camera_fixed": bool,
+    "return_last_frame": bool, "callback_url": bounds.MAX_URL_CHARS, "execution_expires_after": (1, 259_200),
+    "priority": (-1000, 1000), "service_tier": 64, "safety_identifier": bounds.MAX_NAME_CHARS, "draft": bool,
+    "output_format": 16, "omni_reference_task_type": 64,
 }  # fmt: skip
+_BODY = frozenset({"model", "content", "tools", *_FIELDS})
+_ITEM = {"text": {"type", "text"}, "draft_task": {"type", "draft_task"},
+         **{kind: {"type", kind, "role"} for kind in ("image_url", "video_url", "audio_url")}}  # fmt: skip
+_RATIO = re.compile(r"\d{1,4}(\.\d{1,3})?:\d{1,4}(\.\d{1,3})?|adaptive|keep_ratio")
+_RESOLUTION = re.compile(r"\d{1,4}p", re.IGNORECASE)
 
 
 def parse(body: dict[str, Any], service: Service,
           owner: str) -> tuple[JobSpec, list[tuple[str, str, str, str]], dict]:  # fmt: skip
     """-> (the spec as asked, references as (kind, role, url, where), job fields). Raises ApiError."""
+    bounds.known(body, _BODY)
     model = body.get("model")
     if not isinstance(model, str) or not model.strip():
         raise ApiError(400, "MissingParameter", "model is required: the name of the model to run", "model")
+    bounds.text(model, "model", bounds.MAX_NAME_CHARS)
     content = body.get("content")
     if not isinstance(content, list) or not content:
         raise ApiError(400, "MissingParameter", "content must be a non-empty list of text and media items", "content")
@@ -104,23 +110,33 @@ def parse(body: dict[str, Any], service: Service,
         if not isinstance(item, dict) or not isinstance(item.get("type"), str):
             raise ApiError(400, "InvalidParameter", f"{where} must be an object with a type", where)
         kind = item["type"]
+        if kind in _ITEM:
+            bounds.known(item, _ITEM[kind], where)
         if kind == "text":
             if not isinstance(item.get("text"), str):
                 raise ApiError(400, "InvalidParameter", f"{where}.text must be a string", f"{where}.text")
             texts.append(item["text"])
         elif kind in ("image_url", "video_url", "audio_url"):
             media = item.get(kind)
+            if isinstance(media, dict):
+                bounds.known(media, {"url"}, f"{where}.{kind}")
             url = media.get("url") if isinstance(media, dict) else None
+            role = item.get("role")
+            if role is not None and (not isinstance(role, str) or role not in ROLES):
+                raise ApiError(400, "InvalidParameter", f"{where}.role must be one of {', '.join(ROLES)}, got "
+                               f"{shown(role)}", f"{where}.role")  # fmt: skip
             if not isinstance(url, str) or not url:
                 raise ApiError(400, "InvalidParameter", f"{where}.{kind}.url must be a URL string", f"{where}.{kind}")
             refs.append((kind.removesuffix("_url"), item.get("role"), url, f"{where}.{kind}.url"))
         elif kind == "draft_task":
             draft = item.get("draft_task")
+            if isinstance(draft, dict):
+                bounds.known(draft, {"id"}, f"{where}.draft_task")
             draft_of = draft.get("id") if isinstance(draft, dict) else None
-            if not isinstance(draft_of, str):
+            if not isinstance(draft_of, str) or len(draft_of) > bounds.MAX_NAME_CHARS:
                 raise ApiError(400, "InvalidParameter", f"{where}.draft_task.id must be a task id", where)
         else:
-            raise ApiError(400, "InvalidParameter", f"{where}.type {kind!r} is not one of text, image_url, "
+            raise ApiError(400, "InvalidParameter", f"{where}.type {shown(kind)} is not one of text, image_url, "
                            "video_url, audio_url, draft_task", f"{where}.type")  # fmt: skip
     if body.get("tools"):
         raise ApiError(400, "InvalidParameter", "tools are not supported by this model", "tools")
@@ -128,10 +144,15 @@ def parse(body: dict[str, Any], service: Service,
         raise ApiError(400, "InvalidParameter", "output_format must be mp4", "output_format")
 
     prompt, commands = _commands(" ".join(texts))
+    bounds.text(prompt, "content", bounds.MAX_PROMPT_CHARS)
     given = {name: _typed(body.get(name), kind, name) for name, kind in _FIELDS.items()}
     for name, value in commands.items():
         if given.get(name) is None:
             given[name] = _typed(value, _FIELDS[name], f"--{name}")
+    for name, pattern, example in (("ratio", _RATIO, "16:9 or adaptive"), ("resolution", _RESOLUTION, "480p")):
+        if given[name] is not None and not pattern.fullmatch(given[name].strip()):
+            raise ApiError(400, "InvalidParameter", f"{name} must look like {example}, got {shown(given[name])}",
+                           name)  # fmt: skip
     references = _roles(refs)
     if draft_of is not None:
         return _from_draft(service, owner, draft_of, model, given)
@@ -193,7 +214,7 @@ def _from_draft(service: Service, owner: str, draft_id: str, model: str, given: 
     """A draft task's prompt, references and seed, generated again at full quality."""
     job = service.store.get(draft_id)
     if job is None or job.owner != owner or job.api != "ark":
-        raise ApiError(404, "NotFound", f"no draft task {draft_id!r}", "content")
+        raise ApiError(404, "NotFound", f"no draft task {shown(draft_id)}", "content")
     if not job.spec.echo.get("draft") or job.status != "succeeded":
         raise ApiError(400, "InvalidParameter", f"task {draft_id} is not a finished draft", "content")
     spec = replace(job.spec, references=(), width=None, height=None, steps=None,
@@ -243,7 +264,7 @@ def render(job: Job, base_url: str) -> dict[str, Any]:
 def _owned(service: Service, owner: str, task_id: str) -> Job:
     job = service.store.get(task_id)
     if job is None or job.owner != owner or job.api != "ark":
-        raise ApiError(404, "ResourceNotFound", f"no task {task_id!r}", "task_id")
+        raise ApiError(404, "ResourceNotFound", f"no task {shown(task_id)}", "task_id")
     return job
 
 
@@ -268,8 +289,8 @@ async def list_tasks(request: Request) -> dict[str, Any]:
     service: Service = request.app.state.service
     owner = service.authorize(request)
     query = request.query_params
-    page_num = _page_param(query.get("page_num", "1"), "page_num", 1, 500)
-    page_size = _page_param(query.get("page_size", "10"), "page_size", 1, 500)
+    page_num = page_param(query.get("page_num", "1"), "page_num", 1, 500)
+    page_size = page_param(query.get("page_size", "10"), "page_size", 1, 500)
     statuses = tuple(query.getlist("filter.status"))
     for status in statuses:
         if status not in STATUSES:
@@ -281,28 +302,26 @@ async def list_tasks(request: Request) -> dict[str, Any]:
     return {"items": [render(j, str(request.base_url)) for j in items], "total": total}
 
 
-def _page_param(text: str, name: str, low: int, high: int) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise ApiError(400, "InvalidParameter", f"{name} must be an integer, got {text!r}", name) from None
-    if not low <= value <= high:
-        raise ApiError(400, "InvalidParameter", f"{name} must be {low}..{high}, got {value}", name)
-    return value
+def page_param(text: str, name: str, low: int, high: int) -> int:
+    return bounds.integer(text, name, low, high)
 
 
 @router.delete("/contents/generations/tasks/{task_id}")
 async def delete_task(task_id: str, request: Request) -> Response:
     service: Service = request.app.state.service
-    job = _owned(service, service.authorize(request), task_id)
+    cancel_or_remove(service, _owned(service, service.authorize(request), task_id))
+    return Response(status_code=200, content=b"{}", media_type="application/json")
+
+
+def cancel_or_remove(service: Service, job: Job) -> None:
+    """Cancel a queued job, delete a finished one (record and files); a running one is a conflict."""
     try:
         if job.status == "queued":
-            service.store.cancel(task_id)
+            service.store.cancel(job.id)
         elif job.status in FINISHED:
             service.remove(job)
         else:
-            raise JobError("conflict", f"task {task_id} is running and cannot be cancelled; delete it once finished")
+            raise JobError("conflict", f"task {job.id} is running and cannot be cancelled; delete it once finished")
     except JobError as e:
         raise ApiError(409 if e.code == "conflict" else 404, "InvalidAction.TaskRunning"
                        if e.code == "conflict" else "ResourceNotFound", str(e), "task_id") from None  # fmt: skip
-    return Response(status_code=200, content=b"{}", media_type="application/json")

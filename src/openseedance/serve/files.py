@@ -48,11 +48,13 @@ def _span(header: str | None, size: int) -> tuple[int, int] | None:
     return start, end
 
 
-def file_response(path: Path, range_header: str | None = None, media_type: str | None = None) -> Response | None:
-    """The file at `path`, whole or one range of it; None when there is no such file."""
+def file_response(path: Path, range_header: str | None = None, media_type: str | None = None,
+                  head: bool = False) -> Response | None:  # fmt: skip
+    """The file at `path`, whole or one range of it (`head`: its headers only); None when there is no
+    such file."""
     try:
         handle = path.open("rb")
-    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+    except (OSError, ValueError):  # missing, a folder, a name the file system refuses
         return None
     size = os.fstat(handle.fileno()).st_size
     media_type = media_type or mimetypes.guess_type(path.name)[0] or "application/octet-stream"
@@ -66,5 +68,8 @@ def file_response(path: Path, range_header: str | None = None, media_type: str |
     headers["content-length"] = str(end - start + 1)
     if span is not None:
         headers["content-range"] = f"bytes {start}-{end}/{size}"
+    if head:
+        handle.close()
+        return Response(status_code=206 if span else 200, headers=headers, media_type=media_type)
     return StreamingResponse(_chunks(handle, start, end - start + 1), status_code=206 if span else 200,
                              headers=headers, media_type=media_type)  # fmt: skip

@@ -131,7 +131,7 @@ def size_for(resolution: str | None, ratio: str | None, native: tuple[int, int],
         else:
             a, b = native
     else:
-        match = re.fullmatch(r"(\d+(?:\.\d+)?):(\d+(?:\.\d+)?)", ratio)
+        match = re.fullmatch(r"(\d{1,5}(?:\.\d{1,5})?):(\d{1,5}(?:\.\d{1,5})?)", ratio)
         if not match or not float(match[1]) > 0 or not float(match[2]) > 0:
             raise InputError("ratio", f"ratio must look like 16:9 or be 'adaptive', got {ratio!r}")
         a, b = float(match[1]), float(match[2])
@@ -140,7 +140,7 @@ def size_for(resolution: str | None, ratio: str | None, native: tuple[int, int],
         width = (area * a / b) ** 0.5
         height = area / width
     else:
-        match = re.fullmatch(r"(\d+)p", resolution.strip().lower())
+        match = re.fullmatch(r"(\d{1,5})p", resolution.strip().lower())
         if not match:
             raise InputError("resolution", f"resolution must look like 480p, got {resolution!r}")
         short = int(match[1])
