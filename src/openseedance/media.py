@@ -31,6 +31,7 @@ _VIDEO_WRITE_SUFFIXES = (".mp4", ".mov", ".mkv")
 _AUDIO_WRITE_SUFFIXES = (".wav", ".flac", ".ogg")
 _SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg")
 _AAC_FRAME = 1024
+_ORIENTATION = 0x0112  # the EXIF tag exif_transpose goes by
 _LAYOUTS = {1: "mono", 2: "stereo"}
 # av.FFmpegError is not an OSError; pillow also raises SyntaxError/EOFError on malformed files.
 _IO_ERRORS = (
@@ -400,13 +401,15 @@ def read_image(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarra
     path = _check_input(path, (*IMAGE_SUFFIXES, ".gif"), "image")
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
+            if img.getexif().get(_ORIENTATION, 1) != 1:
+                img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, rgba)
                 del rgba, white
-            img = img.convert("RGB")
+            if img.mode != "RGB":  # each conversion is a full-size copy
+                img = img.convert("RGB")
             if size is not None and img.size != (size[1], size[0]):
                 img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
             return np.asarray(img, dtype=np.uint8).copy()

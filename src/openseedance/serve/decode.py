@@ -116,10 +116,16 @@ def _sniff(data: bytes) -> _Format | None:
 def probe_image(data: bytes, limits: InputLimits, field: str) -> Probe:
     """An image's shown size (EXIF rotation applied) from its header, checked against the pixel limit."""
     fmt = _expect(data, "image", limits, field)
-    with _decoding(field, fmt, "image"), Image.open(io.BytesIO(data)) as img:  # reads the header only
-        width, height = img.size
-        if img.getexif().get(_ORIENTATION) in (5, 6, 7, 8):  # turned a quarter: exif_transpose swaps the sides
-            width, height = height, width
+    with _decoding(field, fmt, "image"):
+        try:
+            img = Image.open(io.BytesIO(data))  # reads the header only
+        except Image.DecompressionBombError as e:  # pillow's own refusal, far above this server's limit
+            raise InputError(field, f"the image is too large ({e}); this server's limit is {limits.max_pixels} "
+                                    "pixels: scale it down") from None  # fmt: skip
+        with img:
+            width, height = img.size
+            if img.getexif().get(_ORIENTATION) in (5, 6, 7, 8):  # turned a quarter: exif_transpose swaps the sides
+                width, height = height, width
     _check_pixels(width, height, limits, field, "image")
     return Probe(width=width, height=height)
 
@@ -147,7 +153,7 @@ def decode_image(
     (H, W) when given. Pillow decodes at the header's size, so the header prices it."""
     probe = probe_image(data, limits, field)
     fmt = _expect(data, "image", limits, field)
-    # full-size RGBA, its composite on white and the RGB copy, then the result
+    # pillow holds 4 bytes a pixel: the image, a converted copy (RGBA and its composite on white: two), the result
     need = probe.width * probe.height * 4 * 3 + _picture_bytes(size or (probe.height, probe.width))
     _check_budget(need, budget, limits, field, f"the {probe.width}x{probe.height} image")
     with _decoding(field, fmt, "image") as path:

@@ -47,14 +47,8 @@ class InputLimits:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_hosts", frozenset(h.lower().strip("[]") for h in self.allow_hosts))
-        for name in (
-            "max_bytes",
-            "max_video_seconds",
-            "max_audio_seconds",
-            "max_pixels",
-            "max_decoded_bytes",
-            "fetch_timeout",
-        ):
+        positive = ("max_bytes", "max_video_seconds", "max_audio_seconds", "max_pixels", "max_decoded_bytes")
+        for name in (*positive, "fetch_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"InputLimits.{name} must be positive, got {getattr(self, name)!r}")
         if self.max_redirects < 0:
