@@ -31,6 +31,7 @@ _VIDEO_WRITE_SUFFIXES = (".mp4", ".mov", ".mkv")
 _AUDIO_WRITE_SUFFIXES = (".wav", ".flac", ".ogg")
 _SOUNDFILE_SUFFIXES = (".wav", ".flac", ".ogg")
 _AAC_FRAME = 1024
+_ORIENTATION = 0x0112  # the EXIF tag exif_transpose goes by
 _LAYOUTS = {1: "mono", 2: "stereo"}
 # av.FFmpegError is not an OSError; pillow also raises SyntaxError/EOFError on malformed files.
 _IO_ERRORS = (
@@ -47,6 +48,10 @@ PathLike = str | os.PathLike
 
 class MediaError(ValueError):
     """Bad or unreadable media; the message is one line a user can act on and names the file."""
+
+
+class TooMuchMedia(MediaError):
+    """Decoding would hold more than the ``max_bytes`` a reader was given."""
 
 
 @dataclass
@@ -196,6 +201,34 @@ def _audio_frame_array(frame: av.AudioFrame) -> np.ndarray:
     return arr.astype(np.float32, copy=False)
 
 
+class _Held:
+    """What a reader keeps: each frame converted once (a frame shown several times is one array), and the
+    bytes held so far against ``max_bytes``."""
+
+    def __init__(self, path: Path, size: tuple[int, int] | None, max_bytes: int | None) -> None:
+        self.path, self.size, self.max_bytes = path, size, max_bytes
+        self.bytes = 0
+        self._frame: av.VideoFrame | None = None
+        self._image: np.ndarray | None = None
+
+    def image(self, frame: av.VideoFrame) -> np.ndarray:
+        if frame is not self._frame:
+            self.check(frame.width * frame.height * 3, f"a {frame.width}x{frame.height} frame")
+            image = frame.to_ndarray(format="rgb24")
+            self._image = _resize_image(image, self.size) if self.size is not None else image
+            self._frame = frame
+            self.add(self._image.nbytes)
+        return self._image
+
+    def add(self, nbytes: int) -> None:
+        self.bytes += nbytes
+        self.check(0, "the sound and frames")
+
+    def check(self, extra: int, what: str) -> None:
+        if self.max_bytes is not None and self.bytes + extra > self.max_bytes:
+            raise TooMuchMedia(f"{self.path}: decoding {what} would hold over {self.max_bytes / 2**20:.0f} MiB")
+
+
 def _place_audio(chunks: list[np.ndarray], first_time: float | None, origin: float, rate: int) -> np.ndarray:
     """Join decoded chunks so that sample 0 sits at ``origin`` seconds.
 
@@ -234,9 +267,16 @@ def read_video(
     channels: int | None = None,
     need_audio: bool = False,
     max_seconds: float | None = None,
+    max_bytes: int | None = None,
 ) -> Clip:
     """Decode all frames (at ``fps`` by presentation time, resized to ``size`` (H, W)) and the first audio
-    stream, aligned so that audio sample 0 plays with frame 0 and trimmed or padded to the video's length."""
+    stream, aligned so that audio sample 0 plays with frame 0 and trimmed or padded to the video's length.
+
+    Frames go one at a time from the decoder to ``size``: only those the output shows are converted, and
+    the source's full-size pictures are never kept. With ``channels=1`` the sound is mixed down as it is
+    decoded. ``max_bytes`` bounds what the clip holds while it is made (each frame at its decoded size while
+    it is converted, then the kept frames, the finished array and the sound); past it a
+    :class:`TooMuchMedia` stops the decoding, whatever the container declared."""
     path = _check_input(path, VIDEO_SUFFIXES + AUDIO_SUFFIXES, "video")
     with _open_input(path) as container:
         if not container.streams.video:
@@ -260,12 +300,15 @@ def read_video(
         end = audio_end = 0.0
         n_audio = 0
         audio_rate = astream.sample_rate if astream is not None else 0
+        held = _Held(path, size, max_bytes)
         for packet in container.demux([s for s in (vstream, astream) if s is not None]):
             for frame in packet.decode():
                 if isinstance(frame, av.AudioFrame):
                     if audio_start is None:
                         audio_start = frame.time
-                    chunks.append(_audio_frame_array(frame))
+                    chunk = _audio_frame_array(frame)
+                    chunks.append(chunk.mean(0, keepdims=True) if channels == 1 and len(chunk) > 1 else chunk)
+                    held.add(chunks[-1].nbytes)
                     n_audio += chunks[-1].shape[1]
                     audio_end = (audio_start or 0.0) + n_audio / audio_rate
                     continue
@@ -274,13 +317,10 @@ def read_video(
                 t -= origin
                 if limit is not None and len(frames) >= limit:
                     continue
-                image = frame.to_ndarray(format="rgb24")
-                if size is not None:
-                    image = _resize_image(image, size)
                 # Output frame i shows whatever source frame is on screen at i / out_fps.
                 while prev is not None and len(frames) / out_fps < t - eps and (limit is None or len(frames) < limit):
-                    frames.append(prev)
-                prev, end = image, t + frame_dur
+                    frames.append(held.image(prev))
+                prev, end = frame, t + frame_dur
             if limit is not None and len(frames) >= limit and (astream is None or audio_end > origin + max_seconds):
                 break
         if prev is None:
@@ -291,8 +331,10 @@ def read_video(
         if limit is not None:
             total = min(total, limit)
         while len(frames) < total:
-            frames.append(prev)
+            frames.append(held.image(prev))
+        held.check(len(frames) * frames[0].nbytes, f"{len(frames)} frames")  # the stacked copy
         video = np.stack(frames)
+        del frames
 
         audio = None
         if chunks:
@@ -306,16 +348,27 @@ def read_video(
 
 
 def read_audio(
-    path: PathLike, *, sample_rate: int | None = None, channels: int | None = None
+    path: PathLike, *, sample_rate: int | None = None, channels: int | None = None, max_bytes: int | None = None
 ) -> tuple[np.ndarray, int]:
-    """Return ``(audio (C, S) float32, rate)`` from an audio file or a video file's first audio stream."""
+    """Return ``(audio (C, S) float32, rate)`` from an audio file or a video file's first audio stream.
+
+    With ``channels=1`` the sound is mixed down as it is decoded; past ``max_bytes`` of decoded samples a
+    :class:`TooMuchMedia` stops the decoding."""
     path = _check_input(path, AUDIO_SUFFIXES + VIDEO_SUFFIXES, "audio")
+    held = _Held(path, None, max_bytes)
+    mix = (lambda c: c.mean(0, keepdims=True) if len(c) > 1 else c) if channels == 1 else (lambda c: c)
     if path.suffix.lower() in _SOUNDFILE_SUFFIXES:
         try:
-            data, rate = sf.read(str(path), dtype="float32", always_2d=True)
+            with sf.SoundFile(str(path)) as file:
+                rate, have, blocks = file.samplerate, file.channels, []
+                for block in file.blocks(blocksize=1 << 16, dtype="float32", always_2d=True):
+                    blocks.append(mix(np.ascontiguousarray(block.T)))
+                    held.add(blocks[-1].nbytes)
         except _IO_ERRORS as err:
             raise MediaError(f"{path}: not a readable audio file ({_why(err)})") from err
-        audio = data.T
+        if not blocks:
+            blocks = [np.zeros((1 if channels == 1 else have, 0), np.float32)]
+        audio = np.concatenate(blocks, axis=1)
     else:
         with _open_input(path) as container:
             if not container.streams.audio:
@@ -325,7 +378,8 @@ def read_audio(
             chunks, first = [], None
             for frame in container.decode(astream):
                 first = frame.time if first is None else first
-                chunks.append(_audio_frame_array(frame))
+                chunks.append(mix(_audio_frame_array(frame)))
+                held.add(chunks[-1].nbytes)
             if not chunks:
                 raise MediaError(f"{path}: audio stream has no decodable samples")
             _check_complete(path, container, (first or 0.0) + sum(c.shape[1] for c in chunks) / rate)
@@ -341,17 +395,24 @@ def read_audio(
     return _finish_audio(audio, rate, sample_rate, channels), int(sample_rate or rate)
 
 
-def read_image(path: PathLike) -> np.ndarray:
-    """Return ``(H, W, 3)`` uint8 RGB, EXIF-rotated; transparency is composited onto white."""
+def read_image(path: PathLike, size: tuple[int, int] | None = None) -> np.ndarray:
+    """Return ``(H, W, 3)`` uint8 RGB, EXIF-rotated; transparency is composited onto white. With ``size``
+    (H, W) it is resized as :func:`resize_frames` would, before any full-size array is made."""
     path = _check_input(path, (*IMAGE_SUFFIXES, ".gif"), "image")
     try:
         with Image.open(path) as img:
-            img = ImageOps.exif_transpose(img)
+            if img.getexif().get(_ORIENTATION, 1) != 1:
+                img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 rgba = img.convert("RGBA")
                 white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
                 img = Image.alpha_composite(white, rgba)
-            return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
+                del rgba, white
+            if img.mode != "RGB":  # each conversion is a full-size copy
+                img = img.convert("RGB")
+            if size is not None and img.size != (size[1], size[0]):
+                img = img.resize((size[1], size[0]), Image.Resampling.BILINEAR)
+            return np.asarray(img, dtype=np.uint8).copy()
     except _IO_ERRORS as err:
         raise MediaError(f"{path}: not a readable image ({_why(err)})") from err
 

@@ -19,10 +19,20 @@ from openseedance.engines import Capabilities
 from openseedance.pipeline import check_request
 from openseedance.provenance.faces import FaceError
 from openseedance.serve.bounds import Refused, parse_json
+from openseedance.serve.decode import Probe
 from openseedance.serve.fetch import check_url, load_bytes
 from openseedance.serve.jobs import Job, JobStore, new_id
 from openseedance.serve.limits import InputError, InputLimits
-from openseedance.serve.spec import JobSpec, StoredReference, build_request, decode, size_for
+from openseedance.serve.spec import (
+    JobSpec,
+    StoredReference,
+    build_request,
+    check_counts,
+    check_plan,
+    decode_references,
+    probe,
+    size_for,
+)
 
 log = logging.getLogger("openseedance.serve")
 
@@ -155,28 +165,22 @@ class Service:
         return job
 
     def _prepare(self, asked: JobSpec, refs: list[tuple[str, str, str, str]]) -> tuple[JobSpec, list[bytes]]:
-        """The spec to store: the references fetched and decoded, the size and the length resolved."""
+        """The spec to store: the references fetched, the size and the length resolved from their headers and
+        checked against the model, then each reference decoded once, at the clip's size and frame rate,
+        for the checks that need the pictures (faces, lengths, citations)."""
         limits = self.settings.limits
-        decoded, blobs, references = [], [], []
-        for i, (kind, role, url, where) in enumerate(refs):
-            blob, _ = load_bytes(url, limits, where)
-            decoded.append(decode(kind, blob, limits, where))
-            blobs.append(blob)
-            references.append(StoredReference(kind, role, f"inputs/{i}{_SUFFIX[kind]}"))
-        spec = replace(asked, references=tuple(references))
-        by_role = {r.role: m for r, m in zip(references, decoded, strict=True)}
-        if "source_video" in by_role:  # an extension: the whole clip is the source and what is added, at its size
-            source = by_role["source_video"]
-            h, w = source.video.shape[1:3]
-            fits = all(v % self.step == 0 and self.step <= v <= self.card.max_side for v in (w, h))
-            spec = replace(spec, duration=len(source.video) / source.fps + (spec.extend_by or 0.0), extend_by=None,
-                           width=w if fits else self.native[0], height=h if fits else self.native[1])  # fmt: skip
-        if spec.width is None or spec.height is None:
-            width, height = size_for(spec.resolution, spec.ratio, self.native, self.step, by_role.get("first_frame"))
-            spec = replace(spec, width=width, height=height)
-        spec = replace(spec, resolution_label=spec.resolution_label or spec.resolution or
-                       f"{min(spec.width, spec.height)}p",
-                       ratio_label=spec.ratio_label or _ratio(spec.width, spec.height))  # fmt: skip
+        check_counts([(kind, role, where) for kind, role, _, where in refs], self.card)
+        blobs = [load_bytes(url, limits, where)[0] for _, _, url, where in refs]
+        wheres = [where for *_, where in refs]
+        references = tuple(StoredReference(kind, role, f"inputs/{i}{_SUFFIX[kind]}")
+                           for i, (kind, role, _, _) in enumerate(refs))  # fmt: skip
+        probes = [probe(r.kind, blob, limits, where) for r, blob, where in zip(references, blobs, wheres, strict=True)]
+        spec = self._resolve(replace(asked, references=references), probes)
+        check_plan(spec, probes, wheres, self.card, self.sample_rate)
+        decoded = decode_references(spec, blobs, wheres, limits, self.sample_rate)
+        for ref, item in zip(references, decoded, strict=True):
+            if ref.role == "source_video":  # its length as decoded at the clip's frame rate
+                spec = replace(spec, duration=len(item.video) / item.fps + (spec.extend_by or 0.0), extend_by=None)
         try:
             request = build_request(spec, decoded, self.sample_rate)
             check_request(request, self.card, self.settings.allow_faces)
@@ -185,6 +189,25 @@ class Service:
         except ValueError as e:
             raise InputError(_param_of(str(e)), str(e)) from None
         return spec, blobs
+
+    def _resolve(self, spec: JobSpec, probes: list[Probe]) -> JobSpec:
+        """The clip's size and length from the request and the references' headers: an extension is the
+        source clip and what is added, at the source's size; "adaptive" takes the first frame's shape."""
+        by_role = {r.role: p for r, p in zip(spec.references, probes, strict=True)}
+        if "source_video" in by_role:
+            source = by_role["source_video"]
+            w, h = source.width, source.height
+            fits = all(v % self.step == 0 and self.step <= v <= self.card.max_side for v in (w, h))
+            spec = replace(spec, duration=source.seconds + (spec.extend_by or 0.0),
+                           width=w if fits else self.native[0], height=h if fits else self.native[1])  # fmt: skip
+        if spec.width is None or spec.height is None:
+            first = by_role.get("first_frame")
+            shape = None if first is None else (first.width, first.height)
+            width, height = size_for(spec.resolution, spec.ratio, self.native, self.step, shape)
+            spec = replace(spec, width=width, height=height)
+        return replace(spec, resolution_label=spec.resolution_label or spec.resolution or
+                       f"{min(spec.width, spec.height)}p",
+                       ratio_label=spec.ratio_label or _ratio(spec.width, spec.height))  # fmt: skip
 
     def remove(self, job: Job) -> None:
         """Delete a finished job: its record and its files."""

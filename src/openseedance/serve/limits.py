@@ -35,6 +35,9 @@ class InputLimits:
     max_video_seconds: float = 15.0
     max_audio_seconds: float = 15.0
     max_pixels: int = 4096 * 4096  # per image or video frame
+    # Decoded media one request may hold, at the size and frame rate the model uses (frames as uint8 RGB,
+    # sound as float32); checked from the containers before decoding and again while decoding.
+    max_decoded_bytes: int = 256 * MiB
     allow_http: bool = False  # off by default: fetching makes the server a client of any host a user names
     fetch_timeout: float = 10.0  # seconds for a whole fetch, name lookups and redirects included
     max_redirects: int = 3
@@ -44,7 +47,8 @@ class InputLimits:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "allow_hosts", frozenset(h.lower().strip("[]") for h in self.allow_hosts))
-        for name in ("max_bytes", "max_video_seconds", "max_audio_seconds", "max_pixels", "fetch_timeout"):
+        positive = ("max_bytes", "max_video_seconds", "max_audio_seconds", "max_pixels", "max_decoded_bytes")
+        for name in (*positive, "fetch_timeout"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"InputLimits.{name} must be positive, got {getattr(self, name)!r}")
         if self.max_redirects < 0:

@@ -18,8 +18,17 @@ import numpy as np
 
 from openseedance import media
 from openseedance.checkpoint import config_from_dict
-from openseedance.request import KINDS, GenerationRequest, check_citations
-from openseedance.serve.decode import decode_audio, decode_image, decode_video
+from openseedance.engines import Capabilities
+from openseedance.request import KINDS, REFERENCE_SECONDS, GenerationRequest, check_citations
+from openseedance.serve.decode import (
+    Probe,
+    decode_audio,
+    decode_image,
+    decode_video,
+    probe_audio,
+    probe_image,
+    probe_video,
+)
 from openseedance.serve.limits import InputError, InputLimits
 
 ROLES = {
@@ -82,12 +91,93 @@ def check_refs(prompt: str, counts: dict[str, int]) -> None:
         raise InputError("prompt", str(e)) from None
 
 
-def decode(kind: str, data: bytes, limits: InputLimits, field: str) -> Any:
+def probe(kind: str, data: bytes, limits: InputLimits, field: str) -> Probe:
+    """What a reference's header and packets say (size, length), checked against the limits; nothing decoded."""
+    return {"image": probe_image, "video": probe_video, "audio": probe_audio}[kind](data, limits, field)
+
+
+def target(spec: JobSpec, kind: str, sample_rate: int | None = None) -> dict[str, Any]:
+    """What the model uses of a reference of `kind`, as decoding keywords: pictures at the clip's size,
+    videos at its frame rate, sound mono (at `sample_rate` when given)."""
+    if kind == "audio":
+        return {"sample_rate": sample_rate, "channels": 1}
+    size = (spec.height, spec.width)
     if kind == "image":
-        return decode_image(data, limits, field)
+        return {"size": size}
+    return {"size": size, "fps": spec.fps, "sample_rate": sample_rate, "channels": 1}
+
+
+def decode(kind: str, data: bytes, limits: InputLimits, field: str, **keywords: Any) -> Any:
+    """One input decoded; `keywords` (see `target`) go to `decode_image`, `decode_video` or `decode_audio`."""
+    if kind == "image":
+        return decode_image(data, limits, field, **keywords)
     if kind == "video":
-        return decode_video(data, limits, field)
-    return decode_audio(data, limits, field)
+        return decode_video(data, limits, field, **keywords)
+    return decode_audio(data, limits, field, **keywords)
+
+
+def decode_references(spec: JobSpec, blobs: list[bytes], fields: list[str], limits: InputLimits,
+                      sample_rate: int | None = None) -> list[Any]:  # fmt: skip
+    """Each of `spec.references` (its bytes in `blobs`) decoded to what the model uses of it, all of them
+    within one budget, `limits.max_decoded_bytes`: a reference is priced from its container against what
+    the ones before it left, before it is decoded."""
+    left, out = limits.max_decoded_bytes, []
+    for ref, blob, where in zip(spec.references, blobs, fields, strict=True):
+        item = decode(ref.kind, blob, limits, where, budget=left, **target(spec, ref.kind, sample_rate))
+        left -= _nbytes(item)
+        out.append(item)
+    return out
+
+
+def _nbytes(item: Any) -> int:
+    if isinstance(item, media.Clip):
+        return sum(x.nbytes for x in (item.video, item.audio) if x is not None)
+    return item[0].nbytes if isinstance(item, tuple) else item.nbytes
+
+
+def check_counts(refs: list[tuple[str, str, str]], card: Capabilities) -> None:
+    """References of a kind the model takes none of, or more than it takes, refused before anything is
+    fetched; `refs` are (kind, role, field)."""
+    seen = dict.fromkeys(KINDS, 0)
+    for kind, role, where in refs:
+        if role != f"reference_{kind}":
+            continue
+        seen[kind] += 1
+        limit = card.references.get(kind, 0)
+        if not limit:
+            raise InputError(where, card.refusals.get(kind, f"this model takes no reference {kind}s (@{kind}1...)"))
+        if seen[kind] > limit:
+            raise InputError(where, f"this model takes at most {limit} reference {kind}s")
+
+
+def check_plan(spec: JobSpec, probes: list[Probe], fields: list[str], card: Capabilities, sample_rate: int) -> None:
+    """What the model cannot do, refused from the references' headers before any of them is decoded: a clip
+    of a length, size or frame rate the model does not make, and reference clips too long to use."""
+    try:
+        media.check_format(spec.width, spec.height, spec.fps, sample_rate)
+    except ValueError as e:
+        raise InputError(str(e).split(" ", 1)[0], str(e)) from None
+    for name, v in (("width", spec.width), ("height", spec.height)):
+        if v % card.size_step or not card.size_step <= v <= card.max_side:
+            raise InputError(name, f"{name} must be a multiple of {card.size_step} between {card.size_step} and "
+                                   f"{card.max_side}, got {v}")  # fmt: skip
+    source = next((f for r, f in zip(spec.references, fields, strict=True) if r.role == "source_video"), None)
+    slack = 1 / spec.fps  # a source's length, from its packets, may round to a frame more than it decodes to
+    if not card.min_duration <= spec.duration <= card.max_duration + (slack if source else 0.0):
+        given = f"the clip to extend and what is added make {spec.duration:.2f} s; " if source else ""
+        raise InputError(source or "duration", f"{given}duration must be {card.min_duration:g}-"
+                                               f"{card.max_duration:g} s, got {spec.duration:g}")  # fmt: skip
+    low, high = REFERENCE_SECONDS
+    numbers = dict.fromkeys(KINDS, 0)
+    for ref, found, where in zip(spec.references, probes, fields, strict=True):
+        if ref.role not in ("reference_video", "reference_audio"):
+            continue
+        numbers[ref.kind] += 1
+        seconds = found.video_seconds if ref.kind == "video" else found.audio_seconds
+        if seconds is not None and seconds > high + 1 / spec.fps:
+            what = "reference videos" if ref.kind == "video" else "reference audio"
+            raise InputError(where, f"@{ref.kind}{numbers[ref.kind]} lasts {seconds:.2f} s; {what} must last "
+                                    f"{low:g}-{high:g} s")  # fmt: skip
 
 
 def build_request(spec: JobSpec, media_by_ref: list[Any], sample_rate: int) -> GenerationRequest:
@@ -117,17 +207,24 @@ def build_request(spec: JobSpec, media_by_ref: list[Any], sample_rate: int) -> G
 
 
 def load_references(spec: JobSpec, folder: Path, limits: InputLimits) -> list[Any]:
-    """Decode a stored job's references (the worker's side)."""
-    return [decode(ref.kind, (folder / ref.file).read_bytes(), limits, ref.role) for ref in spec.references]
+    """Decode a stored job's references (the worker's side), to the clip's size and frame rate.
+
+    The worker decodes the stored bytes again rather than reading arrays the server kept: the server and
+    its workers share only the job store and the files, the compressed inputs are what is stored, and a
+    decode at the clip's size costs little beside generating. Both sides decode within the same budget,
+    so neither holds more than `limits.max_decoded_bytes` of media for a job. Sound stays at its own rate
+    (mono): `build_request` and the engine resample it."""
+    blobs = [(folder / ref.file).read_bytes() for ref in spec.references]
+    return decode_references(spec, blobs, [ref.role for ref in spec.references], limits)
 
 
 def size_for(resolution: str | None, ratio: str | None, native: tuple[int, int], step: int,
-             adaptive_from: np.ndarray | None = None) -> tuple[int, int]:  # fmt: skip
+             adaptive_from: tuple[int, int] | None = None) -> tuple[int, int]:  # fmt: skip
     """(width, height) for an Ark `resolution` ("480p": the short side) and `ratio` ("16:9", or
-    "adaptive": the first frame's shape), rounded to multiples of `step`. Unset: the model's own."""
+    "adaptive": the first frame's (width, height)), rounded to multiples of `step`. Unset: the model's own."""
     if ratio in (None, "adaptive", "keep_ratio"):
         if adaptive_from is not None and ratio is not None:
-            a, b = adaptive_from.shape[1], adaptive_from.shape[0]
+            a, b = adaptive_from
         else:
             a, b = native
     else:
