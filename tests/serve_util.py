@@ -60,9 +60,9 @@ class Server:
         self.stop()
         raise RuntimeError(f"server did not come up in {timeout} s:\n{self.log.read_text()[-3000:]}")
 
-    def workers(self) -> int:
-        """How many workers run."""
-        return httpx.get(f"{self.url}/health", timeout=5).json()["workers"]
+    def workers(self) -> list[int]:
+        """The worker processes' pids (read from /proc: the server shows no pids)."""
+        return worker_pids(self.process.pid)
 
     def stop(self, kill: bool = False) -> None:
         """Stop the server and its workers (SIGKILL to the whole group when `kill`)."""
@@ -90,3 +90,31 @@ def wait_for(predicate, timeout: float = 120.0, every: float = 0.3):
             return value
         time.sleep(every)
     raise TimeoutError(f"condition not met in {timeout} s")
+
+
+def _stat(pid: int) -> tuple[str, int] | None:
+    """(state, parent pid) of a process, or None when there is none."""
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    state, ppid = text[text.rindex(")") + 2 :].split()[:2]  # the name in parentheses may hold spaces
+    return state, int(ppid)
+
+
+def alive(pid: int) -> bool:
+    stat = _stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")  # a zombie has exited; nobody may reap it here
+
+
+def worker_pids(server: int) -> list[int]:
+    """The server's generation processes: its children started by multiprocessing."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit() and (_stat(int(entry.name)) or ("", 0))[1] == server:
+            try:
+                if b"--multiprocessing-fork" in (entry / "cmdline").read_bytes():
+                    found.append(int(entry.name))
+            except (FileNotFoundError, ProcessLookupError):
+                pass
+    return sorted(found)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from serve_util import Server, wait_for
+from serve_util import Server, alive, wait_for, worker_pids
 from test_serve_durability import _all_done, _row, _submit
 
 pytestmark = [
@@ -19,37 +19,9 @@ pytestmark = [
 ]
 
 
-def _stat(pid: int) -> tuple[str, int] | None:
-    """(state, parent pid) of a process, or None when there is none."""
-    try:
-        text = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    state, ppid = text[text.rindex(")") + 2 :].split()[:2]  # the name in parentheses may hold spaces
-    return state, int(ppid)
-
-
-def _alive(pid: int) -> bool:
-    stat = _stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")  # a zombie has exited; nobody may reap it here
-
-
-def _workers(server: int) -> list[int]:
-    """The server's generation processes: its children started by multiprocessing."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit() and (_stat(int(entry.name)) or ("", 0))[1] == server:
-            try:
-                if b"--multiprocessing-fork" in (entry / "cmdline").read_bytes():
-                    found.append(int(entry.name))
-            except (FileNotFoundError, ProcessLookupError):
-                pass
-    return sorted(found)
-
-
 def _kill_server(srv: Server) -> list[int]:
     """SIGKILL the server process alone, as the OOM killer would, and return its workers' pids."""
-    workers = wait_for(lambda: (found := _workers(srv.process.pid)) and len(found) == 2 and found, 60)
+    workers = wait_for(lambda: (found := worker_pids(srv.process.pid)) and len(found) == 2 and found, 60)
     os.kill(srv.process.pid, signal.SIGKILL)
     srv.process.wait(10)
     return workers
@@ -57,7 +29,7 @@ def _kill_server(srv: Server) -> list[int]:
 
 def _gone_within(pids: list[int], timeout: float) -> float:
     start = time.time()
-    wait_for(lambda: not any(_alive(p) for p in pids), timeout, every=0.1)
+    wait_for(lambda: not any(alive(p) for p in pids), timeout, every=0.1)
     return time.time() - start
 
 
