@@ -72,7 +72,7 @@ def test_schemathesis(api, mode):
             continue  # nothing to get wrong
 
         @given(case=operation.as_strategy(generation_mode=mode))
-        @settings(FIXED, max_examples=20)
+        @settings(FIXED, max_examples=12)
         def fuzz(case):
             response = case.call_and_validate(timeout=30, checks=checks)
             assert response.status_code < 500, (case.operation.label, response.text)
