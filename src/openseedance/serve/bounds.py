@@ -139,5 +139,6 @@ def known(body: dict[str, Any], fields: set[str] | frozenset[str], where: str = 
     for key in body:
         if key not in fields:
             name = f"{where}.{key}" if where else key
-            raise Refused(name[:MAX_NAME_CHARS], f"unknown field {shown(name, 80)}; this takes "
+            param = name if key else where or "body"  # a field named "" is named by what holds it
+            raise Refused(param[:MAX_NAME_CHARS], f"unknown field {shown(name, 80)}; this takes "
                           f"{', '.join(sorted(fields))}")  # fmt: skip
