@@ -83,8 +83,7 @@ class Pipeline:
     def check(self, request: GenerationRequest) -> None:
         """Raise ValueError for what the engine cannot do, and provenance.FaceError for a reference
         that shows a real face (unless `allow_faces`), before any work."""
-        check_request(request, None, self.allow_faces)
-        self.engine.check(request)
+        check_request(request, self.engine, self.allow_faces)
 
     def __call__(self, request: GenerationRequest, options: RunOptions | None = None,
                  progress: bool | Progress = False, job_id: str | None = None) -> GeneratedClip:  # fmt: skip
@@ -121,14 +120,13 @@ class Pipeline:
         return Clip(video=video, audio=audio, fps=clip.fps, sample_rate=clip.sample_rate), record
 
 
-def check_request(request: GenerationRequest, capabilities: Capabilities | None, allow_faces: bool) -> None:
+def check_request(request: GenerationRequest, model: Capabilities | Generator, allow_faces: bool) -> None:
     """What every engine's requests go through before any work: the real-face guard first (a real
-    person's likeness is refused as such, whatever else is wrong), then the model's capabilities
-    (when given: a process that holds only the model's card checks with it)."""
+    person's likeness is refused as such, whatever else is wrong), then the model's own check: the
+    engine's, or its card's in a process that holds only the card (the HTTP server)."""
     if not allow_faces:
         provenance.check_references(request)
-    if capabilities is not None:
-        capabilities.check(request)
+    model.check(request)
 
 
 def resolved_request(request: GenerationRequest) -> dict[str, Any]:
