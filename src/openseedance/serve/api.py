@@ -122,6 +122,12 @@ class Service:
             raise ApiError(401, "AuthenticationError", "the API key is not valid for this server")
         return owner
 
+    def owned(self, owner: str, job_id: str, api: str | None = None) -> Job | None:
+        """The job `job_id` if this key owns it (and `api` made it, when given); None otherwise, so
+        that another key's job and a missing one look the same."""
+        job = self.store.get(job_id)
+        return job if job is not None and job.owner == owner and api in (None, job.api) else None
+
     def folder(self, job_id: str) -> Path:
         return self.settings.files_dir / job_id
 

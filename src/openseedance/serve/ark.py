@@ -212,8 +212,8 @@ def _job_fields(model: str, given: dict[str, Any]) -> dict[str, Any]:
 
 def _from_draft(service: Service, owner: str, draft_id: str, model: str, given: dict) -> tuple[JobSpec, list, dict]:
     """A draft task's prompt, references and seed, generated again at full quality."""
-    job = service.store.get(draft_id)
-    if job is None or job.owner != owner or job.api != "ark":
+    job = service.owned(owner, draft_id, "ark")
+    if job is None:
         raise ApiError(404, "NotFound", f"no draft task {shown(draft_id)}", "content")
     if not job.spec.echo.get("draft") or job.status != "succeeded":
         raise ApiError(400, "InvalidParameter", f"task {draft_id} is not a finished draft", "content")
@@ -262,8 +262,8 @@ def render(job: Job, base_url: str) -> dict[str, Any]:
 
 
 def _owned(service: Service, owner: str, task_id: str) -> Job:
-    job = service.store.get(task_id)
-    if job is None or job.owner != owner or job.api != "ark":
+    job = service.owned(owner, task_id, "ark")
+    if job is None:
         raise ApiError(404, "ResourceNotFound", f"no task {shown(task_id)}", "task_id")
     return job
 

@@ -115,8 +115,8 @@ def _size(service: Service, size: Any) -> tuple[int, int]:
 
 
 def _owned(service: Service, owner: str, video_id: str, param: str = "video_id") -> Job:
-    job = service.store.get(video_id)
-    if job is None or job.owner != owner or job.api != "openai":
+    job = service.owned(owner, video_id, "openai")
+    if job is None:
         raise ApiError(404, "video_not_found", f"no video {shown(video_id)}", param)
     return job
 

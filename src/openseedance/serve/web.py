@@ -22,8 +22,8 @@ def render(job: Job, base_url: str) -> dict[str, Any]:
 
 
 def _owned(service: Service, owner: str, job_id: str) -> Job:
-    job = service.store.get(job_id)
-    if job is None or job.owner != owner:
+    job = service.owned(owner, job_id)
+    if job is None:
         raise ApiError(404, "ResourceNotFound", f"no job {shown(job_id)}", "job_id")
     return job
 
