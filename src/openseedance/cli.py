@@ -16,7 +16,7 @@ from typing import NoReturn
 
 from openseedance import __version__
 from openseedance.media import MediaError
-from openseedance.train.config import CHECKPOINTING, AETrainConfig, GenTrainConfig
+from openseedance.train.config import CHECKPOINTING, AETrainConfig, DistillConfig, GenTrainConfig
 
 log = logging.getLogger("openseedance")
 
@@ -140,7 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="a reference video, 2-15 s (repeat up to 3): @video1... (for models that use them)")
     p.add_argument("--soundtrack", type=Path, default=None, help="audio (or a video's audio) the picture must follow")
     p.add_argument("--for-video", type=Path, default=None, help="a video to make the sound for (video -> audio)")
-    p.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the transformer")
+    p.add_argument("--precision", type=_precision, default=None, dest="bf16", metavar="{auto,bf16,fp32}",
+                   help="bfloat16 or float32 arithmetic (default auto: bfloat16 on GPUs and on CPUs that multiply it "
+                        "natively, float32 elsewhere)")  # fmt: skip
+    p.add_argument("--bf16", action="store_const", const=True, dest="bf16", help="the same as --precision bf16")
     p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default cpu)")
     p.add_argument("--visible-watermark", action="store_true", help='also draw a small "AI" label into the frames')
     p.add_argument("--allow-faces", action="store_true", help="accept references that show real people (with consent)")
@@ -192,6 +195,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="stop (with a checkpoint) at this step; the schedule still spans --steps, and a rerun "
                         "continues it")  # fmt: skip
     p.set_defaults(func=_train_generator)
+
+    p = train_sub.add_parser("distill", help="distil a model into a few-step student (resumable)")
+    p.add_argument("--out", type=Path, required=True, help="run folder: pairs/, checkpoint.pt, log.jsonl, pipeline/")
+    _run_options(p, DistillConfig, _DISTILL_HELP,
+                 syntax={"bf16": ("--precision", {"type": _precision, "metavar": "{auto,bf16,fp32}"})})  # fmt: skip
+    p.add_argument("--stop-after", type=_positive(int), default=None, metavar="STEP",
+                   help="stop (with a checkpoint) at this step; the schedule still spans --steps, and a rerun "
+                        "continues it")  # fmt: skip
+    p.set_defaults(func=_train_distill)
 
     p = sub.add_parser("export", help="copy a model folder, storing its weights in another precision")
     p.add_argument("model", type=Path, help="a model folder (pipeline.json + components)")
@@ -361,6 +373,16 @@ def _train_generator(args: argparse.Namespace) -> None:
     print(f"trained generator: {folder}")
 
 
+def _train_distill(args: argparse.Namespace) -> None:
+    from openseedance.train.distill import train
+
+    cfg = DistillConfig(**_given(args, DistillConfig))
+    _device(cfg.device)
+    _writable_dir(args.out)
+    folder = train(cfg, args.out, progress=sys.stderr.isatty(), stop_after=args.stop_after)
+    print(f"student: {folder}")
+
+
 def _generator_config(args: argparse.Namespace) -> GenTrainConfig:
     """The run config of `train generator`: the recipe's (or the defaults), with the options given."""
     from openseedance.train.recipes import RECIPES
@@ -427,9 +449,9 @@ _SYNTAX: dict[str, tuple[str, dict] | None] = {
     "loss_weights": ("--loss-weights", {"type": _loss_weights, "metavar": "TERM=W,..."}),
     "activation_checkpointing": ("--activation-checkpointing", {"choices": CHECKPOINTING}),
 }
-_FOLDERS = ("video_ae", "audio_ae", "init", "warm_start", "cache")  # shown as FOLDER
+_FOLDERS = ("video_ae", "audio_ae", "init", "warm_start", "cache", "teacher")  # shown as FOLDER
 _POSITIVE = ("steps", "batch_size", "lr", "clips", "duration", "fps", "sample_rate", "checkpoint_every",
-             "log_every", "frames", "seconds", "grad_clip")  # fmt: skip
+             "log_every", "frames", "seconds", "grad_clip", "pairs", "student_steps")  # fmt: skip
 
 _RUN_HELP = {  # what both trainers' fields mean
     "steps": "total optimiser steps",
@@ -469,6 +491,25 @@ _GEN_HELP = {
     "activation_checkpointing": "recompute block activations in the backward pass (full: every block, "
     "selective: every second one)",
     "compile": "torch.compile each transformer block",
+}
+
+
+_DISTILL_HELP = {
+    **_RUN_HELP,
+    "teacher": "the model folder to distil (default: the bundled model)",
+    "data": "'stage' (the conditions are drawn from Stage clips)",
+    "clips": "Stage clips in the latent cache the conditions are drawn from",
+    "cache": "latent cache folder (default OUT/latents)",
+    "duration": "seconds per clip",
+    "pairs": "(noise, teacher's clip) pairs to make and learn from",
+    "teacher_steps": "the teacher's steps per clip (0: its default)",
+    "student_steps": "the student's default steps, whose times its training favours",
+    "batch_size": "pairs per step",
+    "ema_decay": "EMA decay per step",
+    "bf16": "bfloat16 autocast or float32 (default auto: bfloat16 where the machine multiplies it natively)",
+    "text_dropout": "fraction of conditions drawn without their caption",
+    "tasks": "the conditions' task mix as TASK=WEIGHT,... over t2av, i2av, a2v, v2a, extend, references, motion",
+    "shots": "draw multi-shot Stage clips captioned shot by shot",
 }
 
 

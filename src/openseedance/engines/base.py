@@ -113,7 +113,7 @@ class RunOptions:
     reference_guidance: float | None = None  # guidance towards the references (1: none beyond text)
     guidance_rescale: float | None = None  # 0-1: pull the guided velocity back to the prompt branch's size
     shift: float | None = None  # the schedule's shift towards noise (None: the one training used)
-    bf16: bool = False  # bfloat16 autocast for the transformer
+    bf16: bool | None = None  # bfloat16 autocast (True), float32 (False), or what the machine runs fastest (None)
     per_shot: bool = True  # a "[shot N]" prompt encoded part by part (False: as one text, to measure it)
     mark: bool = True  # invisible video and audio marks (off only to measure the marks themselves)
 

@@ -18,13 +18,14 @@ import torch
 from safetensors import safe_open
 
 from openseedance import conditioning as cond
+from openseedance import precision
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_from_dict, load_component, read_config, save_component
 from openseedance.engines.base import Capabilities, EngineOutput, RunOptions
 from openseedance.flow import RectifiedFlow
 from openseedance.media import Clip
 from openseedance.request import KINDS, REFERENCE_LIMITS, GenerationRequest, role_id
-from openseedance.sampling import Progress, SamplerConfig, denoise
+from openseedance.sampling import Latents, Progress, SamplerConfig, denoise
 from openseedance.text import TextEncoder
 from openseedance.transformer import AVTransformer
 from openseedance.video_vae import VideoAutoencoder
@@ -54,6 +55,7 @@ class PipelineConfig:
     min_duration: float = 1.0
     max_duration: float = 15.0
     max_side: int = 512
+    distilled_from: str = ""  # the model a few-step student learnt from (its id), or "" for a model trained directly
 
 
 def read_pipeline_config(folder: Path) -> PipelineConfig:
@@ -241,26 +243,36 @@ class BundledEngine:
         noise = {s: torch.randn(x.shape, generator=gen) for s, x in conditions.clean.items()}
         total = sum(conditions.targets.values())
         shift = sampler.shift if sampler.shift is not None else self.flow.shift(total)
-        on = conditions.to(self.device)
-
-        def velocity(x: dict[str, torch.Tensor], t: dict[str, torch.Tensor], branches: tuple) -> list:
-            streams, text = on.branches(x, t, branches)
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=options.bf16):
-                v = self.transformer(streams, text)
-            return [{s: v[s][i : i + 1].float() for s in v} for i in range(len(branches))]
-
-        noise = {s: n.to(self.device) for s, n in noise.items()}
-        latents = denoise(velocity, noise, on.clean, on.keep, config=sampler, shift=shift, progress=progress)
+        arithmetic = precision.choose(self.device, options.bf16)
+        latents = self.sample(conditions, noise, sampler, shift=shift, bf16=arithmetic.bf16, progress=progress)
         lap("sample")
-        clip = self._decode({s: x[:, : on.targets[s]] for s, x in latents.items()}, conditions, request)
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=arithmetic.bf16):  # the video decoder
+            clip = self._decode({s: x[:, : conditions.targets[s]] for s, x in latents.items()}, conditions, request)
         lap("decode")
         settings: dict[str, Any] = {"steps": sampler.steps, "solver": sampler.solver, "guidance": sampler.guidance,
-                                    "shift": round(shift, 4), "model": self.source}  # fmt: skip
+                                    "shift": round(shift, 4), "model": self.source, "precision": arithmetic.name,
+                                    "precision_chosen": arithmetic.why}  # fmt: skip
         if conditions.has_references:
             settings["reference_guidance"] = sampler.reference_guidance
         if sampler.rescale:
             settings["guidance_rescale"] = sampler.rescale
         return EngineOutput(clip, settings, total, seconds)
+
+    @torch.no_grad()
+    def sample(self, conditions: cond.Conditions, noise: dict[str, torch.Tensor], sampler: SamplerConfig, *,
+               shift: float, bf16: bool = False, progress: bool | Progress = False) -> Latents:  # fmt: skip
+        """One clip's latents (every token, references included) denoised from `noise` under its
+        conditions with the sampler's guidance: what `generate` decodes, and what a student learns."""
+        on = conditions.to(self.device)
+
+        def velocity(x: dict[str, torch.Tensor], t: dict[str, torch.Tensor], branches: tuple) -> list:
+            streams, text = on.branches(x, t, branches)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                v = self.transformer(streams, text)
+            return [{s: v[s][i : i + 1].float() for s in v} for i in range(len(branches))]
+
+        noise = {s: n.to(self.device) for s, n in noise.items()}
+        return denoise(velocity, noise, on.clean, on.keep, config=sampler, shift=shift, progress=progress)
 
     def _decode(self, latents: dict[str, torch.Tensor], conditions: cond.Conditions,
                 request: GenerationRequest) -> Clip:  # fmt: skip
@@ -269,11 +281,14 @@ class BundledEngine:
         layout = self.layout(request)
         video = audio = None
         if request.video is None:
-            video = self.video_ae.decode(cond.tokens_to_video(latents["video"], layout), chunk_latents=4)
+            # 16 latents (64 frames) at a time: a clip of up to 65 frames in one piece (half the time of
+            # four-latent chunks, measured), memory still bounded for long clips
+            video = self.video_ae.decode(cond.tokens_to_video(latents["video"], layout), chunk_latents=16)
             video = cond.tensor_to_frames(video[0])[: round(request.duration * request.fps)]
         if request.generate_audio and request.audio is None:
             samples = round(request.duration * request.sample_rate)
-            wave = self.audio_ae.decode(cond.tokens_to_audio(latents["audio"])[:, None], length=samples)
+            with torch.autocast(self.device.type, enabled=False):  # float32 samples: 0.08 s of a 4 s clip
+                wave = self.audio_ae.decode(cond.tokens_to_audio(latents["audio"]).float()[:, None], length=samples)
             audio = wave[0].float().clamp(-1, 1).cpu().numpy()
         if video is None and audio is None:  # video -> audio without audio: nothing was generated
             video = np.zeros((0, request.height, request.width, 3), np.uint8)
