@@ -18,7 +18,6 @@ from dataclasses import dataclass, replace
 import numpy as np
 import torch
 from einops import rearrange
-from scipy.ndimage import distance_transform_edt
 
 from openseedance import media
 from openseedance.media import Clip
@@ -364,7 +363,10 @@ def _fade(mask: np.ndarray, fade: float) -> np.ndarray:
     """1 where given, falling to 0 over `fade` steps away from it."""
     if mask.all() or not mask.any():
         return mask.astype(np.float32)
-    distance = distance_transform_edt(~mask)
+    given = np.flatnonzero(mask)
+    at = np.clip(np.searchsorted(given, np.arange(len(mask))), 1, len(given) - 1) if len(given) > 1 else 0
+    here = np.arange(len(mask))
+    distance = np.minimum(np.abs(here - given[at]), np.abs(here - given[np.maximum(at - 1, 0)]))
     return np.clip(1.0 - distance / (fade + 1.0), 0.0, 1.0).astype(np.float32)
 
 

@@ -12,7 +12,6 @@ import functools
 from math import sqrt
 
 import numpy as np
-from scipy.ndimage import uniform_filter1d
 
 from openseedance import media
 from openseedance.provenance.payload import (
@@ -64,7 +63,7 @@ def embed_audio(audio: np.ndarray, sample_rate: int, payload: Payload, snr: floa
     mark = np.pad(mark, (0, max(0, samples - len(mark))))[:samples]
     width = max(1, round(_ENVELOPE * sample_rate))
     # a running mean of squares can dip a rounding error below zero after sound gives way to silence
-    loudness = np.sqrt(np.maximum(uniform_filter1d(_mono(audio) ** 2, size=width, mode="nearest"), 0.0))
+    loudness = np.sqrt(np.maximum(running_mean(_mono(audio) ** 2, width), 0.0))
     gain = 10 ** (-snr / 20) * loudness + _FLOOR
     return np.clip(audio + (gain * mark)[None], -1.0, 1.0).astype(np.float32)
 
@@ -79,7 +78,7 @@ def detect_audio(audio: np.ndarray, sample_rate: int) -> MarkResult:
     if frames == 0:
         return MarkResult(False, 0.0, 1.0, where={"reason": "shorter than one period"})
     spectra = np.fft.rfft(x[: frames * PERIOD].reshape(frames, PERIOD), axis=1)
-    envelope = uniform_filter1d(np.abs(spectra), size=_WHITEN_BINS, axis=1) + 1e-9
+    envelope = running_mean(np.abs(spectra), _WHITEN_BINS, axis=1) + 1e-9
     summed = np.where(mask, spectra / envelope, 0).sum(0)
     sync = np.fft.rfft(basis[0])
     corr = np.fft.irfft(summed * np.conj(sync), n=PERIOD)
@@ -87,3 +86,14 @@ def detect_audio(audio: np.ndarray, sample_rate: int) -> MarkResult:
     shift = int(z.argmax())
     soft = basis[1:] @ np.roll(np.fft.irfft(summed, n=PERIOD), -shift)
     return mark_result(float(z[shift]), PERIOD, soft, {"shift": shift, "periods": frames})
+
+
+def running_mean(x: np.ndarray, size: int, axis: int = -1) -> np.ndarray:
+    """The mean over a window of `size` values centred on each (the edges repeated outwards), along
+    `axis`: scipy.ndimage.uniform_filter1d's "nearest" mode, in float64 sums, without importing scipy."""
+    x = np.moveaxis(np.asarray(x, dtype=np.float64), axis, -1)
+    before, after = size // 2, size - 1 - size // 2
+    padded = np.pad(x, [(0, 0)] * (x.ndim - 1) + [(before, after)], mode="edge")
+    sums = np.cumsum(padded, axis=-1)
+    sums = np.concatenate([np.zeros_like(sums[..., :1]), sums], axis=-1)
+    return np.moveaxis((sums[..., size:] - sums[..., :-size]) / size, -1, axis)
