@@ -140,3 +140,51 @@ class AETrainConfig:
                     raise ValueError(f"{self.kind} has no loss term {term!r}; its terms: {', '.join(known)}")
                 if not weight >= 0:  # also refuses NaN
                     raise ValueError(f"loss weight {term}={weight}: give a number >= 0")
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """A few-step student distilled from a model (`train/distill.py`): the teacher's guided clips
+    from fixed noise, then the student trained on the straight paths between the two."""
+
+    teacher: str = ""  # the model folder to distil ("": the bundled model)
+    data: str = "stage"
+    clips: int = 512  # Stage clips in the latent cache the conditions are drawn from
+    cache: str = ""  # latent cache folder; default: <out>/latents
+    duration: float = 4.0
+    pairs: int = 1024  # (noise, teacher's clip) pairs
+    teacher_steps: int = 0  # 0: the teacher's own default
+    student_steps: int = 2  # the student's default, and the step times its training favours
+    steps: int = 1500
+    batch_size: int = 8
+    lr: float = 2e-4
+    warmup: int = 50
+    min_lr_ratio: float = 0.1
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.995
+    bf16: bool | None = None  # bfloat16 autocast for the teacher's clips and the student's steps; None: by machine
+    text_dropout: float = 0.05
+    # the task mix of the conditions, over conditioning.TRAINING_TASKS (the bundled model's last one)
+    tasks: tuple[float, ...] = (0.2, 0.08, 0.06, 0.06, 0.1, 0.5, 0.0)
+    shots: bool = True
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        from openseedance.conditioning import TRAINING_TASKS as TASKS
+
+        _check_positive(steps=self.steps, batch_size=self.batch_size, checkpoint_every=self.checkpoint_every,
+                        log_every=self.log_every, lr=self.lr, clips=self.clips, duration=self.duration,
+                        pairs=self.pairs, student_steps=self.student_steps, grad_clip=self.grad_clip)  # fmt: skip
+        if self.teacher_steps < 0:
+            raise ValueError(f"teacher_steps must be 0 (the teacher's default) or more, got {self.teacher_steps}")
+        if self.warmup < 0 or not self.weight_decay >= 0:
+            raise ValueError(f"warmup and weight decay must be 0 or more, got {self.warmup} and {self.weight_decay}")
+        _check_range("min_lr_ratio", self.min_lr_ratio, 0, 1)
+        _check_range("ema_decay", self.ema_decay, 0, 1)
+        _check_range("text_dropout", self.text_dropout, 0, 1)
+        if len(self.tasks) != len(TASKS) or min(self.tasks) < 0 or sum(self.tasks) <= 0:
+            raise ValueError(f"tasks needs {len(TASKS)} non-negative weights for {TASKS}")

@@ -52,6 +52,20 @@ log = logging.getLogger(__name__)
 
 
 @dataclass
+class Item:
+    """One training sample before batching: its clip's latents, caption, masks and references."""
+
+    video: torch.Tensor  # (D, t, h, w)
+    audio: torch.Tensor  # (D, n)
+    text: torch.Tensor  # (L, text_dim)
+    parts: torch.Tensor | None  # the part of each text token (multi-shot captions), or None
+    cuts: tuple[float, ...]
+    keep: dict[str, torch.Tensor]  # (1, N) per stream
+    task: str
+    refs: cond.References | None
+
+
+@dataclass
 class Batch:
     conditions: cond.Conditions  # `clean` holds the whole clips: the targets of the flow
     tasks: list[str]
@@ -75,50 +89,53 @@ class Sampler:
         self.shots = cfg.shots and cache.spec.source == "stage"  # per-shot captions (Stage clips know their cuts)
 
     def __call__(self, step: int, rank: int = 0) -> Batch:
+        rng = np.random.default_rng([self.cfg.seed, step, rank])
+        return self.collate([self.draw(rng) for _ in range(self.cfg.batch_size)])
+
+    def draw(self, rng: np.random.Generator) -> Item:
+        """One training sample: a cached clip, its task's masks, its caption (or shots) and references."""
         cfg, spec = self.cfg, self.cache.spec
-        rng = np.random.default_rng([cfg.seed, step, rank])
-        videos, audios, texts, parts, cuts, keeps, tasks, refs = [], [], [], [], [], [], [], []
-        for _ in range(cfg.batch_size):
-            i = int(rng.integers(spec.clips))
-            shard = self.cache.shard(i // spec.clips_per_shard)
-            j = i % spec.clips_per_shard
-            videos.append(shard["video"][j].float())
-            audios.append(shard["audio"][j].float())
-            task = cond.TRAINING_TASKS[int(rng.choice(len(cond.TRAINING_TASKS), p=self.weights))]
-            ref = self.cache.references(i // spec.clips_per_shard)[j] if task == "references" else None
-            motion = self.cache.motion(i // spec.clips_per_shard)[j] if task == "motion" else None
-            extra = ref if ref is not None else motion  # a reference task's own captions cite its references
-            wordings = shard["text"][j] if extra is None else extra["text"]
-            drop = rng.random() < cfg.text_dropout
-            # a motion caption leaves moves to its video, so it is not split into shots that spell them out
-            per_shot = self.shots and not drop and motion is None
-            shots = self.cache.shots(i // spec.clips_per_shard)[j] if per_shot else None
-            if shots is not None:  # a multi-shot clip: its caption part by part, each shot reading its own
-                states, ids = join_parts([x.float() for x in shots["cited" if ref is not None else "plain"]])
-                texts.append(states)
-                parts.append(ids)
-                cuts.append(tuple(shots["cuts"].tolist()))
-            else:
-                k = None if drop else int(rng.integers(len(wordings)))
-                texts.append(self.empty if k is None else wordings[k].float())
-                parts.append(None)
-                cuts.append(())
-            masks = cond.task_masks(task, self.layout, prefix=float(rng.uniform(0.2, 0.8)))
-            keeps.append(masks)
-            tasks.append(task)
-            if ref is not None:
-                refs.append(cond.reference_tokens([x[None].float() for x in ref["images"]],
-                                                  [x[None].float() for x in ref["voices"]], self.layout))  # fmt: skip
-            elif motion is not None:
-                refs.append(cond.reference_tokens([], [], self.layout, videos=[motion["video"][None].float()]))
-            else:
-                refs.append(None)
-        x0 = {"video": cond.video_to_tokens(torch.stack(videos), self.patch),
-              "audio": cond.audio_to_tokens(torch.stack(audios))}  # fmt: skip
-        keep = {s: torch.cat([k[s] for k in keeps]) for s in x0}
+        i = int(rng.integers(spec.clips))
+        shard = self.cache.shard(i // spec.clips_per_shard)
+        j = i % spec.clips_per_shard
+        task = cond.TRAINING_TASKS[int(rng.choice(len(cond.TRAINING_TASKS), p=self.weights))]
+        ref = self.cache.references(i // spec.clips_per_shard)[j] if task == "references" else None
+        motion = self.cache.motion(i // spec.clips_per_shard)[j] if task == "motion" else None
+        extra = ref if ref is not None else motion  # a reference task's own captions cite its references
+        wordings = shard["text"][j] if extra is None else extra["text"]
+        drop = rng.random() < cfg.text_dropout
+        # a motion caption leaves moves to its video, so it is not split into shots that spell them out
+        per_shot = self.shots and not drop and motion is None
+        shots = self.cache.shots(i // spec.clips_per_shard)[j] if per_shot else None
+        if shots is not None:  # a multi-shot clip: its caption part by part, each shot reading its own
+            text, parts = join_parts([x.float() for x in shots["cited" if ref is not None else "plain"]])
+            cuts = tuple(shots["cuts"].tolist())
+        else:
+            k = None if drop else int(rng.integers(len(wordings)))
+            text, parts, cuts = self.empty if k is None else wordings[k].float(), None, ()
+        keep = cond.task_masks(task, self.layout, prefix=float(rng.uniform(0.2, 0.8)))
+        if ref is not None:
+            refs = cond.reference_tokens([x[None].float() for x in ref["images"]],
+                                         [x[None].float() for x in ref["voices"]], self.layout)  # fmt: skip
+        elif motion is not None:
+            refs = cond.reference_tokens([], [], self.layout, videos=[motion["video"][None].float()])
+        else:
+            refs = None
+        return Item(shard["video"][j].float(), shard["audio"][j].float(), text, parts, cuts, keep, task, refs)
+
+    def collate(self, items: list[Item], guidance: bool = False) -> Batch:
+        """Items as one batch. `guidance` (one item): the text holds the empty prompt as a second
+        row, as the sampler's guidance branches read it (`conditioning.prompt_text`)."""
+        x0 = {"video": cond.video_to_tokens(torch.stack([it.video for it in items]), self.patch),
+              "audio": cond.audio_to_tokens(torch.stack([it.audio for it in items]))}  # fmt: skip
+        keep = {s: torch.cat([it.keep[s] for it in items]) for s in x0}
+        texts, parts = [it.text for it in items], [it.parts for it in items]
+        if guidance:
+            texts, parts = [*texts, self.empty], [*parts, None]
         states, mask = pad_states(texts)
         text = Text(states, mask, pad_shots(parts, states.shape[1]) if any(p is not None for p in parts) else None)
-        return Batch(cond.assemble(x0, keep, self.layout, cuts, refs, text), tasks)
+        conditions = cond.assemble(x0, keep, self.layout, [it.cuts for it in items], [it.refs for it in items], text)
+        return Batch(conditions, [it.task for it in items])
 
 
 def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generator: torch.Generator,
