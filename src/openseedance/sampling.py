@@ -116,13 +116,18 @@ def guided(fn: VelocityFn, scales: dict[str, float], *, reference: float = 1.0, 
 
 
 def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torch.Tensor], *,
-            config: SamplerConfig, shift: float, progress: bool | Progress = False) -> Latents:  # fmt: skip
+            config: SamplerConfig, shift: float, progress: bool | Progress = False,
+            times: torch.Tensor | None = None) -> Latents:  # fmt: skip
     """Integrate from `noise` at t = 1 to data at t = 0. `keep[s]` (B, N) marks tokens that are
     conditions: they hold `clean[s]` at t = 0 the whole way. `progress`: True for a progress bar, or
-    a callable told (steps done, steps) after each step (it may raise to stop the loop)."""
+    a callable told (steps done, steps) after each step (it may raise to stop the loop). `times`:
+    the steps + 1 times to visit, from 1 down to 0, where a model comes with its own schedule (default:
+    `schedule(config.steps, shift)`)."""
     velocity = guided(fn, config.guidance, reference=config.reference_guidance, rescale=config.rescale,
                       free={s: ~k for s, k in keep.items()})  # fmt: skip
-    times = schedule(config.steps, shift)
+    times = schedule(config.steps, shift) if times is None else times
+    if len(times) != config.steps + 1:
+        raise ValueError(f"{config.steps} steps need {config.steps + 1} times, got {len(times)}")
 
     def at(value: float) -> Latents:
         return {s: torch.where(keep[s], 0.0, torch.full_like(keep[s], value, dtype=torch.float32)) for s in x}
