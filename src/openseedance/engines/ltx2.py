@@ -31,8 +31,8 @@ from openseedance import conditioning as cond
 from openseedance import media
 from openseedance.engines.base import Capabilities, EngineOutput, RunOptions
 from openseedance.media import Clip
-from openseedance.request import GenerationRequest, split_shots
-from openseedance.sampling import Branch, Progress, SamplerConfig, denoise
+from openseedance.request import GenerationRequest, shot_cuts, split_shots
+from openseedance.sampling import Branch, Latents, Progress, SamplerConfig, denoise
 
 # the components an LTX-2 folder must hold (model_index.json names their classes)
 COMPONENTS = ("transformer", "vae", "audio_vae", "vocoder", "connectors", "text_encoder", "tokenizer", "scheduler")
@@ -158,7 +158,8 @@ def card(folder: str | os.PathLike) -> Capabilities:
                  "soundtrack to follow, or describe the voice in words",
         "video": f"LTX-2 takes motion references (@video1...) only through an IC-LoRA: {motion}",
     }  # fmt: skip
-    return Capabilities(engine="ltx2", tasks=("t2av", "i2av", "a2v", "v2a", "extend", "edit"),
+    # "references" stays a task so that a request with references is refused by their kind, with the reason
+    return Capabilities(engine="ltx2", tasks=("t2av", "i2av", "a2v", "v2a", "extend", "edit", "references"),
                         references={"image": 0, "video": 0, "audio": 0}, refusals=refusals,
                         width=settings.width, height=settings.height, fps=settings.fps, size_step=spatial,
                         max_side=settings.max_side, min_duration=settings.min_duration,
@@ -181,7 +182,8 @@ def _load_component(folder: Path, name: str, library: str, class_name: str, dtyp
     try:
         return kind.from_pretrained(str(folder / name), **kwargs)
     except Exception as err:  # damaged json or safetensors, missing files, shapes that do not fit
-        raise ValueError(f"cannot load the {name} of the LTX-2 model in {folder}: {type(err).__name__}: {err}") from None
+        what = f"{type(err).__name__}: {err}"
+        raise ValueError(f"cannot load the {name} of the LTX-2 model in {folder}: {what}") from None
 
 
 def log_mel(wave: torch.Tensor, sample_rate: int, hop: int, bins: int) -> torch.Tensor:
@@ -400,36 +402,34 @@ class LTX2Engine:
         settings = {k: v for k, v in settings.items() if v is not None}
         return EngineOutput(clip, settings, layout.video_tokens + layout.audio_latents, seconds)
 
-    def sample(self, request: GenerationRequest, layout: cond.Layout, clean: dict[str, torch.Tensor],
-               keep: dict[str, torch.Tensor], noise: dict[str, torch.Tensor], sampler: SamplerConfig,
-               times: torch.Tensor, options: RunOptions, progress: bool | Progress) -> dict[str, torch.Tensor]:  # fmt: skip
+    def sample(self, request: GenerationRequest, layout: cond.Layout, clean: Latents, keep: Latents, noise: Latents,
+               sampler: SamplerConfig, times: torch.Tensor, options: RunOptions,
+               progress: bool | Progress) -> Latents:  # fmt: skip
         """The clip's latents: `denoise` with the given tokens held clean. A "[shot N]" prompt is sampled
         shot by shot, each with the global text and its own, every later shot an extension of the
         shots before it (their tokens held clean), so picture and sound carry across each cut."""
-        from openseedance.request import shot_cuts
-
         text, shots = split_shots(request.prompt)
-        parts = [(request.prompt, 0.0)] if not shots else \
-            [(f"{text} {s}".strip(), start) for s, start in zip(shots, (0.0, *shot_cuts(request.prompt, request.duration)),
-                                                                 strict=True)]  # fmt: skip
-        pos = {"video": layout.video_positions()[:, 0], "audio": layout.audio_positions()[:, 0]}
+        starts = (0.0, *shot_cuts(request.prompt, request.duration))
+        parts = [(f"{text} {shot}".strip(), start) for shot, start in zip(shots, starts, strict=False)] or \
+            [(request.prompt, 0.0)]  # fmt: skip
+        when = {"video": layout.video_positions()[:, 0], "audio": layout.audio_positions()[:, 0]}
         guided = any(g != 1.0 for g in sampler.guidance.values())
         coords = self._coords(layout)
-        x = {s: z.clone() for s, z in clean.items()}
+
+        def on(z: Latents) -> Latents:
+            return {s: v.to(self.device) for s, v in z.items()}
+
+        x = clean
         for k, (prompt, start) in enumerate(parts):
-            held = {s: keep[s] | (pos[s] < start)[None] for s in keep}
+            held = {s: keep[s] | (when[s] < start)[None] for s in keep}  # the given tokens and the shots before
             given = {s: torch.where(keep[s][..., None], clean[s], x[s]) for s in x}
-            text_states = self.encode_text(prompt, guided)
 
-            def step_progress(done: int, total: int, k: int = k) -> None:
-                if callable(progress):
-                    progress(k * total + done, total * len(parts))
+            def told(done: int, total: int, k: int = k) -> None:
+                progress(k * total + done, total * len(parts))  # type: ignore[operator]
 
-            x = denoise(self._velocity(text_states, coords, layout, options),
-                        {s: n.to(self.device) for s, n in noise.items()},
-                        {s: g.to(self.device) for s, g in given.items()}, {s: h.to(self.device) for s, h in held.items()},
-                        config=sampler, shift=1.0, times=times,
-                        progress=step_progress if callable(progress) else progress)  # fmt: skip
+            velocity = self._velocity(self.encode_text(prompt, guided), coords, layout, options)
+            x = denoise(velocity, on(noise), on(given), on(held), config=sampler, shift=1.0, times=times,
+                        progress=told if callable(progress) else progress)  # fmt: skip
             x = {s: z.cpu() for s, z in x.items()}
         return x
 

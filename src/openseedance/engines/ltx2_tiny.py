@@ -33,8 +33,13 @@ def tokenizer() -> Any:
 def save_untrained(path: str | os.PathLike, seed: int = 0, layers: int = 2,
                    settings: dict[str, Any] | None = None) -> Path:  # fmt: skip
     """Build and save the tiny folder (`layers` transformer blocks; `settings`: its openseedance.json)."""
-    from diffusers import (AutoencoderKLLTX2Audio, AutoencoderKLLTX2Video, FlowMatchEulerDiscreteScheduler, LTX2Pipeline,
-                           LTX2VideoTransformer3DModel)  # fmt: skip
+    from diffusers import (
+        AutoencoderKLLTX2Audio,
+        AutoencoderKLLTX2Video,
+        FlowMatchEulerDiscreteScheduler,
+        LTX2Pipeline,
+        LTX2VideoTransformer3DModel,  # fmt: skip
+    )
     from diffusers.pipelines.ltx2 import LTX2TextConnectors
     from diffusers.pipelines.ltx2.vocoder import LTX2Vocoder
     from transformers import Gemma3Config, Gemma3ForConditionalGeneration
@@ -77,6 +82,6 @@ def save_untrained(path: str | os.PathLike, seed: int = 0, layers: int = 2,
                         connectors=connectors, transformer=transformer, vocoder=vocoder)  # fmt: skip
     folder = Path(path)
     pipe.save_pretrained(folder, safe_serialization=True)
-    serving = {"width": 64, "height": 32, "fps": 8.0, "steps": 2, "min_duration": 1.0, **(settings or {})}
+    serving = {"width": 64, "height": 64, "fps": 8.0, "steps": 2, "min_duration": 1.0, **(settings or {})}
     (folder / "openseedance.json").write_text(json.dumps(serving, indent=2) + "\n")
     return folder
