@@ -248,7 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--generator",
         default="truth",
-        help="truth, shuffled, noise, bundled, a model folder, or module:callable (default truth)",
+        help="truth, shuffled, noise, bundled, a model folder (this project's or LTX-2 in diffusers layout), "
+             "or module:callable (default truth)",
     )
     p.add_argument("--cases", type=_positive(int), default=8, help="cases per capability (default 8)")
     p.add_argument("--capabilities", default="all", help="comma-separated capabilities, or all")
@@ -642,7 +643,8 @@ def _bench_stage(args: argparse.Namespace) -> None:
     if args.out is not None:
         _writable_file(args.out)
     cases = bench.suite(caps, cases=args.cases, config=config)
-    if args.generator == "bundled" or (Path(args.generator) / "pipeline.json").is_file():
+    folder = Path(args.generator)
+    if args.generator == "bundled" or (folder / "pipeline.json").is_file() or (folder / "model_index.json").is_file():
         from openseedance.pipeline import Pipeline, as_generator  # the bench measures a model; it never imports one
 
         generator = as_generator(Pipeline.from_pretrained(None if args.generator == "bundled" else args.generator))

@@ -60,6 +60,15 @@ class LTX2Settings:
     max_text_tokens: int = 1024
     decode_timestep: float = 0.0  # the video VAE's decode time, where it takes one
     negative_prompt: str = ""
+    # how it runs on a GPU: weights in bfloat16 ("auto": bfloat16 when a CUDA GPU is present, else the
+    # dtype asked for), model CPU offload (each model on the GPU only while it runs), tiled VAE decoding
+    dtype: str = "auto"  # "auto", "bfloat16" or "float32"
+    offload: bool = False
+    vae_tiling: bool = True
+
+    def __post_init__(self) -> None:
+        if self.dtype not in ("auto", "bfloat16", "float32"):
+            raise ValueError(f"{SETTINGS_FILE}: dtype must be auto, bfloat16 or float32, got {self.dtype!r}")
 
 
 def is_ltx2(path: str | os.PathLike) -> bool:
@@ -225,7 +234,6 @@ class LTX2Engine:
         self.settings = settings
         self.distilled = distilled
         self.device = torch.device("cpu")
-        self.offload = False
         self._model_id: str | None = None
 
     @classmethod
@@ -240,6 +248,10 @@ class LTX2Engine:
         index = _check_folder(folder)
         capabilities = card(folder)
         settings = _settings(folder)
+        if settings.dtype != "auto":
+            dtype = getattr(torch, settings.dtype)
+        elif torch.cuda.is_available():
+            dtype = torch.bfloat16
         parts = {name: _load_component(folder, name, *index[name], dtype) for name in COMPONENTS}
         pipe = LTX2Pipeline(**parts)
         for model in (pipe.transformer, pipe.vae, pipe.audio_vae, pipe.vocoder, pipe.connectors, pipe.text_encoder):
@@ -247,21 +259,17 @@ class LTX2Engine:
         return cls(pipe, folder, capabilities, settings, _distilled(folder, settings))
 
     def to(self, device: str | torch.device) -> LTX2Engine:
-        """Run on `device`. On a GPU, with `offload`, each model sits on the GPU only while it runs."""
+        """Run on `device`. On a GPU: tiled VAE decoding (`vae_tiling`), and with `offload` each model
+        sits on the GPU only while it runs (accelerate's model CPU offload); the latents then live on
+        the GPU and every model is moved there for its turn."""
         self.device = torch.device(device)
-        if self.device.type == "cuda" and self.offload:
+        if self.device.type == "cuda" and self.settings.vae_tiling:
+            self.pipe.vae.enable_tiling()
+        if self.device.type == "cuda" and self.settings.offload:
             self.pipe.enable_model_cpu_offload(device=self.device)
         else:
             self.pipe.to(self.device)
         return self
-
-    def enable_offload(self, tiling: bool = True) -> LTX2Engine:
-        """Model CPU offload (a GPU holds one model at a time) and tiled VAE decoding: what LTX-2 needs
-        on a GPU with less memory than the whole model."""
-        self.offload = True
-        if tiling:
-            self.pipe.vae.enable_tiling()
-        return self.to(self.device)
 
     # ------------------------------------------------------------ what it can do
 
