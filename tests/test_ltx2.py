@@ -80,6 +80,8 @@ def test_text_to_video_and_audio_shapes_and_frame_snapping(pipe):
         assert out.clip.video.shape == (frames, 64, 96, 3)  # trimmed to what was asked
         assert out.clip.audio.shape == (1, round(seconds * RATE))
         assert out.request["task"] == "t2av" and out.request["steps"] == 2
+        # LTX-2's guidances, its spatio-temporal one at block 28 of 48 scaled to this 2-block model
+        assert out.request["stg_block"] == 1 and out.request["modality_guidance"] == {"video": 3.0, "audio": 3.0}
 
 
 def test_same_seed_same_clip_and_reloaded_folder_gives_it_again(folder, pipe):

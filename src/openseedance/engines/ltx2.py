@@ -53,6 +53,14 @@ class LTX2Settings:
     steps: int = 30
     guidance: float = 3.0  # text guidance for the picture
     audio_guidance: float = 7.0  # text guidance for the sound
+    # LTX-2's two other guidances, with its scales: spatio-temporal guidance (away from the model with
+    # self-attention skipped in block `stg_block`; None: block 28 of 48, scaled to the model's depth)
+    # and modality guidance (away from each stream without the other; 1: none)
+    stg_guidance: float = 1.0
+    audio_stg_guidance: float = 1.0
+    stg_block: int | None = None
+    modality_guidance: float = 3.0
+    audio_modality_guidance: float = 3.0
     min_duration: float = 1.0
     max_duration: float = 20.0
     max_side: int = 1536
@@ -296,7 +304,20 @@ class LTX2Engine:
         guidance = {"video": s.guidance if o.guidance is None else o.guidance,
                     "audio": s.audio_guidance if o.audio_guidance is None else o.audio_guidance}  # fmt: skip
         return SamplerConfig(steps=o.steps or s.steps, solver=o.solver or "euler", guidance=guidance,
-                             rescale=o.guidance_rescale or 0.0)  # fmt: skip
+                             rescale=o.guidance_rescale or 0.0,
+                             perturbed_guidance={"video": s.stg_guidance, "audio": s.audio_stg_guidance},
+                             isolated_guidance={"video": s.modality_guidance - 1,
+                                                "audio": s.audio_modality_guidance - 1})  # fmt: skip
+
+    @property
+    def stg_blocks(self) -> list[int]:
+        """The block whose self-attention spatio-temporal guidance skips: the one set, or LTX-2's block
+        28 of 48 at the same relative depth of this model."""
+        layers = len(self.pipe.transformer.transformer_blocks)
+        block = self.settings.stg_block if self.settings.stg_block is not None else round(28 * layers / 48)
+        if not 0 <= block < layers:
+            raise ValueError(f"{SETTINGS_FILE}: stg_block {block} is not a block of this {layers}-block model")
+        return [block]
 
     # ------------------------------------------------------------ layout and codecs
 
@@ -405,6 +426,10 @@ class LTX2Engine:
         lap("decode")
         settings: dict[str, Any] = {"steps": sampler.steps, "solver": sampler.solver, "guidance": sampler.guidance,
                                     "schedule": "distilled" if self.distilled else "ltx2-shifted",
+                                    "stg_guidance": sampler.perturbed_guidance or None,
+                                    "stg_block": self.stg_blocks[0] if sampler.perturbed_guidance else None,
+                                    "modality_guidance": {s: g + 1 for s, g in sampler.isolated_guidance.items()}
+                                    or None,
                                     "shots": "chained" if split_shots(request.prompt)[1] else None,
                                     "model": str(self.folder)}  # fmt: skip
         settings = {k: v for k, v in settings.items() if v is not None}
@@ -454,12 +479,15 @@ class LTX2Engine:
         cross = bool(tr.config.use_prompt_adaln_single)  # LTX-2.3 conditions cross-attention on the other stream's time
         t, h, w = layout.token_grid
 
-        def velocity(x: dict[str, torch.Tensor], tt: dict[str, torch.Tensor], branches: tuple[Branch, ...]) -> list:
+        def forward(x: Latents, tt: Latents, branches: list[Branch], isolate: bool) -> list[Latents]:
             b = len(branches)
-            video_text = torch.cat([text[br][0] for br in branches])
-            audio_text = torch.cat([text[br][1] for br in branches])
-            mask = torch.cat([text[br][2] for br in branches])
+            said = [text[Branch.UNCOND if br is Branch.UNCOND else Branch.COND] for br in branches]
+            video_text, audio_text, mask = (torch.cat([p[i] for p in said]) for i in range(3))
             sigma = {s: tt[s].amax(1).expand(b) * scale for s in tt}  # the clip's current time
+            perturbed = [br is Branch.PERTURBED for br in branches]
+            stg = {"spatio_temporal_guidance_blocks": self.stg_blocks,
+                   "perturbation_mask": torch.tensor([0.0 if p else 1.0 for p in perturbed], device=self.device)
+                   } if any(perturbed) else {}  # fmt: skip
             dtype = tr.dtype
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=options.bf16):
                 v, a = tr(hidden_states=x["video"].expand(b, -1, -1).to(dtype),
@@ -470,8 +498,16 @@ class LTX2Engine:
                           audio_encoder_attention_mask=mask, num_frames=t, height=h, width=w, fps=layout.fps,
                           audio_num_frames=layout.audio_latents, video_coords=coords["video"].expand(b, -1, -1, -1),
                           audio_coords=coords["audio"].expand(b, -1, -1, -1), use_cross_timestep=cross,
-                          return_dict=False)  # fmt: skip
+                          isolate_modalities=isolate, return_dict=False, **stg)  # fmt: skip
             return [{"video": v[i : i + 1].float(), "audio": a[i : i + 1].float()} for i in range(b)]
+
+        def velocity(x: Latents, tt: Latents, branches: tuple[Branch, ...]) -> list[Latents]:
+            """The branches in one batched call, but ISOLATED (a flag of the whole call) in one of its own."""
+            joint = [br for br in branches if br is not Branch.ISOLATED]
+            out = dict(zip(joint, forward(x, tt, joint, False), strict=True)) if joint else {}
+            if Branch.ISOLATED in branches:
+                out[Branch.ISOLATED] = forward(x, tt, [Branch.ISOLATED], True)[0]
+            return [out[br] for br in branches]
 
         return velocity
 
