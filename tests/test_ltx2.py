@@ -160,6 +160,10 @@ def test_shots_are_chained_and_progress_counts_every_step(pipe):
                progress=lambda done, total: seen.append((done, total)))
     assert out.request["shots"] == "chained" and out.clip.video.shape[0] == 16
     assert seen[-1] == (4, 4) and len(seen) == 4  # 2 steps per shot
+    whole = pipe(ask("a room [shot 1] a red ball [shot 2] a blue cube", duration=2.0), RunOptions(per_shot=False))
+    assert "shots" not in whole.request
+    with pytest.raises(ValueError, match="shift"):
+        pipe(ask(), RunOptions(shift=3.0))
 
 
 def test_what_cannot_map_is_refused_by_name_before_any_work(pipe):

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate a clip (video with synchronized audio) from a prompt")
     p.add_argument("prompt", help='what happens, e.g. "a red circle jumps and says hello"')
     p.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="output mp4 (default out.mp4)")
-    p.add_argument("--model", type=Path, default=None, help="a model folder (default: the bundled tiny model)")
+    p.add_argument("--model", type=Path, default=None, help="a model folder: this project's, or LTX-2 in diffusers "
+                   "layout (default: the bundled tiny model)")  # fmt: skip
     p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same clip")
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the model's, 8)")
@@ -209,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("serve", "serve the Ark-compatible and OpenAI-compatible video APIs and the web page"),
                        ("worker", "run generation jobs from a server's job store (no HTTP)")):  # fmt: skip
         p = sub.add_parser(name, help=what)
-        p.add_argument("--model", default=None, help="a model folder (default: the bundled model)")
+        p.add_argument("--model", default=None, help="a model folder: this project's, or LTX-2 in diffusers layout "
+                       "(default: the bundled model)")  # fmt: skip
         p.add_argument("--data", type=Path, default=Path("openseedance-data"), help="job store and results folder")
         p.add_argument("--allow-faces", action="store_true", help="accept references that show real faces")
         p.add_argument("--threads", type=_positive(int), default=None, help="torch threads per worker")

@@ -299,6 +299,9 @@ class LTX2Engine:
 
     def sampler(self, options: RunOptions) -> SamplerConfig:
         s, o = self.settings, options
+        if o.shift is not None:
+            raise ValueError("LTX-2 samples its own schedule (its scheduler's shift for the clip's size): "
+                             "a shift cannot be set")  # fmt: skip
         if self.distilled:  # a distilled student: its own 8 times, no guidance
             return SamplerConfig(steps=len(DISTILLED_SIGMAS) - 1, guidance={"video": 1.0, "audio": 1.0})
         guidance = {"video": s.guidance if o.guidance is None else o.guidance,
@@ -430,7 +433,7 @@ class LTX2Engine:
                                     "stg_block": self.stg_blocks[0] if sampler.perturbed_guidance else None,
                                     "modality_guidance": {s: g + 1 for s, g in sampler.isolated_guidance.items()}
                                     or None,
-                                    "shots": "chained" if split_shots(request.prompt)[1] else None,
+                                    "shots": "chained" if split_shots(request.prompt)[1] and options.per_shot else None,
                                     "model": str(self.folder)}  # fmt: skip
         settings = {k: v for k, v in settings.items() if v is not None}
         return EngineOutput(clip, settings, layout.video_tokens + layout.audio_latents, seconds)
@@ -440,8 +443,9 @@ class LTX2Engine:
                progress: bool | Progress) -> Latents:  # fmt: skip
         """The clip's latents: `denoise` with the given tokens held clean. A "[shot N]" prompt is sampled
         shot by shot, each with the global text and its own, every later shot an extension of the
-        shots before it (their tokens held clean), so picture and sound carry across each cut."""
-        text, shots = split_shots(request.prompt)
+        shots before it (their tokens held clean), so picture and sound carry across each cut
+        (`options.per_shot` False: the prompt as one text, in one pass)."""
+        text, shots = split_shots(request.prompt) if options.per_shot else ("", ())
         starts = (0.0, *shot_cuts(request.prompt, request.duration))
         parts = [(f"{text} {shot}".strip(), start) for shot, start in zip(shots, starts, strict=False)] or \
             [(request.prompt, 0.0)]  # fmt: skip
