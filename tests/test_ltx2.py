@@ -9,6 +9,8 @@ from __future__ import annotations
 import io
 import json
 import shutil
+import subprocess
+import sys
 import warnings
 
 import av
@@ -67,6 +69,10 @@ def test_the_folder_is_recognised_and_its_card_read_without_weights(folder, pipe
     assert card == pipe.capabilities
     assert (card.engine, card.size_step, card.frames_per_latent, card.max_duration) == ("ltx2", 32, 8, 20.0)
     assert set(card.tasks) == {"t2av", "i2av", "a2v", "v2a", "extend", "edit", "references"}
+    # what the HTTP server does: read the card, without importing the ltx2 extra
+    probe = (f"import sys; from openseedance import engines; engines.read_card({str(folder)!r}); "
+             "assert 'diffusers' not in sys.modules and 'transformers' not in sys.modules")  # fmt: skip
+    subprocess.run([sys.executable, "-c", probe], check=True)
     assert card.references == {"image": 0, "video": 0, "audio": 0}  # each kind refused, with its reason
 
 
@@ -178,6 +184,20 @@ def test_what_cannot_map_is_refused_by_name_before_any_work(pipe):
             pipe.check(request)
         with pytest.raises(ValueError, match=words):
             pipe(request)
+
+
+def test_a_distilled_folder_samples_the_distilled_schedule_without_guidance(folder, tmp_path):
+    distilled = shutil.copytree(folder, tmp_path / "distilled")
+    settings = json.loads((folder / "openseedance.json").read_text())
+    (distilled / "openseedance.json").write_text(json.dumps({**settings, "distilled": True}))
+    pipe = Pipeline.from_pretrained(distilled)
+    assert pipe.capabilities.steps == 8
+    calls = []
+    pipe.engine.pipe.transformer.register_forward_pre_hook(lambda m, a, k: calls.append(k["hidden_states"].shape[0]),
+                                                           with_kwargs=True)  # fmt: skip
+    out = pipe(ask())
+    assert out.request["schedule"] == "distilled" and out.request["steps"] == 8
+    assert calls == [1] * 8  # one model evaluation per step: no guidance
 
 
 def test_a_missing_or_damaged_component_is_named(folder, tmp_path):
