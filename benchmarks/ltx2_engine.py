@@ -14,7 +14,8 @@ an extension and at the cuts of a multi-shot clip.
 2. Last frame: the engine's raw output (before the wrapper shows the given frame verbatim) against
    the given last frame, mean absolute error in 8-bit levels, for last frame only and first + last;
    beside it the video VAE's own round trip of that frame (the floor the latents allow).
-3. Seams: forward extension of a 1 s clip to 2 s and a 2-shot clip; the mean absolute change
+3. Seams: forward extension of a 1 s clip to 2 s and a 2-shot clip (per-shot text attention, and
+   chained shot by shot); the mean absolute change
    between the two frames across the seam / cut against the median change between neighbouring
    frames elsewhere in the clip, and for the sound the jump in 10 ms loudness (RMS x 1000) against
    the median elsewhere.
@@ -26,6 +27,7 @@ pasting), not quality.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import platform
 import statistics
@@ -147,9 +149,12 @@ def main() -> None:
                       fps=args.fps, sample_rate=rate)  # fmt: skip
         extended = pipe(GenerationRequest(request.prompt, duration=2.0, width=width, height=height, fps=args.fps,
                                           sample_rate=rate, source=source, extend="forward")).clip  # fmt: skip
-        shots = pipe(GenerationRequest("a room [shot 1] a red ball [shot 2] a blue cube", duration=2.0, width=width,
-                                       height=height, fps=args.fps, sample_rate=rate)).clip  # fmt: skip
-        seams = {"extension at 1 s": seam(extended, 1.0), "shot cut at 1 s": seam(shots, 1.0)}
+        two_shots = GenerationRequest("a room [shot 1] a red ball [shot 2] a blue cube", duration=2.0, width=width,
+                                      height=height, fps=args.fps, sample_rate=rate)  # fmt: skip
+        seams = {"extension at 1 s": seam(extended, 1.0)}
+        for mode in ("attention", "chained"):
+            pipe.engine.settings = dataclasses.replace(pipe.engine.settings, shots=mode)
+            seams[f"shot cut at 1 s ({mode})"] = seam(pipe(two_shots).clip, 1.0)
     overhead_pct = 100 * (times["engine.generate"] / times["diffusers LTX2Pipeline.__call__"] - 1)
     print(f"## overhead ({args.size}, {args.duration:g} s at {args.fps:g} fps, {args.steps} steps, "
           f"median of {args.repeats})\n\n| call | s per clip |\n|---|---|")  # fmt: skip

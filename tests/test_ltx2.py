@@ -31,6 +31,7 @@ from openseedance.engines import RunOptions
 from openseedance.media import Clip
 from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
+from openseedance.sampling import Branch
 from serve_util import KEY, Server, wait_for
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -160,16 +161,33 @@ def test_soundtrack_to_video_keeps_the_sound_and_video_to_soundtrack_the_picture
     assert np.array_equal(first.video[0], src.video[0])
 
 
-def test_shots_are_chained_and_progress_counts_every_step(pipe):
+def test_shots_read_their_own_text_and_progress_counts_every_step(pipe, folder, tmp_path):
+    """Per-shot text attention: each token reads only its shot's text (global text included)."""
+    engine = pipe.engine
+    request = ask("a room [shot 1] a red ball [shot 2] a blue cube", duration=2.0)
+    layout = engine.layout(request)
+    with torch.inference_mode():
+        said = engine.shot_text(["a room a red ball", "a room a blue cube"], (1.0,), layout, True)
+    video, _, bias, audio_bias = said[Branch.COND]
+    length = video.shape[1] // 2
+    first, last = bias[0, 0], bias[0, -1]  # the first and the last video token: shots 1 and 2
+    assert (first[length:] < 0).all() and (first[:length] == 0).any()
+    assert (last[:length] < 0).all() and (last[length:] == 0).any()
+    assert audio_bias.shape[1] == layout.audio_latents
     seen = []
-    out = pipe(ask("a room [shot 1] a red ball [shot 2] a blue cube", duration=2.0),
-               progress=lambda done, total: seen.append((done, total)))
-    assert out.request["shots"] == "chained" and out.clip.video.shape[0] == 16
-    assert seen[-1] == (4, 4) and len(seen) == 4  # 2 steps per shot
-    whole = pipe(ask("a room [shot 1] a red ball [shot 2] a blue cube", duration=2.0), RunOptions(per_shot=False))
-    assert "shots" not in whole.request
+    out = pipe(request, progress=lambda done, total: seen.append((done, total)))
+    assert out.request["shots"] == "attention" and out.clip.video.shape[0] == 16 and seen[-1] == (2, 2)
+    whole = pipe(request, RunOptions(per_shot=False))
+    assert "shots" not in whole.request and not np.array_equal(whole.clip.video, out.clip.video)
     with pytest.raises(ValueError, match="shift"):
         pipe(ask(), RunOptions(shift=3.0))
+
+    chained = shutil.copytree(folder, tmp_path / "chained")
+    settings = json.loads((folder / "openseedance.json").read_text())
+    (chained / "openseedance.json").write_text(json.dumps({**settings, "shots": "chained"}))
+    seen.clear()
+    out = Pipeline.from_pretrained(chained)(request, progress=lambda done, total: seen.append((done, total)))
+    assert out.request["shots"] == "chained" and seen[-1] == (4, 4) and len(seen) == 4  # 2 steps per shot
 
 
 def test_what_cannot_map_is_refused_by_name_before_any_work(pipe):

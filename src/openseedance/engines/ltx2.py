@@ -39,6 +39,7 @@ COMPONENTS = ("transformer", "vae", "audio_vae", "vocoder", "connectors", "text_
 SETTINGS_FILE = "openseedance.json"  # optional, beside model_index.json: the serving defaults below
 # LTX-2's distilled schedule (diffusers' DISTILLED_SIGMA_VALUES), then 0
 DISTILLED_SIGMAS = (1.0, 0.99375, 0.9875, 0.98125, 0.975, 0.909375, 0.725, 0.421875, 0.0)
+Said = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]  # video, audio text states; their masks
 MEL_FFT = 1024  # LTX-2's mel front end: 1024-point STFT, Slaney mel scale and norm, magnitude, log
 
 
@@ -68,6 +69,9 @@ class LTX2Settings:
     max_text_tokens: int = 1024
     decode_timestep: float = 0.0  # the video VAE's decode time, where it takes one
     negative_prompt: str = ""
+    # a "[shot N]" prompt: "attention" (each token reads its shot's text, global text included, in one
+    # pass) or "chained" (shot by shot, each later shot an extension of the ones before)
+    shots: str = "attention"
     # how it runs on a GPU: weights in bfloat16 ("auto": bfloat16 when a CUDA GPU is present, else the
     # dtype asked for), model CPU offload (each model on the GPU only while it runs), tiled VAE decoding
     dtype: str = "auto"  # "auto", "bfloat16" or "float32"
@@ -75,6 +79,8 @@ class LTX2Settings:
     vae_tiling: bool = True
 
     def __post_init__(self) -> None:
+        if self.shots not in ("attention", "chained"):
+            raise ValueError(f"{SETTINGS_FILE}: shots must be attention or chained, got {self.shots!r}")
         if self.dtype not in ("auto", "bfloat16", "float32"):
             raise ValueError(f"{SETTINGS_FILE}: dtype must be auto, bfloat16 or float32, got {self.dtype!r}")
 
@@ -373,8 +379,8 @@ class LTX2Engine:
         channels = {"video": tc.in_channels, "audio": tc.audio_in_channels}
         return cond.Encoders(None, video, audio, lambda r: layout, hop, channels)  # type: ignore[arg-type]
 
-    def encode_text(self, prompt: str, guided: bool) -> dict[Branch, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
-        """Branch -> (video text states, audio text states, mask) through Gemma and the connectors."""
+    def encode_text(self, prompt: str, guided: bool) -> dict[Branch, Said]:
+        """Branch -> (video text states, audio text states, their masks) through Gemma and the connectors."""
         pipe = self.pipe
         length = min(self.settings.max_text_tokens, pipe.tokenizer.model_max_length)
         states, mask, neg, neg_mask = pipe.encode_prompt(prompt, self.settings.negative_prompt, guided,
@@ -383,7 +389,24 @@ class LTX2Engine:
         out = {}
         for branch, (s, m) in ((Branch.COND, (states, mask)), (Branch.UNCOND, (neg, neg_mask))):
             if s is not None:
-                out[branch] = pipe.connectors(s.to(pipe.connectors.dtype), m, padding_side=side)
+                video, audio, valid = pipe.connectors(s.to(pipe.connectors.dtype), m, padding_side=side)
+                out[branch] = (video, audio, valid, valid)
+        return out
+
+    def shot_text(self, parts: list[str], cuts: tuple[float, ...], layout: cond.Layout,
+                  guided: bool) -> dict[Branch, Said]:  # fmt: skip
+        """Per-shot text attention: the parts' texts side by side, with a mask per token (an additive
+        bias, (1, N, K * L)) that lets each video and audio token read only its own shot's text."""
+        encoded = [self.encode_text(p, guided) for p in parts]
+        when = {"video": layout.video_positions()[:, 0], "audio": layout.audio_positions()[:, 0]}
+        shot = {s: (cond.token_shots(t, cuts) - 1).to(self.device) for s, t in when.items()}
+        out = {}
+        for branch in encoded[0]:
+            video, audio, valid = (torch.cat([e[branch][i] for e in encoded], 1) for i in range(3))
+            segment = torch.arange(valid.shape[1], device=self.device) // encoded[0][branch][0].shape[1]
+            bias = {s: torch.where((segment[None] == shot[s][:, None]) & valid.bool(), 0.0, -10000.0)[None]
+                    for s in shot}  # fmt: skip
+            out[branch] = (video, audio, bias["video"], bias["audio"])
         return out
 
     def times(self, steps: int, video_tokens: int) -> torch.Tensor:
@@ -433,7 +456,8 @@ class LTX2Engine:
                                     "stg_block": self.stg_blocks[0] if sampler.perturbed_guidance else None,
                                     "modality_guidance": {s: g + 1 for s, g in sampler.isolated_guidance.items()}
                                     or None,
-                                    "shots": "chained" if split_shots(request.prompt)[1] and options.per_shot else None,
+                                    "shots": self.settings.shots if split_shots(request.prompt)[1] and options.per_shot
+                                    else None,
                                     "model": str(self.folder)}  # fmt: skip
         settings = {k: v for k, v in settings.items() if v is not None}
         return EngineOutput(clip, settings, layout.video_tokens + layout.audio_latents, seconds)
@@ -441,33 +465,38 @@ class LTX2Engine:
     def sample(self, request: GenerationRequest, layout: cond.Layout, clean: Latents, keep: Latents, noise: Latents,
                sampler: SamplerConfig, times: torch.Tensor, options: RunOptions,
                progress: bool | Progress) -> Latents:  # fmt: skip
-        """The clip's latents: `denoise` with the given tokens held clean. A "[shot N]" prompt is sampled
-        shot by shot, each with the global text and its own, every later shot an extension of the
-        shots before it (their tokens held clean), so picture and sound carry across each cut
-        (`options.per_shot` False: the prompt as one text, in one pass)."""
+        """The clip's latents: `denoise` with the given tokens held clean. A "[shot N]" prompt (unless
+        `options.per_shot` is False: then it is one text) is sampled with per-shot text attention in
+        one pass, or, with `shots: chained`, shot by shot, each with the global text and its own and
+        every later shot an extension of the shots before it (their tokens held clean)."""
         text, shots = split_shots(request.prompt) if options.per_shot else ("", ())
-        starts = (0.0, *shot_cuts(request.prompt, request.duration))
-        parts = [(f"{text} {shot}".strip(), start) for shot, start in zip(shots, starts, strict=False)] or \
-            [(request.prompt, 0.0)]  # fmt: skip
-        when = {"video": layout.video_positions()[:, 0], "audio": layout.audio_positions()[:, 0]}
+        cuts = shot_cuts(request.prompt, request.duration) if shots else ()
+        parts = [f"{text} {shot}".strip() for shot in shots]
         guided = any(g != 1.0 for g in sampler.guidance.values())
         coords = self._coords(layout)
 
-        def on(z: Latents) -> Latents:
-            return {s: v.to(self.device) for s, v in z.items()}
+        def run(said: dict[Branch, Said], given: Latents, held: Latents, told: bool | Progress) -> Latents:
+            velocity = self._velocity(said, coords, layout, options)
+            on = {name: {s: v.to(self.device) for s, v in z.items()} for name, z in
+                  (("noise", noise), ("given", given), ("held", held))}  # fmt: skip
+            x = denoise(velocity, on["noise"], on["given"], on["held"], config=sampler, shift=1.0, times=times,
+                        progress=told)  # fmt: skip
+            return {s: z.cpu() for s, z in x.items()}
 
+        if not shots:
+            return run(self.encode_text(request.prompt, guided), clean, keep, progress)
+        if self.settings.shots == "attention":
+            return run(self.shot_text(parts, cuts, layout, guided), clean, keep, progress)
+        when = {"video": layout.video_positions()[:, 0], "audio": layout.audio_positions()[:, 0]}
         x = clean
-        for k, (prompt, start) in enumerate(parts):
+        for k, (prompt, start) in enumerate(zip(parts, (0.0, *cuts), strict=True)):
             held = {s: keep[s] | (when[s] < start)[None] for s in keep}  # the given tokens and the shots before
             given = {s: torch.where(keep[s][..., None], clean[s], x[s]) for s in x}
 
             def told(done: int, total: int, k: int = k) -> None:
                 progress(k * total + done, total * len(parts))  # type: ignore[operator]
 
-            velocity = self._velocity(self.encode_text(prompt, guided), coords, layout, options)
-            x = denoise(velocity, on(noise), on(given), on(held), config=sampler, shift=1.0, times=times,
-                        progress=told if callable(progress) else progress)  # fmt: skip
-            x = {s: z.cpu() for s, z in x.items()}
+            x = run(self.encode_text(prompt, guided), given, held, told if callable(progress) else progress)
         return x
 
     def _coords(self, layout: cond.Layout) -> dict[str, torch.Tensor]:
@@ -483,10 +512,14 @@ class LTX2Engine:
         cross = bool(tr.config.use_prompt_adaln_single)  # LTX-2.3 conditions cross-attention on the other stream's time
         t, h, w = layout.token_grid
 
+        def mask(m: torch.Tensor) -> torch.Tensor:
+            """(B, L) 0/1 as it is (the transformer turns it into a bias); a per-token bias (B, N, L) cast."""
+            return m if m.ndim == 2 else m.to(tr.dtype)
+
         def forward(x: Latents, tt: Latents, branches: list[Branch], isolate: bool) -> list[Latents]:
             b = len(branches)
             said = [text[Branch.UNCOND if br is Branch.UNCOND else Branch.COND] for br in branches]
-            video_text, audio_text, mask = (torch.cat([p[i] for p in said]) for i in range(3))
+            video_text, audio_text, video_mask, audio_mask = (torch.cat([p[i] for p in said]) for i in range(4))
             sigma = {s: tt[s].amax(1).expand(b) * scale for s in tt}  # the clip's current time
             perturbed = [br is Branch.PERTURBED for br in branches]
             stg = {"spatio_temporal_guidance_blocks": self.stg_blocks,
@@ -498,8 +531,9 @@ class LTX2Engine:
                           audio_hidden_states=x["audio"].expand(b, -1, -1).to(dtype),
                           encoder_hidden_states=video_text.to(dtype), audio_encoder_hidden_states=audio_text.to(dtype),
                           timestep=tt["video"].expand(b, -1) * scale, audio_timestep=tt["audio"].expand(b, -1) * scale,
-                          sigma=sigma["video"], audio_sigma=sigma["audio"], encoder_attention_mask=mask,
-                          audio_encoder_attention_mask=mask, num_frames=t, height=h, width=w, fps=layout.fps,
+                          sigma=sigma["video"], audio_sigma=sigma["audio"],
+                          encoder_attention_mask=mask(video_mask), audio_encoder_attention_mask=mask(audio_mask),
+                          num_frames=t, height=h, width=w, fps=layout.fps,
                           audio_num_frames=layout.audio_latents, video_coords=coords["video"].expand(b, -1, -1, -1),
                           audio_coords=coords["audio"].expand(b, -1, -1, -1), use_cross_timestep=cross,
                           isolate_modalities=isolate, return_dict=False, **stg)  # fmt: skip
