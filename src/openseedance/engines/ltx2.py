@@ -568,7 +568,11 @@ class LTX2Engine:
             packed = pipe._denormalize_audio_latents(latents["audio"], a.latents_mean,
                                                      a.latents_std)  # fmt: skip
             bins = a.config.mel_bins // a.mel_compression_ratio
-            z = pipe._unpack_audio_latents(packed, layout.audio_latents, num_mel_bins=bins)
+            # the causal audio VAE decodes L latents to 4L - 3 mel frames (the clip's last 30 ms would be
+            # missing): the last latent once more gives the decoder the frames after it; those before
+            # are unchanged (causal)
+            packed = torch.cat([packed, packed[:, -1:]], 1)
+            z = pipe._unpack_audio_latents(packed, layout.audio_latents + 1, num_mel_bins=bins)
             mel = a.decode(z.to(self.device, a.dtype), return_dict=False)[0]
             wave = pipe.vocoder(mel.to(pipe.vocoder.dtype)).float().mean(1).cpu().numpy()
             rate = pipe.vocoder.config.output_sampling_rate

@@ -1,7 +1,7 @@
 """A tiny, randomly initialised LTX-2 folder in diffusers layout, with configs that fit each other
-(a video VAE that codes 1 + 8k frames at 32x compression, a mel audio VAE that compresses 4x in time
-and mel, a vocoder whose upsampling equals the mel hop, a 2-layer Gemma 3, a tokenizer built in
-memory): what tests and benchmarks run the LTX-2 engine on, in well under a second per clip on a
+(a video VAE that codes 1 + 8k frames at 32x compression, a mel audio VAE at 16 kHz that compresses
+4x in time and mel, a vocoder to 24 kHz whose upsampling matches the mel hop, a 2-layer Gemma 3, a
+tokenizer built in memory): what tests and benchmarks run the LTX-2 engine on, in well under a second per clip on a
 CPU. Needs the ltx2 extra; nothing is downloaded.
 """
 
@@ -67,9 +67,10 @@ def save_untrained(path: str | os.PathLike, seed: int = 0, layers: int = 2,
     # 16 mel bins, 2 latent channels: 2 x 16 / 4 = 8 channels per audio token (the latent statistics' size)
     audio_vae = AutoencoderKLLTX2Audio(base_channels=8, ch_mult=(1, 2, 4), num_res_blocks=1, latent_channels=2,
                                        mel_bins=16, sample_rate=16000, mel_hop_length=160)  # fmt: skip
-    vocoder = LTX2Vocoder(in_channels=2 * 16, hidden_channels=16, upsample_kernel_sizes=[8, 10, 4, 4],
-                          upsample_factors=[4, 5, 4, 2], resnet_kernel_sizes=[3], resnet_dilations=[[1]],
-                          output_sampling_rate=16000)  # 4 * 5 * 4 * 2 = 160 samples per mel frame  # fmt: skip
+    # like LTX-2's: 16 kHz mel frames (hop 160) in, 24 kHz out, 4 * 5 * 4 * 3 = 240 samples per mel frame
+    vocoder = LTX2Vocoder(in_channels=2 * 16, hidden_channels=16, upsample_kernel_sizes=[8, 10, 8, 6],
+                          upsample_factors=[4, 5, 4, 3], resnet_kernel_sizes=[3], resnet_dilations=[[1]],
+                          output_sampling_rate=24000)  # fmt: skip
     transformer = LTX2VideoTransformer3DModel(
         in_channels=8, out_channels=8, num_attention_heads=2, attention_head_dim=8, cross_attention_dim=16,
         audio_in_channels=8, audio_out_channels=8, audio_num_attention_heads=2, audio_attention_head_dim=4,
