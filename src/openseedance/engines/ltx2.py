@@ -526,7 +526,9 @@ class LTX2Engine:
                    "perturbation_mask": torch.tensor([0.0 if p else 1.0 for p in perturbed], device=self.device)
                    } if any(perturbed) else {}  # fmt: skip
             dtype = tr.dtype
-            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=options.bf16):
+            # bfloat16 autocast only when asked for (the weights' dtype, `dtype` in the settings, is the
+            # precision otherwise); an unset choice (None) is no autocast
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bool(options.bf16)):
                 v, a = tr(hidden_states=x["video"].expand(b, -1, -1).to(dtype),
                           audio_hidden_states=x["audio"].expand(b, -1, -1).to(dtype),
                           encoder_hidden_states=video_text.to(dtype), audio_encoder_hidden_states=audio_text.to(dtype),
