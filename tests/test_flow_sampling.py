@@ -104,6 +104,25 @@ def test_reference_guidance_adds_a_branch_only_when_asked() -> None:
     assert asked == [(Branch.COND, Branch.UNCOND), (Branch.COND,)]
 
 
+def test_perturbed_and_isolated_branches_push_away_only_when_their_scales_are_set() -> None:
+    asked = []
+    value = {Branch.COND: 4.0, Branch.UNCOND: 2.0, Branch.PERTURBED: 3.0, Branch.ISOLATED: 3.5}
+
+    def fn(x, t, branches):
+        asked.append(branches)
+        return [{s: torch.full_like(x[s], value[b]) for s in x} for b in branches]
+
+    x = {"video": torch.zeros(1, 2, 1), "audio": torch.zeros(1, 2, 1)}
+    away = {Branch.PERTURBED: {"video": 1.0, "audio": 0.5}, Branch.ISOLATED: {"video": 2.0, "audio": 0.0}}
+    v = guided(fn, {"video": 3.0, "audio": 1.0}, away=away)(x, {})
+    assert asked == [(Branch.COND, Branch.UNCOND, Branch.PERTURBED, Branch.ISOLATED)]
+    assert float(v["video"][0, 0, 0]) == 2 + 3 * (4 - 2) + 1.0 * (4 - 3) + 2.0 * (4 - 3.5)
+    assert float(v["audio"][0, 0, 0]) == 4 + 0.5 * (4 - 3)
+    asked.clear()
+    guided(fn, {"video": 1.0, "audio": 1.0}, away={Branch.PERTURBED: {"video": 0.0}})(x, {})
+    assert asked == [(Branch.COND,)]
+
+
 def test_sampler_config_rejects_nonsense() -> None:
     with pytest.raises(ValueError, match="steps"):
         SamplerConfig(steps=0)

@@ -1,6 +1,7 @@
 """The import rules of the design (DESIGN §4), read from the package's source: model files import only
 torch, einops and `layers`; generation never imports `train/` or `stage/`; `stage/` never imports
-generation; `serve/` never imports `train/`; nothing imports `cli.py`. Function-level imports count."""
+generation; `serve/` never imports `train/`; nothing imports `cli.py`; only the LTX-2 engine imports
+diffusers (an optional extra). Function-level imports count."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "openseedance"
 MODEL_FILES = ("transformer", "video_vae", "audio_vae", "layers")
 GENERATION = ("engines", "conditioning", "sampling", "pipeline")
 ALWAYS_ALLOWED = ("__future__", "math", "dataclasses", "typing", "collections", "functools")
+DIFFUSERS_USERS = ("engines.ltx2", "engines.ltx2_tiny")  # the ltx2 extra, imported lazily there only
 
 
 def module_name(path: Path, root: Path = PACKAGE) -> str:
@@ -54,6 +56,8 @@ def violations(files: dict[str, str]) -> list[str]:
         if top == "serve":
             out += [f"{module} (the server) imports {n}" for n in own if n.split(".")[0] == "train"]
         out += [f"{module} imports the CLI" for n in own if n.split(".")[0] == "cli" and top != "cli"]
+        if module not in DIFFUSERS_USERS:
+            out += [f"{module} imports {n}" for n in imports(source, module) if n.split(".")[0] == "diffusers"]
     return sorted(out)
 
 
@@ -77,6 +81,8 @@ def test_the_package_keeps_the_import_rules() -> None:
     ("transformer", "from openseedance.request import role_id",
      "transformer (a model file) imports openseedance.request"),
     ("media", "from openseedance.cli import main", "media imports the CLI"),
+    ("engines.bundled", "from diffusers import LTX2Pipeline", "engines.bundled imports diffusers"),
+    ("serve.api", "import diffusers.pipelines", "serve.api imports diffusers.pipelines"),
 ])  # fmt: skip
 def test_a_forbidden_import_is_caught(module: str, line: str, broken: str) -> None:
     """Each rule, broken once on purpose (inside a function too, where lazy imports hide)."""

@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate a clip (video with synchronized audio) from a prompt")
     p.add_argument("prompt", help='what happens, e.g. "a red circle jumps and says hello"')
     p.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="output mp4 (default out.mp4)")
-    p.add_argument("--model", type=Path, default=None, help="a model folder (default: the bundled tiny model)")
+    p.add_argument("--model", type=Path, default=None, help="a model folder: this project's, or LTX-2 in diffusers "
+                   "layout (default: the bundled tiny model)")  # fmt: skip
     p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds (default 4)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same clip")
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the model's, 8)")
@@ -221,7 +222,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, what in (("serve", "serve the Ark-compatible and OpenAI-compatible video APIs and the web page"),
                        ("worker", "run generation jobs from a server's job store (no HTTP)")):  # fmt: skip
         p = sub.add_parser(name, help=what)
-        p.add_argument("--model", default=None, help="a model folder (default: the bundled model)")
+        p.add_argument("--model", default=None, help="a model folder: this project's, or LTX-2 in diffusers layout "
+                       "(default: the bundled model)")  # fmt: skip
         p.add_argument("--data", type=Path, default=Path("openseedance-data"), help="job store and results folder")
         p.add_argument("--allow-faces", action="store_true", help="accept references that show real faces")
         p.add_argument("--threads", type=_positive(int), default=None, help="torch threads per worker")
@@ -260,7 +262,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--generator",
         default="truth",
-        help="truth, shuffled, noise, bundled, a model folder, or module:callable (default truth)",
+        help="truth, shuffled, noise, bundled, a model folder (this project's or LTX-2 in diffusers layout), "
+             "or module:callable (default truth)",
     )
     p.add_argument("--cases", type=_positive(int), default=8, help="cases per capability (default 8)")
     p.add_argument("--capabilities", default="all", help="comma-separated capabilities, or all")
@@ -683,7 +686,8 @@ def _bench_stage(args: argparse.Namespace) -> None:
     if args.out is not None:
         _writable_file(args.out)
     cases = bench.suite(caps, cases=args.cases, config=config)
-    if args.generator == "bundled" or (Path(args.generator) / "pipeline.json").is_file():
+    folder = Path(args.generator)
+    if args.generator == "bundled" or (folder / "pipeline.json").is_file() or (folder / "model_index.json").is_file():
         from openseedance.pipeline import Pipeline, as_generator  # the bench measures a model; it never imports one
 
         generator = as_generator(Pipeline.from_pretrained(None if args.generator == "bundled" else args.generator))

@@ -457,7 +457,7 @@ def prepare(request: GenerationRequest, encoders: Encoders, per_shot: bool = Tru
     guidance). A multi-shot prompt is encoded part by part unless `per_shot` is False."""
     layout = encoders.layout(request)
     text, cuts = prompt_text(encoders.text, request, per_shot)
-    clean, keep = _clip_conditions(request, layout, encoders)
+    clean, keep = clip_conditions(request, layout, encoders)
     refs = _references(request, layout, encoders) if any(request.reference_counts.values()) else None
     return assemble(clean, keep, layout, [cuts], [refs], text)
 
@@ -478,9 +478,10 @@ def prompt_text(encoder: TextEncoder, request: GenerationRequest,
     return Text(padded, valid, pad_shots([parts, None], padded.shape[1])), shot_cuts(prompt, request.duration)
 
 
-def _clip_conditions(request: GenerationRequest, layout: Layout,
+def clip_conditions(request: GenerationRequest, layout: Layout,
                      encoders: Encoders) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:  # fmt: skip
-    """The clip's clean tokens (zeros where generated) and the masks of the tokens that are given."""
+    """The clip's clean tokens (zeros where generated) and the masks of the tokens that are given (any
+    engine whose model takes a time per token conditions through these)."""
     task = request.task
     if task in ("extend", "edit") or request.last_frame is not None:
         return _given_latents(given_parts(request, layout.temporal_factor), layout, encoders)

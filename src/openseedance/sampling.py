@@ -10,7 +10,13 @@ the model is asked for the velocities of up to three branches (`Branch`) and the
     v = v_bare + r * (v_uncond - v_bare) + g[stream] * (v_cond - v_uncond)
 
 With r = 1 this is ordinary text guidance in which both branches see the references; reference
-guidance pulls towards whatever the references add.
+guidance pulls towards whatever the references add. A model may offer two more branches, each
+with its own scale per stream, added to v away from what that branch predicts:
+
+    PERTURBED   the prompt, with self-attention skipped in some blocks (spatio-temporal guidance)
+    ISOLATED    the prompt, each stream without the other (modality guidance)
+
+    v <- v + p[stream] * (v_cond - v_perturbed) + m[stream] * (v_cond - v_isolated)
 
 Large scales overshoot: the guided velocity grows far larger than any the model predicts, which
 draws speckle and burnt colours. `rescale` (phi) pulls it back towards the size of the cond
@@ -40,6 +46,8 @@ class Branch(enum.Enum):
     COND = "cond"
     UNCOND = "uncond"
     BARE = "bare"
+    PERTURBED = "perturbed"
+    ISOLATED = "isolated"
 
 
 Latents = dict[str, torch.Tensor]  # stream -> (B, N, C)
@@ -58,6 +66,8 @@ class SamplerConfig:
     shift: float | None = None  # None: the flow's shift for the token count
     reference_guidance: float = 1.0  # r above; used only when the clip has references
     rescale: float = 0.0  # phi above: 0 leaves the guided velocity as it is, 1 matches the cond's std
+    perturbed_guidance: dict[str, float] = field(default_factory=dict)  # p above, per stream (none: 0)
+    isolated_guidance: dict[str, float] = field(default_factory=dict)  # m above, per stream (none: 0)
 
     def __post_init__(self) -> None:
         if self.steps < 1:
@@ -66,6 +76,8 @@ class SamplerConfig:
             raise ValueError(f"solver must be one of {SOLVERS}, got {self.solver!r}")
         scales = {f"{s} guidance": g for s, g in self.guidance.items()}
         scales["reference guidance"] = self.reference_guidance
+        scales.update({f"{s} perturbed guidance": g for s, g in self.perturbed_guidance.items()})
+        scales.update({f"{s} isolated guidance": g for s, g in self.isolated_guidance.items()})
         for name, value in scales.items():
             if not value >= 0:  # also refuses NaN
                 raise ValueError(f"{name} must be >= 0, got {value}")
@@ -81,10 +93,13 @@ def schedule(steps: int, shift: float) -> torch.Tensor:
 
 
 def guided(fn: VelocityFn, scales: dict[str, float], *, reference: float = 1.0, rescale: float = 0.0,
-           free: dict[str, torch.Tensor] | None = None) -> Callable[[Latents, Latents], Latents]:
+           free: dict[str, torch.Tensor] | None = None,
+           away: dict[Branch, dict[str, float]] | None = None) -> Callable[[Latents, Latents], Latents]:  # fmt: skip
     """The guided velocity (module docstring), asking `fn` only for the branches it needs: one model
     call when every scale is 1. `free[s]` (B, N) marks the tokens being denoised, over which
-    `rescale` measures sizes (all tokens when not given)."""
+    `rescale` measures sizes (all tokens when not given). `away`: the PERTURBED and ISOLATED scales
+    per stream (branches whose scales are all 0 are not asked for)."""
+    away = {b: sc for b, sc in (away or {}).items() if any(sc.values())}
 
     def resized(v: Latents, cond: Latents) -> Latents:
         if not rescale:
@@ -100,29 +115,45 @@ def guided(fn: VelocityFn, scales: dict[str, float], *, reference: float = 1.0, 
             out[s] = rescale * v[s] * factor + (1 - rescale) * v[s]
         return out
 
-    def velocity(x: Latents, t: Latents) -> Latents:
+    def text(x: Latents, t: Latents) -> tuple[Latents, Latents, dict[Branch, Latents]]:
+        """(guided velocity, cond velocity, the `away` branches' velocities)."""
+        extra = tuple(away)
         if reference != 1.0:
-            cond, uncond, bare = fn(x, t, (Branch.COND, Branch.UNCOND, Branch.BARE))
+            cond, uncond, bare, *more = fn(x, t, (Branch.COND, Branch.UNCOND, Branch.BARE, *extra))
             v = {s: bare[s] + reference * (uncond[s] - bare[s]) + scales.get(s, 1.0) * (cond[s] - uncond[s])
                  for s in x}  # fmt: skip
-            return resized(v, cond)
-        if all(scales.get(s, 1.0) == 1.0 for s in x):
-            return fn(x, t, (Branch.COND,))[0]
-        cond, uncond = fn(x, t, (Branch.COND, Branch.UNCOND))
-        v = {s: uncond[s] + scales.get(s, 1.0) * (cond[s] - uncond[s]) for s in x}
-        return resized(v, cond)
+        elif all(scales.get(s, 1.0) == 1.0 for s in x):
+            cond, *more = fn(x, t, (Branch.COND, *extra))
+            v = cond
+        else:
+            cond, uncond, *more = fn(x, t, (Branch.COND, Branch.UNCOND, *extra))
+            v = {s: uncond[s] + scales.get(s, 1.0) * (cond[s] - uncond[s]) for s in x}
+        return v, cond, dict(zip(extra, more, strict=True))
+
+    def velocity(x: Latents, t: Latents) -> Latents:
+        v, cond, more = text(x, t)
+        for branch, out in more.items():
+            v = {s: v[s] + away[branch].get(s, 0.0) * (cond[s] - out[s]) for s in x}
+        return v if v is cond else resized(v, cond)
 
     return velocity
 
 
 def denoise(fn: VelocityFn, noise: Latents, clean: Latents, keep: dict[str, torch.Tensor], *,
-            config: SamplerConfig, shift: float, progress: bool | Progress = False) -> Latents:  # fmt: skip
+            config: SamplerConfig, shift: float, progress: bool | Progress = False,
+            times: torch.Tensor | None = None) -> Latents:  # fmt: skip
     """Integrate from `noise` at t = 1 to data at t = 0. `keep[s]` (B, N) marks tokens that are
     conditions: they hold `clean[s]` at t = 0 the whole way. `progress`: True for a progress bar, or
-    a callable told (steps done, steps) after each step (it may raise to stop the loop)."""
+    a callable told (steps done, steps) after each step (it may raise to stop the loop). `times`:
+    the steps + 1 times to visit, from 1 down to 0, where a model comes with its own schedule (default:
+    `schedule(config.steps, shift)`)."""
     velocity = guided(fn, config.guidance, reference=config.reference_guidance, rescale=config.rescale,
-                      free={s: ~k for s, k in keep.items()})  # fmt: skip
-    times = schedule(config.steps, shift)
+                      free={s: ~k for s, k in keep.items()},
+                      away={Branch.PERTURBED: config.perturbed_guidance,
+                            Branch.ISOLATED: config.isolated_guidance})  # fmt: skip
+    times = schedule(config.steps, shift) if times is None else times
+    if len(times) != config.steps + 1:
+        raise ValueError(f"{config.steps} steps need {config.steps + 1} times, got {len(times)}")
 
     def at(value: float) -> Latents:
         return {s: torch.where(keep[s], 0.0, torch.full_like(keep[s], value, dtype=torch.float32)) for s in x}
