@@ -73,7 +73,7 @@ def new_id(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(12)}"
 
 
-class StoreError(Exception):
+class StoreError(ValueError):
     """The job store cannot be opened: a malformed location, an unreachable database, a newer schema."""
 
 

@@ -90,8 +90,8 @@ def _check_url(url: str) -> None:
     try:
         psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.ProgrammingError as e:
-        raise StoreError(f"malformed database URL {redact(url)!r}: {e} (expected postgresql://user[:password]@host"
-                         "[:port]/dbname)") from None  # fmt: skip
+        raise StoreError(f"malformed database URL {redact(url)!r}: {str(e).strip()} (expected "
+                         "postgresql://user[:password]@host[:port]/dbname)") from None  # fmt: skip
 
 
 def upgrade(url: str, upto: int = SCHEMA_VERSION) -> int:

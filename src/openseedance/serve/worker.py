@@ -27,7 +27,7 @@ from openseedance import media
 from openseedance.engines import RunOptions
 from openseedance.pipeline import GeneratedClip, Pipeline
 from openseedance.serve.api import ServeSettings
-from openseedance.serve.jobs import Job, JobStore, SQLiteJobStore
+from openseedance.serve.jobs import Job, JobStore
 from openseedance.serve.spec import build_request, load_references
 
 log = logging.getLogger("openseedance.serve")
@@ -115,7 +115,9 @@ class Worker:
         try:
             result = self._generate(job, heart)
             heart.check()  # a last look: the job may have been taken away meanwhile
-            if not self.store.finish(job.id, self.id, result):
+            if self.store.finish(job.id, self.id, result):
+                log.info("worker %s finished %s", self.id, job.id)
+            else:
                 log.warning("%s finished elsewhere; result dropped", job.id)
         except Leaving:
             requeued = self.store.release(self.id, self.settings.max_attempts)
@@ -188,9 +190,10 @@ def run_worker(settings: ServeSettings, stop: threading.Event | Any, leave: thre
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     threads = settings.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, settings.workers))
     torch.set_num_threads(threads)
+    store = settings.open_store()  # first: an unreachable store is reported before the model loads
     pipe = load_pipeline(settings)
     getattr(pipe.engine, "text_encoder", None)  # a text encoder loaded on first use: now, not during a job
-    Worker(SQLiteJobStore(settings.db_path), pipe, settings, leave).serve(stop)
+    Worker(store, pipe, settings, leave).serve(stop)
 
 
 _PR_SET_PDEATHSIG = 1
