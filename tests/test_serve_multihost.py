@@ -56,7 +56,7 @@ def _client(srv: Server) -> Ark:
 
 def _submit(srv: Server, n: int, tag: str) -> list[str]:
     client = _client(srv)
-    return [client.content_generation.tasks.create(model="m", duration=4, content=[
+    return [client.content_generation.tasks.create(model="m", duration=2, content=[
         {"type": "text", "text": f"a red circle bounces, {tag} take {i}"}]).id for i in range(n)]  # fmt: skip
 
 
@@ -74,15 +74,15 @@ def test_two_servers_three_workers_lose_nothing_and_run_nothing_twice(pg_url, tm
     from openseedance.serve.jobs import open_store
 
     shared = ("--db", pg_url, "--results", str(tmp_path / "results"))
-    servers = [Server(tmp_path / f"server{i}", args=("--workers", "0", "--stale-after", "4", "--max-pending", "32",
+    servers = [Server(tmp_path / f"server{i}", args=("--workers", "0", "--stale-after", "3", "--max-pending", "32",
                                                      *shared)) for i in range(2)]  # fmt: skip
     workers: list[Worker] = []
     store = open_store(pg_url)
     try:
+        workers = [Worker(tmp_path / f"worker{i}", shared) for i in range(3)]  # loading while the servers start
         for srv in servers:
             srv.start()
-        workers = [Worker(tmp_path / f"worker{i}", shared) for i in range(3)]
-        ids = _submit(servers[0], 4, "first") + _submit(servers[1], 4, "second")
+        ids = _submit(servers[0], 3, "first") + _submit(servers[1], 3, "second")
 
         # a worker dies mid-job, with no chance to give its job back
         job = wait_for(lambda: next((j for j in map(store.get, ids) if j.status == "running"), None), 180, every=0.1)
