@@ -3,7 +3,8 @@
 #
 #     eval "$(bash scripts/start-postgres.sh)"     # then: pytest
 #
-# It uses the installed server binaries (Debian: `apt-get install postgresql`), makes a cluster in
+# It uses the installed server binaries, installing Debian's `postgresql` package when they are
+# missing and this user may (root, or sudo), makes a cluster in
 # $PGDATA_DIR (default /tmp/openseedance-pg) on first run, listens on 127.0.0.1:$PGPORT (default
 # 5433, beside a system server on 5432) with password-less local access, and prints
 # `export OPENSEEDANCE_TEST_PG=postgresql://postgres@127.0.0.1:PORT/postgres`. Run again, it finds
@@ -12,8 +13,21 @@
 set -euo pipefail
 dir=${PGDATA_DIR:-/tmp/openseedance-pg}
 port=${PGPORT:-5433}
-bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
-if [ -z "$bin" ] && command -v pg_ctl >/dev/null; then bin=$(dirname "$(command -v pg_ctl)"); fi
+find_bin() {
+    bin=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1 || true)
+    if [ -z "$bin" ] && command -v pg_ctl >/dev/null; then bin=$(dirname "$(command -v pg_ctl)"); fi
+}
+find_bin
+if [ -z "$bin" ] && [ "${1:-}" != stop ]; then
+    if [ "$(id -u)" -eq 0 ]; then sudo=""; elif command -v sudo >/dev/null; then sudo="sudo"; else
+        echo "no PostgreSQL server binaries found, and this user cannot install them: apt-get install -y postgresql" >&2
+        exit 1
+    fi
+    echo "installing Debian's postgresql package" >&2
+    $sudo apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >/dev/null
+    find_bin
+fi
 if [ -z "$bin" ] || [ ! -x "$bin/pg_ctl" ]; then
     echo "no PostgreSQL server binaries found: install them (Debian: apt-get install -y postgresql)" >&2
     exit 1

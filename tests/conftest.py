@@ -24,29 +24,26 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 PG_ENV = "OPENSEEDANCE_TEST_PG"
 PG_DEFAULT = "postgresql://postgres@127.0.0.1:5433/postgres"  # where scripts/start-postgres.sh puts it
 PG_HOWTO = ("no PostgreSQL server for the job-store tests: start one with "
-            "`eval \"$(bash scripts/start-postgres.sh)\"` (Debian: apt-get install -y postgresql first), "
+            "`eval \"$(bash scripts/start-postgres.sh)\"` (it installs Debian's postgresql when missing), "
             f"or set ${PG_ENV} to a postgresql:// URL of a user that may create databases")
-
-
-def _pg_admin() -> str | None:
-    try:
-        import psycopg
-    except ImportError:
-        return None
-    url = os.environ.get(PG_ENV) or PG_DEFAULT
-    try:
-        psycopg.connect(url, connect_timeout=3).close()
-    except psycopg.Error:
-        return None
-    return url
 
 
 @pytest.fixture(scope="session")
 def pg_admin() -> str:
-    url = _pg_admin()
-    if url is None:
+    """A PostgreSQL URL that may create databases: ${PG_ENV} (then it must answer), else the script's
+    default address (when nothing answers there, the PostgreSQL tests are skipped, saying how to start it)."""
+    named = os.environ.get(PG_ENV)
+    try:
+        import psycopg
+    except ImportError:
+        pytest.skip("psycopg is not installed: pip install -e '.[dev]'")
+    try:
+        psycopg.connect(named or PG_DEFAULT, connect_timeout=5).close()
+    except psycopg.Error as e:
+        if named:
+            pytest.fail(f"${PG_ENV} names a PostgreSQL server that does not answer: {e}")
         pytest.skip(PG_HOWTO)
-    return url
+    return named or PG_DEFAULT
 
 
 @pytest.fixture
