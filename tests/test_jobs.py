@@ -9,6 +9,7 @@ import multiprocessing as mp
 import sqlite3
 import time
 from collections import Counter
+from collections.abc import Iterator
 
 import pytest
 
@@ -23,8 +24,10 @@ def db(request, tmp_path) -> str:
 
 
 @pytest.fixture
-def store(db) -> JobStore:
-    return open_store(db)
+def store(db) -> Iterator[JobStore]:
+    store = open_store(db)
+    yield store
+    store.close()
 
 
 def _job(owner: str = "me", **kw) -> Job:
@@ -194,6 +197,7 @@ def test_postgres_schema_upgrades_in_place(pg_url):
                    "('t-old', 'ark', 'me', 'm', %s, 'queued', 1, 1)", (json.dumps(_job().spec.to_dict()),))
     store = open_store(pg_url)  # upgraded on open
     assert store.claim("w").id == "t-old"
+    store.close()
     with psycopg.connect(pg_url) as db:
         assert db.execute("SELECT version FROM schema_version").fetchone()[0] == SCHEMA_VERSION
         assert db.execute("SELECT 1 FROM pg_indexes WHERE indexname = 'jobs_keep_until'").fetchone()

@@ -162,6 +162,10 @@ class JobStore(ABC):
     @abstractmethod
     def event_done(self, event_id: int, delivered: bool, retry_at: float | None) -> None: ...
 
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of the store's connections."""
+
 
 # Each entry upgrades a database from version i to i + 1 (PRAGMA user_version); never edit a released one.
 # Version 1 is the schema from before versioning, hence IF NOT EXISTS.
@@ -231,6 +235,13 @@ class SQLiteJobStore(JobStore):
                     if statement.strip():
                         db.execute(statement)
                 db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def close(self) -> None:
+        """Close this thread's connection (another thread's closes when that thread ends)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)

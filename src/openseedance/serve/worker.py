@@ -99,10 +99,15 @@ class Worker:
         self.leave = leave or threading.Event()
         self.id = worker_id()
 
-    def serve(self, stop: threading.Event | Any, poll: float = 0.2) -> None:
+    def serve(self, stop: threading.Event | Any, poll: float = 0.2, retry: float = 5.0) -> None:
         log.info("worker %s ready", self.id)
         while not stop.is_set() and not self.leave.is_set():
-            job = self.store.claim(self.id)
+            try:
+                job = self.store.claim(self.id)
+            except Exception as e:  # a database restarting or briefly unreachable: the worker waits, not dies
+                log.warning("worker %s cannot claim from the job store (%s); retrying in %g s", self.id, e, retry)
+                stop.wait(retry)
+                continue
             if job is None:
                 stop.wait(poll)
                 continue
