@@ -669,6 +669,10 @@ def _serve(args: argparse.Namespace) -> None:
     from openseedance.serve.limits import InputLimits
 
     serving = args.command == "serve"
+    if args.db is not None:  # a malformed or unreachable --db is reported before anything is made or started
+        from openseedance.serve.jobs import open_store
+
+        open_store(args.db).close()
     settings = ServeSettings(
         data_dir=args.data, model=args.model, allow_faces=args.allow_faces, threads_per_worker=args.threads,
         device=_device(args.device), db=args.db, results_dir=args.results,
