@@ -2,8 +2,10 @@
 
     python benchmarks/serve_load.py                               # 4 clients, 60 s, 2 workers
     python benchmarks/serve_load.py --clients 8 --seconds 120 --workers 2 --duration 2
+    python benchmarks/serve_load.py --db postgresql://postgres@127.0.0.1:5433/postgres   # the PostgreSQL store
 
-A real HTTP server (uvicorn) with its worker processes and SQLite job store runs in this process;
+A real HTTP server (uvicorn) with its worker processes and job store (SQLite in a fresh folder, or
+the database `--db` names: each run uses a fresh API key and counts only its own jobs) runs in this process;
 each client (a thread with its own `volcenginesdkarkruntime.Ark` client) submits a task, polls it
 to the end, and submits the next until time is up; then every outstanding task is waited for.
 Reports jobs submitted / completed / failed / lost (submitted but never finished) and p50/p95 of
@@ -15,8 +17,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import sqlite3
+import secrets
 import statistics
 import tempfile
 import threading
@@ -27,13 +30,23 @@ from pathlib import Path
 import uvicorn
 from volcenginesdkarkruntime import Ark
 
-from openseedance.serve.api import ServeSettings
+from openseedance.serve.api import ServeSettings, owner_of
 from openseedance.serve.app import create_app
 
-KEY = "load-test-key"
+KEY = f"load-test-{secrets.token_hex(6)}"
 PROMPTS = ["a red circle bounces and a bell rings", "a blue square slides left and a drum beats",
            "a green triangle spins and a voice says hello", "a yellow star jumps twice, wind blows"]  # fmt: skip
 FINAL = ("succeeded", "failed", "cancelled", "expired")
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -63,13 +76,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="how long clients keep submitting")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--duration", type=int, default=2, help="clip seconds")
+    parser.add_argument("--db", default=None, help="a postgresql:// URL (default: SQLite in a fresh folder)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "serve_load" / "serve_load.json")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", category=DeprecationWarning)
 
     data = Path(tempfile.mkdtemp(prefix="serve-load-"))
     settings = ServeSettings(data_dir=data, api_keys=(KEY,), workers=args.workers, threads_per_worker=1,
-                             max_pending_per_key=args.clients + 1)  # fmt: skip
+                             max_pending_per_key=args.clients + 1, db=args.db)  # fmt: skip
     server = uvicorn.Server(uvicorn.Config(create_app(settings), host="127.0.0.1", port=0, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -92,16 +106,17 @@ def main() -> None:
     server.should_exit = True
     thread.join(30)
 
-    with sqlite3.connect(data / "jobs.db") as db:
-        rows = db.execute("SELECT id, status, created_at, started_at, finished_at, attempts FROM jobs").fetchall()
+    jobs, _ = settings.open_store().list(owner_of(KEY), limit=1_000_000)
+    rows = [(j.id, j.status, j.created_at, j.started_at, j.finished_at, j.attempts) for j in jobs]
     in_store = {r[0]: r for r in rows}
     done = [r for r in rows if r[1] == "succeeded"]
     queue = [r[3] - r[2] for r in done]
     run = [r[4] - r[3] for r in done]
     e2e = [e["end_to_end"] for e in log if e["status"] == "succeeded"]
     result = {
-        "machine": f"{platform.processor() or platform.machine()}, {__import__('os').cpu_count()} cores",
+        "machine": f"{cpu_name()}, {os.cpu_count()} cores",
         "date": time.strftime("%Y-%m-%d"),
+        "store": "postgresql" if args.db else "sqlite",
         "clients": args.clients, "workers": args.workers, "clip_seconds": args.duration,
         "submit_seconds": args.seconds, "wall_seconds": round(wall, 1),
         "submitted": len(log), "completed": len(done), "failed": sum(r[1] == "failed" for r in rows),
@@ -113,7 +128,7 @@ def main() -> None:
         "end_to_end_p50": percentile(e2e, 0.5), "end_to_end_p95": percentile(e2e, 0.95),
         "end_to_end_mean": statistics.fmean(e2e) if e2e else None,
     }  # fmt: skip
-    print(f"\nserve load: {args.clients} clients x {args.seconds:g} s, {args.workers} workers, "
+    print(f"\nserve load: {result['store']}, {args.clients} clients x {args.seconds:g} s, {args.workers} workers, "
           f"{args.duration} s clips ({result['machine']})")  # fmt: skip
     print(f"{'submitted':>10}{'completed':>10}{'failed':>8}{'lost':>6}{'jobs/min':>10}")
     print(f"{result['submitted']:>10}{result['completed']:>10}{result['failed']:>8}{result['lost']:>6}"

@@ -48,6 +48,17 @@ def test_serve_and_worker_refuse_an_unknown_device(tmp_path: Path, capsys: pytes
     assert not (tmp_path / "data").exists()
 
 
+def test_serve_and_worker_name_a_bad_database(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cases = [("redis://h/0", "unsupported database redis://"), ("postgresql://u@[::1/jobs", "malformed database URL"),
+             ("postgresql://u:pw@127.0.0.1:1/jobs", "cannot reach the PostgreSQL database postgresql://u:***@127.0.0.1:1")]
+    for command in ("serve", "worker"):
+        for db, message in cases:
+            assert main([command, "--db", db, "--data", str(tmp_path / "data")]) == 1
+            err = capsys.readouterr().err
+            assert message in err and ":pw@" not in err
+    assert not (tmp_path / "data").exists()
+
+
 TRAIN = [["train", "video-ae"], ["train", "audio-ae"], ["train", "generator", "--video-ae", "v", "--audio-ae", "a"]]
 
 

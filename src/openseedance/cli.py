@@ -224,7 +224,14 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=what)
         p.add_argument("--model", default=None, help="a model folder: this project's, or LTX-2 in diffusers layout "
                        "(default: the bundled model)")  # fmt: skip
-        p.add_argument("--data", type=Path, default=Path("openseedance-data"), help="job store and results folder")
+        p.add_argument("--data", type=Path, default=Path("openseedance-data"),
+                       help="this process's folder: API keys, and by default the job store and the results")
+        p.add_argument("--db", default=os.environ.get("OPENSEEDANCE_DB"),
+                       help="the job store: a postgresql://user:password@host/dbname URL that servers and workers on "
+                       "several hosts share, or a SQLite file (default: $OPENSEEDANCE_DB, else DATA/jobs.db)")
+        p.add_argument("--results", type=Path, default=None,
+                       help="each job's inputs and results, shared by every server and worker (default DATA/files; "
+                       "with several hosts, a folder every one of them mounts)")  # fmt: skip
         p.add_argument("--allow-faces", action="store_true", help="accept references that show real faces")
         p.add_argument("--threads", type=_positive(int), default=None, help="torch threads per worker")
         p.add_argument("--device", default="cpu", help="where workers run the model: cpu, cuda, cuda:N")
@@ -707,9 +714,13 @@ def _serve(args: argparse.Namespace) -> None:
     from openseedance.serve.limits import InputLimits
 
     serving = args.command == "serve"
+    if args.db is not None:  # a malformed or unreachable --db is reported before anything is made or started
+        from openseedance.serve.jobs import open_store
+
+        open_store(args.db).close()
     settings = ServeSettings(
         data_dir=args.data, model=args.model, allow_faces=args.allow_faces, threads_per_worker=args.threads,
-        device=_device(args.device),
+        device=_device(args.device), db=args.db, results_dir=args.results,
         api_keys=server.api_keys(args.api_key, args.data) if serving else (),
         workers=args.workers if serving else 1,
         max_pending_per_key=args.max_pending if serving else 8,

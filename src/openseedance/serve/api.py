@@ -21,7 +21,7 @@ from openseedance.provenance.faces import FaceError
 from openseedance.serve.bounds import Refused, parse_json
 from openseedance.serve.decode import Probe
 from openseedance.serve.fetch import check_url, load_bytes
-from openseedance.serve.jobs import Job, JobStore, new_id
+from openseedance.serve.jobs import Job, JobStore, new_id, open_store
 from openseedance.serve.limits import InputError, InputLimits
 from openseedance.serve.spec import (
     JobSpec,
@@ -42,7 +42,7 @@ _SUFFIX = {"image": ".img", "video": ".vid", "audio": ".aud"}
 
 @dataclass(frozen=True)
 class ServeSettings:
-    data_dir: Path  # jobs.db and each job's files
+    data_dir: Path  # this process's own folder: its API keys, and by default the job store and the files
     model: str | None = None  # a model folder; None: the bundled model
     api_keys: tuple[str, ...] = ()
     workers: int = 1  # generation processes started with the server (0: API only)
@@ -59,6 +59,10 @@ class ServeSettings:
     allow_faces: bool = False
     threads_per_worker: int | None = None
     device: str = "cpu"  # where workers run the model: cpu, cuda, cuda:N
+    # the job store: a postgresql:// URL that servers and workers on several hosts share, or a SQLite file
+    db: str | None = None  # None: data_dir/jobs.db
+    # each job's inputs and results; with several hosts, a folder every server and worker mounts
+    results_dir: Path | None = None  # None: data_dir/files
 
     @property
     def db_path(self) -> Path:
@@ -66,7 +70,10 @@ class ServeSettings:
 
     @property
     def files_dir(self) -> Path:
-        return self.data_dir / "files"
+        return self.results_dir or self.data_dir / "files"
+
+    def open_store(self) -> JobStore:
+        return open_store(self.db or self.db_path)
 
 
 class ApiError(Exception):

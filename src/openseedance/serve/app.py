@@ -26,7 +26,7 @@ from openseedance.serve.api import ApiError, ServeSettings, Service
 from openseedance.serve.bounds import Refused
 from openseedance.serve.callbacks import Callbacks
 from openseedance.serve.files import file_response
-from openseedance.serve.jobs import JobStore, SQLiteJobStore
+from openseedance.serve.jobs import JobStore
 from openseedance.serve.worker import WorkerPool
 
 log = logging.getLogger("openseedance.serve")
@@ -106,7 +106,7 @@ def housekeeping(service: Service, pool: WorkerPool | None) -> None:
 def create_app(settings: ServeSettings, card: Capabilities | None = None, store: JobStore | None = None) -> FastAPI:
     """The HTTP app; it checks requests against the model's card (read from the model folder without
     loading weights), and its workers, separate processes, load the model."""
-    store = store or SQLiteJobStore(settings.db_path)
+    store = store or settings.open_store()
     service = Service(settings, store, card or engines.read_card(settings.model))
     callbacks = Callbacks(service)
 

@@ -6,13 +6,16 @@ stops beating (killed, machine lost) is noticed by `reap`, and its job goes back
 fails once it has used its attempts) — never lost, never stuck running. Every status change also
 writes an event row in the same transaction, from which callbacks are delivered.
 
-`JobStore` is the interface; `SQLiteJobStore` (WAL, one file) is the embedded default. A server
-database can implement the same methods for workers on several machines.
+`JobStore` is the interface; `SQLiteJobStore` (WAL, one file) is the embedded default, for one
+machine; `PostgresJobStore` (`serve/postgres.py`) serves servers and workers on any number of hosts.
+`open_store` picks one from a path or a database URL. Both keep a schema version and upgrade an older
+database in place when they open it.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import secrets
 import sqlite3
 import threading
@@ -68,6 +71,29 @@ class Job:
 
 def new_id(prefix: str) -> str:
     return f"{prefix}{secrets.token_hex(12)}"
+
+
+class StoreError(ValueError):
+    """The job store cannot be opened: a malformed location, an unreachable database, a newer schema."""
+
+
+EVENT_LEASE = 60.0  # seconds an event handed out by `events` stays with its deliverer before another may take it
+
+
+def open_store(db: str | Path) -> JobStore:
+    """The job store at `db`: a `postgresql://` (or `postgres://`) URL, or the path of a SQLite file."""
+    text = str(db)
+    scheme = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if scheme is None:
+        return SQLiteJobStore(text)
+    if scheme[1].lower() in ("postgresql", "postgres"):
+        from openseedance.serve.postgres import PostgresJobStore
+
+        return PostgresJobStore(text)
+    if scheme[1].lower() == "sqlite":
+        return SQLiteJobStore(text.removeprefix(scheme[0]))
+    raise StoreError(f"unsupported database {scheme[1]}://...: give a postgresql://user@host/dbname URL or the path "
+                     "of a SQLite file")  # fmt: skip
 
 
 class JobStore(ABC):
@@ -129,13 +155,22 @@ class JobStore(ABC):
 
     @abstractmethod
     def events(self, limit: int = 50) -> list[tuple[int, str, str, str, int]]:
-        """Undelivered callback events: (event id, job id, status, url, attempts), due now."""
+        """Undelivered callback events: (event id, job id, status, url, attempts), due now. They are
+        the caller's for `EVENT_LEASE` s (so two servers never send one event twice at once): until then
+        only `event_done` moves them on."""
 
     @abstractmethod
     def event_done(self, event_id: int, delivered: bool, retry_at: float | None) -> None: ...
 
+    @abstractmethod
+    def close(self) -> None:
+        """Let go of the store's connections."""
 
-_SCHEMA = """
+
+# Each entry upgrades a database from version i to i + 1 (PRAGMA user_version); never edit a released one.
+# Version 1 is the schema from before versioning, hence IF NOT EXISTS.
+_MIGRATIONS = (
+    """
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT UNIQUE NOT NULL,
@@ -170,7 +205,8 @@ CREATE TABLE IF NOT EXISTS events (
     done INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS events_due ON events (done, due);
-"""
+""",
+)
 
 _JSON = ("spec", "error", "result")
 
@@ -182,7 +218,30 @@ class SQLiteJobStore(JobStore):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        self._connect().executescript(_SCHEMA)
+        self._upgrade()
+
+    def _upgrade(self) -> None:
+        """Bring the file to the newest schema, one migration per transaction (a process that opens it at
+        the same moment waits, then finds the work done)."""
+        while True:
+            with self._tx() as db:
+                version = db.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(_MIGRATIONS):
+                    raise StoreError(f"{self.path} has job-store schema version {version}, newer than this version "
+                                     f"of openseedance knows ({len(_MIGRATIONS)}): upgrade openseedance")  # fmt: skip
+                if version == len(_MIGRATIONS):
+                    return
+                for statement in _MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA user_version = {version + 1}")
+
+    def close(self) -> None:
+        """Close this thread's connection (another thread's closes when that thread ends)."""
+        db = getattr(self._local, "db", None)
+        if db is not None:
+            db.close()
+            self._local.db = None
 
     def _connect(self) -> sqlite3.Connection:
         db = getattr(self._local, "db", None)
@@ -381,10 +440,13 @@ class SQLiteJobStore(JobStore):
 
     def events(self, limit: int = 50) -> list[tuple[int, str, str, str, int]]:
         # a job's events go out in order: none while an earlier one of the same job waits for a retry
-        rows = self._connect().execute(
-            "SELECT id, job_id, status, url, attempts FROM events AS e WHERE done = 0 AND due <= ? AND NOT EXISTS "
-            "(SELECT 1 FROM events AS p WHERE p.job_id = e.job_id AND p.done = 0 AND p.id < e.id) ORDER BY id LIMIT ?",
-            (time.time(), limit)).fetchall()  # fmt: skip
+        now = time.time()
+        with self._tx() as db:
+            rows = db.execute(
+                "SELECT id, job_id, status, url, attempts FROM events AS e WHERE done = 0 AND due <= ? AND NOT EXISTS "
+                "(SELECT 1 FROM events AS p WHERE p.job_id = e.job_id AND p.done = 0 AND p.id < e.id) ORDER BY id "
+                "LIMIT ?", (now, limit)).fetchall()  # fmt: skip
+            db.executemany("UPDATE events SET due = ? WHERE id = ?", [(now + EVENT_LEASE, r[0]) for r in rows])
         return [tuple(r) for r in rows]
 
     def event_done(self, event_id: int, delivered: bool, retry_at: float | None) -> None:

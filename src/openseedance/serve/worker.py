@@ -27,7 +27,7 @@ from openseedance import media
 from openseedance.engines import RunOptions
 from openseedance.pipeline import GeneratedClip, Pipeline
 from openseedance.serve.api import ServeSettings
-from openseedance.serve.jobs import Job, JobStore, SQLiteJobStore
+from openseedance.serve.jobs import Job, JobStore
 from openseedance.serve.spec import build_request, load_references
 
 log = logging.getLogger("openseedance.serve")
@@ -99,10 +99,15 @@ class Worker:
         self.leave = leave or threading.Event()
         self.id = worker_id()
 
-    def serve(self, stop: threading.Event | Any, poll: float = 0.2) -> None:
+    def serve(self, stop: threading.Event | Any, poll: float = 0.2, retry: float = 5.0) -> None:
         log.info("worker %s ready", self.id)
         while not stop.is_set() and not self.leave.is_set():
-            job = self.store.claim(self.id)
+            try:
+                job = self.store.claim(self.id)
+            except Exception as e:  # a database restarting or briefly unreachable: the worker waits, not dies
+                log.warning("worker %s cannot claim from the job store (%s); retrying in %g s", self.id, e, retry)
+                stop.wait(retry)
+                continue
             if job is None:
                 stop.wait(poll)
                 continue
@@ -115,7 +120,9 @@ class Worker:
         try:
             result = self._generate(job, heart)
             heart.check()  # a last look: the job may have been taken away meanwhile
-            if not self.store.finish(job.id, self.id, result):
+            if self.store.finish(job.id, self.id, result):
+                log.info("worker %s finished %s", self.id, job.id)
+            else:
                 log.warning("%s finished elsewhere; result dropped", job.id)
         except Leaving:
             requeued = self.store.release(self.id, self.settings.max_attempts)
@@ -188,9 +195,10 @@ def run_worker(settings: ServeSettings, stop: threading.Event | Any, leave: thre
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     threads = settings.threads_per_worker or max(1, (os.cpu_count() or 1) // max(1, settings.workers))
     torch.set_num_threads(threads)
+    store = settings.open_store()  # first: an unreachable store is reported before the model loads
     pipe = load_pipeline(settings)
     getattr(pipe.engine, "text_encoder", None)  # a text encoder loaded on first use: now, not during a job
-    Worker(SQLiteJobStore(settings.db_path), pipe, settings, leave).serve(stop)
+    Worker(store, pipe, settings, leave).serve(stop)
 
 
 _PR_SET_PDEATHSIG = 1
