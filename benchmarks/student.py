@@ -53,18 +53,24 @@ def paired(row: list[dict], base: list[dict], probe: str) -> tuple[float, float,
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--row", type=_row, action="append", required=True, help="LABEL=MODEL:STEPS[:CASES]")
+    ap.add_argument("--row", type=_row, action="append", default=[], help="LABEL=MODEL:STEPS[:CASES]")
     ap.add_argument("--baseline", default=None, help="the row the others are compared with (default: the first)")
     ap.add_argument("--capabilities", default="t2av,i2av,references,multi-shot,a2v,v2a,extension,editing")
     ap.add_argument("--cases", type=int, default=32, help="cases per capability (a row may ask for fewer)")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--reuse", type=Path, action="append", default=[],
+                    help="an earlier output of this script: its rows are taken as they are, not run again")
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "student" / "student.json")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     caps = tuple(args.capabilities.split(","))
-    baseline = args.baseline or args.row[0][0]
+    if not args.row and not args.reuse:
+        ap.error("give at least one --row (or --reuse)")
+    baseline = args.baseline or (args.row[0][0] if args.row else None)
     results: dict[str, dict] = {}
+    for path in args.reuse:  # the same fixed cases, so its rows pair with these case by case
+        results.update(json.loads(path.read_text())["rows"])
     for label, model, steps, cases in args.row:
         pipe = Pipeline.from_pretrained(None if model == "bundled" else model)
         suite = bench.suite(caps, cases or args.cases)
@@ -74,6 +80,7 @@ def main() -> None:
                           "wall_s": time.perf_counter() - start, **result}  # fmt: skip
         print(f"{label}: {len(suite)} clips in {results[label]['wall_s']:.0f} s", file=sys.stderr)
 
+    baseline = baseline or next(iter(results))
     base = results[baseline]["cases"]
     lines = [f"stage-bench by capability; differences from {baseline}, case by case (± standard error)",
              "| capability | row | n | " + " | ".join(PROBES) + " | s/clip |", "|" + "---|" * (len(PROBES) + 4)]
