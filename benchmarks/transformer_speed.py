@@ -40,9 +40,11 @@ import sys
 import time
 import types
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import torch
+from torch.utils import flop_counter
 from torch.utils.flop_counter import FlopCounterMode
 
 from openseedance.transformer import AVTransformer, AVTransformerConfig, Text, Tokens
@@ -66,7 +68,9 @@ def randomize(model: torch.nn.Module, seed: int) -> None:
             p.copy_(torch.randn(p.shape, generator=g) * 0.02 + (p if p.dim() == 1 else 0))
 
 
-def ours_inputs(seed: int = 0) -> tuple[dict[str, Tokens], Text]:
+def ours_inputs(shared: bool, seed: int = 0) -> tuple[dict[str, Tokens], Text]:
+    """Random tokens; diffusion times random per token, or with `shared` one random time for every
+    token of a stream (text-to-clip sampling)."""
     g = torch.Generator().manual_seed(seed)
     f, h, w = GRID
     nv = f * h * w
@@ -75,8 +79,11 @@ def ours_inputs(seed: int = 0) -> tuple[dict[str, Tokens], Text]:
     audio_pos = torch.zeros(1, AUDIO, 3)
     audio_pos[..., 0] = torch.arange(AUDIO) * 0.04
     audio_pos[..., 1:] = 0.5 * torch.tensor([h, w])
-    video = Tokens(torch.randn(1, nv, 32, generator=g), torch.rand(1, nv, generator=g), grid)
-    audio = Tokens(torch.randn(1, AUDIO, 32, generator=g), torch.rand(1, AUDIO, generator=g), audio_pos)
+    t_video, t_audio = torch.rand(1, nv, generator=g), torch.rand(1, AUDIO, generator=g)
+    if shared:
+        t_video, t_audio = t_video[:, :1].expand(1, nv).clone(), t_audio[:, :1].expand(1, AUDIO).clone()
+    video = Tokens(torch.randn(1, nv, 32, generator=g), t_video, grid)
+    audio = Tokens(torch.randn(1, AUDIO, 32, generator=g), t_audio, audio_pos)
     text = Text(torch.randn(1, TEXT, 384, generator=g), torch.ones(1, TEXT, dtype=torch.bool))
     return {"video": video, "audio": audio}, text
 
@@ -93,15 +100,20 @@ def ltx2_model() -> torch.nn.Module:
     )  # fmt: skip
 
 
-def ltx2_inputs(seed: int = 0) -> dict:
+def ltx2_inputs(shared: bool, seed: int = 0) -> dict:
+    """The same, as LTX-2 takes them: per-token times (B, N) as its image-to-video pipeline passes
+    them, or with `shared` one time per sample (B,) as its text-to-video pipeline does."""
     g = torch.Generator().manual_seed(seed)
     f, h, w = GRID
     nv = f * h * w
+    t_video, t_audio = torch.rand(1, nv, generator=g) * 1000, torch.rand(1, AUDIO, generator=g) * 1000
+    if shared:
+        t_video, t_audio = t_video[:, 0], t_audio[:, 0]
     return dict(hidden_states=torch.randn(1, nv, 32, generator=g),
                 audio_hidden_states=torch.randn(1, AUDIO, 32, generator=g),
                 encoder_hidden_states=torch.randn(1, TEXT, 384, generator=g),
                 audio_encoder_hidden_states=torch.randn(1, TEXT, 384, generator=g),
-                timestep=torch.rand(1, nv, generator=g) * 1000, audio_timestep=torch.rand(1, AUDIO, generator=g) * 1000,
+                timestep=t_video, audio_timestep=t_audio,
                 sigma=torch.rand(1, generator=g), audio_sigma=torch.rand(1, generator=g),
                 encoder_attention_mask=torch.ones(1, TEXT), audio_encoder_attention_mask=torch.ones(1, TEXT),
                 num_frames=f, height=h, width=w, fps=25.0, audio_num_frames=AUDIO, return_dict=False)  # fmt: skip
@@ -124,22 +136,30 @@ def load_tree(src: Path) -> types.ModuleType:
 
 
 def count_flops(fn: Callable[[], object]) -> int:
-    with FlopCounterMode(display=False) as counter:
+    """Matrix-product and attention FLOPs of one call. The CPU's attention kernel is not in torch's
+    table: it is counted with the formula of the GPU kernels (4 N_q N_k Dh per head)."""
+    def sdpa(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+        return flop_counter.sdpa_flop_count(q_shape, k_shape, v_shape)
+
+    cpu_sdpa = {torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: sdpa}
+    with FlopCounterMode(display=False, custom_mapping=cpu_sdpa) as counter:
         fn()
     return counter.get_total_flops()
 
 
-def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[float]]:
+def interleaved(fns: dict[str, Callable[[], object]], repeats: int, warmup: int) -> dict[str, list[tuple]]:
+    """(wall, CPU) seconds of each call, the models taking turns. The CPU time of this process (all
+    its threads) is kept beside the wall time: on a shared machine it moves less with other work."""
     for _ in range(warmup):
         for fn in fns.values():
             fn()
-    times: dict[str, list[float]] = {name: [] for name in fns}
+    times: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for i in range(repeats):
         order = list(fns) if i % 2 == 0 else list(reversed(fns))  # neither always runs first
         for name in order:
-            start = time.perf_counter()
+            wall, cpu = time.perf_counter(), time.process_time()
             fns[name]()
-            times[name].append(time.perf_counter() - start)
+            times[name].append((time.perf_counter() - wall, time.process_time() - cpu))
     return times
 
 
@@ -156,6 +176,7 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--warmup", type=int, default=3)
     parser.add_argument("--precisions", default="float32,bfloat16")
+    parser.add_argument("--times", default="per-token,shared", help="diffusion times: per-token, shared or both")
     parser.add_argument("--before", type=Path, default=None, help="an earlier tree's src/ folder to time too")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/transformer_speed/transformer_speed.json"))
     args = parser.parse_args()
@@ -165,60 +186,71 @@ def main() -> None:
     randomize(ours, 1)
     ltx2 = ltx2_model().eval()
     randomize(ltx2, 2)
-    streams, text = ours_inputs()
-    ltx_in = ltx2_inputs()
-    models: dict[str, Callable[[], object]] = {"ours": lambda: ours(streams, text), "ltx2": lambda: ltx2(**ltx_in)}
-    max_diff = None
+    before = None
     if args.before is not None:
         before = load_tree(args.before.resolve()).AVTransformer(ours_config()).eval()
         before.load_state_dict(ours.state_dict())
-        models = {"before": lambda: before(streams, text), **models}
-        with torch.inference_mode():
-            a, b = ours(streams, text), before(streams, text)
-        max_diff = max(float((a[s] - b[s]).abs().max()) for s in a)
-
     work = {
         "ours": {"parameters": sum(p.numel() for p in ours.parameters()), "mlp_hidden": ours.config.mlp_hidden,
                  "mlp_weights_per_stream": sum(p.numel() for p in ours.blocks[0].streams["video"].mlp.parameters())},
         "ltx2": {"parameters": sum(p.numel() for p in ltx2.parameters()), "mlp_hidden": 4 * DIM,
                  "mlp_weights_per_stream": sum(p.numel() for p in ltx2.transformer_blocks[0].ff.parameters())},
     }  # fmt: skip
-    rows = []
-    for precision in args.precisions.split(","):
-        bf16 = precision == "bfloat16"
-        with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            flops = {name: count_flops(models[name]) for name in ("ours", "ltx2")}
-            times = interleaved(models, args.repeats, args.warmup)
-        ms = {name: 1000 * statistics.median(t) for name, t in times.items()}
-        row = {"precision": precision, **{f"{n}_ms": v for n, v in ms.items()},
-               **{f"{n}_gflop": f / 1e9 for n, f in flops.items()},
-               "ltx2_over_ours": ms["ltx2"] / ms["ours"]}  # fmt: skip
-        if "before" in ms:
-            row["before_over_ours"] = ms["before"] / ms["ours"]
-            row["ltx2_over_before"] = ms["ltx2"] / ms["before"]
-        rows.append(row)
-        print(f"{precision}: " + ", ".join(f"{n} {v:.1f} ms" for n, v in ms.items())
-              + f"; LTX-2 / ours {row['ltx2_over_ours']:.2f}x"
-              + (f"; before / ours {row['before_over_ours']:.2f}x" if "before" in ms else "")
-              + f"; GFLOP ours {row['ours_gflop']:.2f}, LTX-2 {row['ltx2_gflop']:.2f}", flush=True)  # fmt: skip
+    rows, max_diff = [], {}
+    for times in args.times.split(","):
+        (streams, text), ltx_in = ours_inputs(times == "shared"), ltx2_inputs(times == "shared")
+        models: dict[str, Callable[[], object]] = {"ours": partial(ours, streams, text),
+                                                   "ltx2": partial(ltx2, **ltx_in)}
+        if before is not None:
+            models = {"before": partial(before, streams, text), **models}
+            with torch.inference_mode():
+                a, b = ours(streams, text), before(streams, text)
+            max_diff[times] = max(float((a[s] - b[s]).abs().max()) for s in a)
+        for precision in args.precisions.split(","):
+            bf16 = precision == "bfloat16"
+            with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+                flops = {name: count_flops(fn) for name, fn in models.items()}
+                samples = interleaved(models, args.repeats, args.warmup)
+            ms = {name: 1000 * statistics.median(w for w, _ in t) for name, t in samples.items()}
+            cpu_ms = {name: 1000 * statistics.median(c for _, c in t) for name, t in samples.items()}
+            best_ms = {name: 1000 * min(w for w, _ in t) for name, t in samples.items()}
+            row = {"times": times, "precision": precision, **{f"{n}_ms": v for n, v in ms.items()},
+                   **{f"{n}_cpu_ms": v for n, v in cpu_ms.items()}, **{f"{n}_best_ms": v for n, v in best_ms.items()},
+                   "ltx2_over_ours_cpu": cpu_ms["ltx2"] / cpu_ms["ours"],
+                   **{f"{n}_gflop": f / 1e9 for n, f in flops.items()},
+                   "ltx2_over_ours": ms["ltx2"] / ms["ours"]}  # fmt: skip
+            if "before" in ms:
+                row["before_over_ours"] = ms["before"] / ms["ours"]
+                row["ltx2_over_before"] = ms["ltx2"] / ms["before"]
+                row["before_over_ours_cpu"] = cpu_ms["before"] / cpu_ms["ours"]
+            rows.append(row)
+            print(f"{times} times, {precision}: " + ", ".join(f"{n} {v:.1f} ms" for n, v in ms.items())
+                  + f"; LTX-2 / ours {row['ltx2_over_ours']:.2f}x"
+                  + (f"; before / ours {row['before_over_ours']:.2f}x" if "before" in ms else "")
+                  + "; CPU time " + ", ".join(f"{n} {v:.1f} ms" for n, v in cpu_ms.items())
+                  + "; fastest " + ", ".join(f"{n} {v:.1f} ms" for n, v in best_ms.items()),
+                  flush=True)  # fmt: skip
 
+    names = [n for n in ("before", "ours", "ltx2") if f"{n}_ms" in rows[0]]
     print()
-    print("| precision | " + " | ".join(f"{n} ms" for n in models) + " | LTX-2 / ours | GFLOP ours / LTX-2 |")
-    print("|---|" + "---|" * len(models) + "---|---|")
+    print("| times | precision | " + " | ".join(f"{n} ms" for n in names) + " | LTX-2 / ours | "
+          + ("LTX-2 / before | " if before is not None else "") + "GFLOP " + " / ".join(names) + " |")
+    print("|---|---|" + "---|" * len(names) + "---|" + ("---|" if before is not None else "") + "---|")
     for r in rows:
-        print(f"| {r['precision']} | " + " | ".join(f"{r[f'{n}_ms']:.1f}" for n in models)
-              + f" | {r['ltx2_over_ours']:.2f}x | {r['ours_gflop']:.2f} / {r['ltx2_gflop']:.2f} |")  # fmt: skip
+        print(f"| {r['times']} | {r['precision']} | " + " | ".join(f"{r[f'{n}_ms']:.1f}" for n in names)
+              + f" | {r['ltx2_over_ours']:.2f}x | " + (f"{r['ltx2_over_before']:.2f}x | " if before is not None else "")
+              + " / ".join(f"{r[f'{n}_gflop']:.2f}" for n in names) + " |")  # fmt: skip
     print(f"parameters ours {work['ours']['parameters']:,}, LTX-2 {work['ltx2']['parameters']:,}; MLP weights per "
           f"stream and block {work['ours']['mlp_weights_per_stream']:,} / {work['ltx2']['mlp_weights_per_stream']:,}")
-    if max_diff is not None:
-        print(f"max |ours - before| over the outputs, float32: {max_diff:.3g}")
+    for times, diff in max_diff.items():
+        print(f"max |ours - before| over the outputs, {times} times, float32: {diff:.3g}")
 
     result = {"command": " ".join(["python", *sys.argv]), "date": datetime.date.today().isoformat(),
               "machine": cpu_model(), "threads": torch.get_num_threads(), "torch": torch.__version__,
               "tokens": {"video": GRID[0] * GRID[1] * GRID[2], "audio": AUDIO, "text": TEXT},
               "dim": DIM, "depth": DEPTH, "heads": HEADS, "repeats": args.repeats, "warmup": args.warmup,
               "work": work, "before": str(args.before) if args.before else None,
-              "max_abs_diff_before": max_diff, "rows": rows}  # fmt: skip
+              "max_abs_diff_before": max_diff or None, "rows": rows}  # fmt: skip
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
