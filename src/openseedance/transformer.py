@@ -170,7 +170,7 @@ class AVBlock(nn.Module):
     def forward(
         self,
         xs: dict[str, torch.Tensor],  # stream -> (B, N, D)
-        mods: dict[str, torch.Tensor],  # stream -> (B, N, 6D)
+        mods: dict[str, torch.Tensor],  # stream -> (B, N or 1, 6D)
         rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin (B, ΣN, 1, Dh/2), the streams in the order of xs
         mask: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
@@ -270,9 +270,9 @@ class AVTransformer(nn.Module):
         for s, tok in streams.items():  # every call uses the table (data-parallel training expects it)
             xs[s] = xs[s] + (self.roles(tok.role.long()) if tok.role is not None else self.roles.weight[0])
         xs["text"] = self.inputs["text"](self.text_norm(text.states))
-        temb = {s: self.time(tok.t) for s, tok in streams.items()}  # (B, N, D)
-        temb["text"] = self.time(torch.zeros(b, length, device=text.states.device))
-        mods = {s: self.adaln[s](e) for s, e in temb.items()}  # (B, N, 6D)
+        temb = {s: self.time(_once_if_shared(tok.t)) for s, tok in streams.items()}  # (B, N or 1, D)
+        temb["text"] = self.time(torch.zeros(b, 1, device=text.states.device))  # text is always clean
+        mods = {s: self.adaln[s](e) for s, e in temb.items()}  # (B, N or 1, 6D)
         scale = torch.tensor([1 / self.config.rope_time_unit, 1.0, 1.0], device=text.states.device)
         pos = torch.cat([*(tok.pos * scale for tok in streams.values()), text_pos], 1)  # in the order of xs
         cos, sin = self.rotary(pos)  # once per forward: (B, 1, ΣN, Dh/2)
@@ -320,6 +320,13 @@ class AVTransformer(nn.Module):
         matmul += sum(2 * n * (cfg.token_channels(s) * cfg.dim + 6 * cfg.dim * cfg.dim) for s, n in tokens.items())
         attn = 4 * total * total * cfg.dim * cfg.depth  # QK^T and AV
         return int(matmul + attn)
+
+
+def _once_if_shared(t: torch.Tensor) -> torch.Tensor:
+    """(B, N) times -> (B, 1) when every token of each sample has the same time (text-to-clip
+    sampling, clean-only streams): the time embedding and the modulation are then computed once
+    per sample and broadcast over the tokens, the same values without N copies of them."""
+    return t[:, :1] if t.shape[1] > 1 and bool((t == t[:, :1]).all()) else t
 
 
 def _without_roles(module: nn.Module, state: dict, prefix: str, *args) -> None:
