@@ -13,7 +13,6 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
 
 AttentionFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -120,9 +119,9 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
-    """Rotate (B, H, N, Dh) by the angles of `Rotary` (pairs of adjacent channels)."""
+    """Rotate (..., Dh) by the angles of `Rotary` (pairs of adjacent channels), e.g. (B, H, N, Dh) by
+    (B, 1, N, Dh/2) angles. Each pair (a, b) is the complex number a + ib times cos + i sin: one
+    complex product instead of four real ones, a difference, a sum and a stack (the same values)."""
     cos, sin = rope
-    pairs = rearrange(x.float(), "b h n (d two) -> b h n d two", two=2)
-    a, b = pairs.unbind(-1)
-    out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1)
-    return rearrange(out, "b h n d two -> b h n (d two)").to(x.dtype)
+    pairs = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)))
+    return torch.view_as_real(pairs * torch.complex(cos, sin)).flatten(-2).to(x.dtype)

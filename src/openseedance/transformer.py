@@ -170,31 +170,36 @@ class AVBlock(nn.Module):
     def forward(
         self,
         xs: dict[str, torch.Tensor],  # stream -> (B, N, D)
-        mods: dict[str, torch.Tensor],  # stream -> (B, N, 6D)
-        ropes: dict[str, tuple[torch.Tensor, torch.Tensor]],
+        mods: dict[str, torch.Tensor],  # stream -> (B, N or 1, 6D)
+        rope: tuple[torch.Tensor, torch.Tensor],  # cos, sin (B, ΣN, 1, Dh/2), the streams in the order of xs
         mask: torch.Tensor | None,
     ) -> dict[str, torch.Tensor]:
-        names = list(xs)
+        # q, k, v stay (B, N, H, Dh), the layout of the projections, and are joined once along N; the
+        # attention reads them through strides and writes (B, N, H, Dh) back, so nothing is transposed
         pre, post, qs, ks, vs = {}, {}, [], [], []
-        for s in names:
+        for s, x in xs.items():
             layers = self.streams[s]
             params = mods[s][..., : layers.modulation.shape[0]] + layers.modulation
             if layers.pre_only:
                 shift, scale = params.chunk(2, dim=-1)
-                k, v = rearrange(layers.qkv(layers.norm1(xs[s]) * (1 + scale) + shift),
-                                 "b n (two h d) -> two b h n d", two=2, h=self.heads)  # fmt: skip
+                k, v = rearrange(layers.qkv(layers.norm1(x) * (1 + scale) + shift),
+                                 "b n (two h d) -> two b n h d", two=2, h=self.heads)  # fmt: skip
             else:
                 pre[s], post[s] = split_modulation(params, 2)
-                q, k, v = rearrange(layers.qkv(pre[s].apply(layers.norm1(xs[s]))),
-                                    "b n (three h d) -> three b h n d", three=3, h=self.heads)  # fmt: skip
-                qs.append(apply_rotary(layers.q_norm(q), ropes[s]))
-            ks.append(apply_rotary(layers.k_norm(k), ropes[s]))
+                q, k, v = rearrange(layers.qkv(pre[s].apply(layers.norm1(x))),
+                                    "b n (three h d) -> three b n h d", three=3, h=self.heads)  # fmt: skip
+                qs.append(layers.q_norm(q))
+            ks.append(layers.k_norm(k))
             vs.append(v)
-        answered = [s for s in names if s in pre]
+        answered = list(pre)  # the streams whose queries are asked: all but a pre-only text
+        n_q = sum(xs[s].shape[1] for s in answered)
         if mask is not None and mask.shape[2] > 1:  # per-query rows: only those of streams that ask
-            mask = mask[:, :, : sum(xs[s].shape[1] for s in answered)]
-        out = attention(torch.cat(qs, 2), torch.cat(ks, 2), torch.cat(vs, 2), mask)  # (B, H, ΣN queries, Dh)
-        out = rearrange(out, "b h n d -> b n (h d)").split([xs[s].shape[1] for s in answered], dim=1)
+            mask = mask[:, :, :n_q]
+        q = apply_rotary(torch.cat(qs, 1), (rope[0][:, :n_q], rope[1][:, :n_q]))  # the asking streams come first
+        k = apply_rotary(torch.cat(ks, 1), rope)
+        q, k, v = (rearrange(t, "b n h d -> b h n d") for t in (q, k, torch.cat(vs, 1)))
+        out = rearrange(attention(q, k, v, mask), "b h n d -> b n (h d)")  # (B, ΣN queries, D)
+        out = out.split([xs[s].shape[1] for s in answered], dim=1)
         result = {}
         for s, o in zip(answered, out, strict=True):
             layers = self.streams[s]
@@ -265,15 +270,16 @@ class AVTransformer(nn.Module):
         for s, tok in streams.items():  # every call uses the table (data-parallel training expects it)
             xs[s] = xs[s] + (self.roles(tok.role.long()) if tok.role is not None else self.roles.weight[0])
         xs["text"] = self.inputs["text"](self.text_norm(text.states))
-        temb = {s: self.time(tok.t) for s, tok in streams.items()}  # (B, N, D)
-        temb["text"] = self.time(torch.zeros(b, length, device=text.states.device))
-        mods = {s: self.adaln[s](e) for s, e in temb.items()}  # (B, N, 6D)
+        temb = {s: self.time(_once_if_shared(tok.t)) for s, tok in streams.items()}  # (B, N or 1, D)
+        temb["text"] = self.time(torch.zeros(b, 1, device=text.states.device))  # text is always clean
+        mods = {s: self.adaln[s](e) for s, e in temb.items()}  # (B, N or 1, 6D)
         scale = torch.tensor([1 / self.config.rope_time_unit, 1.0, 1.0], device=text.states.device)
-        ropes = {s: self.rotary(tok.pos * scale) for s, tok in streams.items()}
-        ropes["text"] = self.rotary(text_pos)
+        pos = torch.cat([*(tok.pos * scale for tok in streams.values()), text_pos], 1)  # in the order of xs
+        cos, sin = self.rotary(pos)  # once per forward: (B, 1, ΣN, Dh/2)
+        rope = cos.transpose(1, 2), sin.transpose(1, 2)  # (B, ΣN, 1, Dh/2), for (B, ΣN, H, Dh) queries and keys
         mask = self._mask(streams, text)
         for block in self.blocks:
-            xs = block(xs, mods, ropes, mask)
+            xs = block(xs, mods, rope, mask)
         return {s: self.heads[s](xs[s], temb[s]) for s in streams}
 
     @staticmethod
@@ -314,6 +320,13 @@ class AVTransformer(nn.Module):
         matmul += sum(2 * n * (cfg.token_channels(s) * cfg.dim + 6 * cfg.dim * cfg.dim) for s, n in tokens.items())
         attn = 4 * total * total * cfg.dim * cfg.depth  # QK^T and AV
         return int(matmul + attn)
+
+
+def _once_if_shared(t: torch.Tensor) -> torch.Tensor:
+    """(B, N) times -> (B, 1) when every token of each sample has the same time (text-to-clip
+    sampling, clean-only streams): the time embedding and the modulation are then computed once
+    per sample and broadcast over the tokens, the same values without N copies of them."""
+    return t[:, :1] if t.shape[1] > 1 and bool((t == t[:, :1]).all()) else t
 
 
 def _without_roles(module: nn.Module, state: dict, prefix: str, *args) -> None:
