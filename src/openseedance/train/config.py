@@ -24,6 +24,23 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
         raise ValueError(f"{name} must be within {low:g}..{high:g}, got {value}")
 
 
+def _check_generator_run(cfg) -> None:
+    """The checks a generator run and a distillation run share: the schedule, the EMA, the captions
+    and the task mix over conditioning.TRAINING_TASKS."""
+    from openseedance.conditioning import TRAINING_TASKS as TASKS
+
+    _check_positive(steps=cfg.steps, batch_size=cfg.batch_size, checkpoint_every=cfg.checkpoint_every,
+                    log_every=cfg.log_every, lr=cfg.lr, clips=cfg.clips, duration=cfg.duration,
+                    grad_clip=cfg.grad_clip)  # fmt: skip
+    if cfg.warmup < 0 or not cfg.weight_decay >= 0:
+        raise ValueError(f"warmup and weight decay must be 0 or more, got {cfg.warmup} and {cfg.weight_decay}")
+    _check_range("min_lr_ratio", cfg.min_lr_ratio, 0, 1)
+    _check_range("ema_decay", cfg.ema_decay, 0, 1)
+    _check_range("text_dropout", cfg.text_dropout, 0, 1)
+    if len(cfg.tasks) != len(TASKS) or min(cfg.tasks) < 0 or sum(cfg.tasks) <= 0:
+        raise ValueError(f"tasks needs {len(TASKS)} non-negative weights for {TASKS}")
+
+
 @dataclass(frozen=True)
 class GenTrainConfig:
     preset: str = "tiny"
@@ -64,21 +81,11 @@ class GenTrainConfig:
     compile: bool = False  # torch.compile each block
 
     def __post_init__(self) -> None:
-        from openseedance.conditioning import TRAINING_TASKS as TASKS
         from openseedance.transformer import transformer_config
 
         transformer_config(self.preset)
-        _check_positive(steps=self.steps, batch_size=self.batch_size, checkpoint_every=self.checkpoint_every,
-                        log_every=self.log_every, lr=self.lr, clips=self.clips, duration=self.duration,
-                        width=self.width, height=self.height, fps=self.fps, sample_rate=self.sample_rate,
-                        grad_clip=self.grad_clip)  # fmt: skip
-        if self.warmup < 0 or not self.weight_decay >= 0:
-            raise ValueError(f"warmup and weight decay must be 0 or more, got {self.warmup} and {self.weight_decay}")
-        _check_range("min_lr_ratio", self.min_lr_ratio, 0, 1)
-        _check_range("ema_decay", self.ema_decay, 0, 1)
-        _check_range("text_dropout", self.text_dropout, 0, 1)
-        if len(self.tasks) != len(TASKS) or min(self.tasks) < 0 or sum(self.tasks) <= 0:
-            raise ValueError(f"tasks needs {len(TASKS)} non-negative weights for {TASKS}")
+        _check_generator_run(self)
+        _check_positive(width=self.width, height=self.height, fps=self.fps, sample_rate=self.sample_rate)
         if self.activation_checkpointing not in CHECKPOINTING:
             raise ValueError(f"activation_checkpointing must be one of {CHECKPOINTING}, "
                              f"got {self.activation_checkpointing!r}")  # fmt: skip
@@ -174,17 +181,7 @@ class DistillConfig:
     device: str = "cpu"
 
     def __post_init__(self) -> None:
-        from openseedance.conditioning import TRAINING_TASKS as TASKS
-
-        _check_positive(steps=self.steps, batch_size=self.batch_size, checkpoint_every=self.checkpoint_every,
-                        log_every=self.log_every, lr=self.lr, clips=self.clips, duration=self.duration,
-                        pairs=self.pairs, student_steps=self.student_steps, grad_clip=self.grad_clip)  # fmt: skip
+        _check_generator_run(self)
+        _check_positive(pairs=self.pairs, student_steps=self.student_steps)
         if self.teacher_steps < 0:
             raise ValueError(f"teacher_steps must be 0 (the teacher's default) or more, got {self.teacher_steps}")
-        if self.warmup < 0 or not self.weight_decay >= 0:
-            raise ValueError(f"warmup and weight decay must be 0 or more, got {self.warmup} and {self.weight_decay}")
-        _check_range("min_lr_ratio", self.min_lr_ratio, 0, 1)
-        _check_range("ema_decay", self.ema_decay, 0, 1)
-        _check_range("text_dropout", self.text_dropout, 0, 1)
-        if len(self.tasks) != len(TASKS) or min(self.tasks) < 0 or sum(self.tasks) <= 0:
-            raise ValueError(f"tasks needs {len(TASKS)} non-negative weights for {TASKS}")

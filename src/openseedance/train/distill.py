@@ -40,7 +40,7 @@ from openseedance.checkpoint import config_to_dict
 from openseedance.flow import RectifiedFlow
 from openseedance.request import GenerationRequest
 from openseedance.train.config import DistillConfig
-from openseedance.train.generator import Sampler
+from openseedance.train.generator import Sampler, flow_loss
 from openseedance.train.latents import CacheSpec, LatentCache
 from openseedance.train.schedule import learning_rate
 from openseedance.transformer import AVTransformer
@@ -194,31 +194,21 @@ def _loss(student: AVTransformer, pairs: Pairs, cfg: DistillConfig, step: int, f
         items.append(item)
         noises.append(noise)
         clips.append(pairs.clip(int(i)))
-    c = pairs.draws.collate(items).conditions
+    batch = pairs.draws.collate(items)
+    c = batch.conditions
     generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + step * 1009)
     drawn = flow.sample_time(cfg.batch_size, total, generator)
     own = student_times[torch.randint(len(student_times), (cfg.batch_size,), generator=generator)]
     t = torch.where(torch.rand(cfg.batch_size, generator=generator) < 0.5, own, drawn)
-    xs, times, targets, weights = {}, {}, {}, {}
+    x0, noise = {}, {}
     for s, clean in c.clean.items():
-        n = pairs.targets[s]
+        n, length = pairs.targets[s], clean.shape[1]
         # the clip's tokens: given ones as they are, generated ones the teacher's; references after
-        teacher = torch.stack([x[s] for x in clips])
-        x0 = clean.clone()
-        x0[:, :n] = torch.where(c.keep[s][:, :n, None], clean[:, :n], teacher)
-        noise = torch.cat([nz[s][:, : clean.shape[1]] if nz[s].shape[1] >= clean.shape[1] else
-                           torch.nn.functional.pad(nz[s], (0, 0, 0, clean.shape[1] - nz[s].shape[1]))
-                           for nz in noises])  # fmt: skip
-        keep = c.keep[s]
-        tt = torch.where(keep, 0.0, t[:, None].expand_as(keep))
-        xs[s], times[s] = flow.noisy(x0, noise, tt).to(device), tt.to(device)
-        targets[s] = flow.velocity(x0, noise).to(device)
-        weights[s] = (~keep).float().to(device)
-    on = c.to(device)
-    pred = student(on.tokens(xs, times), on.text)
-    losses = {s: flow.loss(pred[s], targets[s], weights[s]) for s in pred}
-    loss = sum(losses.values())
-    return loss, {"loss": float(loss.detach()), **{f"loss_{s}": float(v.detach()) for s, v in losses.items()}}
+        x0[s] = clean.clone()
+        x0[s][:, :n] = torch.where(c.keep[s][:, :n, None], clean[:, :n], torch.stack([x[s] for x in clips]))
+        # each pair's noise over its own tokens (its references may be fewer than the batch's longest)
+        noise[s] = torch.cat([torch.nn.functional.pad(nz[s], (0, 0, 0, length - nz[s].shape[1])) for nz in noises])
+    return flow_loss(student, batch, flow, generator, device, t=t, x0=x0, noise=noise)
 
 
 def _save(out: Path, student: AVTransformer, opt: torch.optim.Optimizer, ema: list[torch.Tensor], step: int,

@@ -139,18 +139,22 @@ class Sampler:
 
 
 def flow_loss(model: torch.nn.Module, batch: Batch, flow: RectifiedFlow, generator: torch.Generator,
-              device: torch.device) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+              device: torch.device, *, t: torch.Tensor | None = None, x0: dict[str, torch.Tensor] | None = None,
+              noise: dict[str, torch.Tensor] | None = None) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    """The flow loss on the path from each clip (`x0`, default the batch's clean values) to its
+    noise (default drawn), at times `t` (default drawn), over the tokens that are not given."""
     c = batch.conditions
     b = c.text.states.shape[0]
     total = sum(x.shape[1] for x in c.clean.values())
-    t = flow.sample_time(b, total, generator)
+    t = flow.sample_time(b, total, generator) if t is None else t
     xs, times, targets, weights = {}, {}, {}, {}
-    for s, x0 in c.clean.items():
-        noise = torch.randn(x0.shape, generator=generator)
+    for s, clean in c.clean.items():
+        x0_s = clean if x0 is None else x0[s]
+        noise_s = torch.randn(x0_s.shape, generator=generator) if noise is None else noise[s]
         keep = c.keep[s]
         tt = torch.where(keep, 0.0, t[:, None].expand_as(keep))
-        xs[s], times[s] = flow.noisy(x0, noise, tt).to(device), tt.to(device)
-        targets[s] = flow.velocity(x0, noise).to(device)
+        xs[s], times[s] = flow.noisy(x0_s, noise_s, tt).to(device), tt.to(device)
+        targets[s] = flow.velocity(x0_s, noise_s).to(device)
         weights[s] = (~keep).float().to(device)
     on = c.to(device)
     pred = model(on.tokens(xs, times), on.text)
