@@ -6,6 +6,7 @@ card the server checks requests against without loading weights), run with `RunO
 from __future__ import annotations
 
 import dataclasses
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -123,6 +124,22 @@ class RunOptions:
         given = {"steps": self.steps, "solver": self.solver, "reference_guidance": self.reference_guidance,
                  "rescale": self.guidance_rescale, "shift": self.shift}  # fmt: skip
         SamplerConfig(guidance=guidance, **{k: v for k, v in given.items() if v is not None})
+
+
+class Laps:
+    """Seconds per stage of one generation: `laps("encode")` closes the stage that began at the last
+    call (or at creation). On a GPU it waits for the stage's kernels to finish, not just be queued."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.seconds: dict[str, float] = {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, name: str) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        now = time.perf_counter()
+        self.seconds[name], self._clock = now - self._clock, now
 
 
 @dataclass

@@ -8,7 +8,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -21,7 +20,7 @@ from openseedance import conditioning as cond
 from openseedance import precision
 from openseedance.audio_vae import AudioAutoencoder
 from openseedance.checkpoint import config_from_dict, load_component, read_config, save_component
-from openseedance.engines.base import Capabilities, EngineOutput, RunOptions
+from openseedance.engines.base import Capabilities, EngineOutput, Laps, RunOptions
 from openseedance.flow import RectifiedFlow
 from openseedance.media import Clip
 from openseedance.request import KINDS, REFERENCE_LIMITS, GenerationRequest, role_id
@@ -224,15 +223,7 @@ class BundledEngine:
     def generate(self, request: GenerationRequest, options: RunOptions | None = None,
                  progress: bool | Progress = False) -> EngineOutput:  # fmt: skip
         options = options or RunOptions()
-        seconds: dict[str, float] = {}
-        clock = time.perf_counter()
-
-        def lap(name: str) -> None:
-            nonlocal clock
-            if self.device.type == "cuda":  # the stage's kernels have finished, not just been queued
-                torch.cuda.synchronize(self.device)
-            now = time.perf_counter()
-            seconds[name], clock = now - clock, now
+        lap = Laps(self.device)
 
         sampler = self.sampler(options)
         conditions = cond.prepare(request, self.encoders(), per_shot=options.per_shot)
@@ -256,7 +247,7 @@ class BundledEngine:
             settings["reference_guidance"] = sampler.reference_guidance
         if sampler.rescale:
             settings["guidance_rescale"] = sampler.rescale
-        return EngineOutput(clip, settings, total, seconds)
+        return EngineOutput(clip, settings, total, lap.seconds)
 
     @torch.no_grad()
     def sample(self, conditions: cond.Conditions, noise: dict[str, torch.Tensor], sampler: SamplerConfig, *,

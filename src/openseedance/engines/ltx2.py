@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -29,7 +28,7 @@ import torch
 
 from openseedance import conditioning as cond
 from openseedance import media
-from openseedance.engines.base import Capabilities, EngineOutput, RunOptions
+from openseedance.engines.base import Capabilities, EngineOutput, Laps, RunOptions
 from openseedance.media import Clip
 from openseedance.request import GenerationRequest, shot_cuts, split_shots
 from openseedance.sampling import Branch, Latents, Progress, SamplerConfig, denoise
@@ -429,15 +428,7 @@ class LTX2Engine:
     def generate(self, request: GenerationRequest, options: RunOptions | None = None,
                  progress: bool | Progress = False) -> EngineOutput:  # fmt: skip
         options = options or RunOptions()
-        seconds: dict[str, float] = {}
-        clock = time.perf_counter()
-
-        def lap(name: str) -> None:
-            nonlocal clock
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            now = time.perf_counter()
-            seconds[name], clock = now - clock, now
+        lap = Laps(self.device)
 
         sampler = self.sampler(options)
         layout = self.layout(request)
@@ -460,7 +451,7 @@ class LTX2Engine:
                                     else None,
                                     "model": str(self.folder)}  # fmt: skip
         settings = {k: v for k, v in settings.items() if v is not None}
-        return EngineOutput(clip, settings, layout.video_tokens + layout.audio_latents, seconds)
+        return EngineOutput(clip, settings, layout.video_tokens + layout.audio_latents, lap.seconds)
 
     def sample(self, request: GenerationRequest, layout: cond.Layout, clean: Latents, keep: Latents, noise: Latents,
                sampler: SamplerConfig, times: torch.Tensor, options: RunOptions,
