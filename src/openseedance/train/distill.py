@@ -40,7 +40,7 @@ from openseedance.checkpoint import config_to_dict
 from openseedance.flow import RectifiedFlow
 from openseedance.request import GenerationRequest
 from openseedance.train.config import DistillConfig
-from openseedance.train.generator import Sampler, flow_loss
+from openseedance.train.generator import Sampler, flow_loss, update_ema
 from openseedance.train.latents import CacheSpec, LatentCache
 from openseedance.train.schedule import learning_rate
 from openseedance.transformer import AVTransformer
@@ -97,10 +97,7 @@ def train(cfg: DistillConfig, out: str | os.PathLike, progress: bool = True, sto
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(student.parameters(), cfg.grad_clip)
                 opt.step()
-                with torch.no_grad():
-                    decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-                    for e, p in zip(ema, student.parameters(), strict=True):
-                        e.lerp_(p.detach(), 1 - decay)
+                update_ema(ema, student, min(cfg.ema_decay, (1 + step) / (10 + step)))
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{metrics['loss']:.4f}")

@@ -236,7 +236,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True, st
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
-            _update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
+            update_ema(ema, model, min(cfg.ema_decay, (1 + step) / (10 + step)))
             step += 1
             bar.update(1)
             if rank == 0 and (step % cfg.log_every == 0 or step == end):
@@ -264,7 +264,7 @@ def train(cfg: GenTrainConfig, out: str | os.PathLike, progress: bool = True, st
 
 
 @torch.no_grad()
-def _update_ema(ema: list[torch.Tensor], model: torch.nn.Module, decay: float) -> None:
+def update_ema(ema: list[torch.Tensor], model: torch.nn.Module, decay: float) -> None:
     for e, p in zip(ema, model.parameters(), strict=True):
         e.lerp_(p.detach(), 1 - decay)
 
