@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from math import gcd
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
@@ -492,6 +493,94 @@ def write_video(
             out.mux(astream.encode(None))
     log.debug("wrote %s: %d frames %dx%d @ %s fps, audio=%s", path, n, w, h, rate, audio is not None)
     return path
+
+
+class FragmentWriter:
+    """H.264 + AAC in a fragmented mp4 written as it is made: a header first, then a fragment per
+    frame, each flushed when it is written, so a player (a browser's MediaSource, `ffplay -`) plays
+    the part written so far while the rest is still being made. `target` is a file path, or a binary
+    stream such as standard output (a fragmented mp4 never seeks back). Metadata cannot be added
+    afterwards to a stream; `retag` adds it to a finished file."""
+
+    def __init__(self, target: PathLike | BinaryIO, width: int, height: int, fps: float, sample_rate: int | None,
+                 *, crf: int = 18, audio_bitrate: int = 128_000) -> None:  # fmt: skip
+        if height % 2 or width % 2:
+            raise MediaError(f"H.264 needs even width and height, got {width}x{height}")
+        options = {"movflags": "frag_keyframe+empty_moov+default_base_moof", "flush_packets": "1"}
+        self.path = None if hasattr(target, "write") else _check_output(target, (".mp4",), "video")
+        self._out = av.open(target if self.path is None else str(self.path), "w", format="mp4", options=options)
+        self.rate = Fraction(fps).limit_denominator(1001)
+        # zerolatency: no frames held back for look-ahead, so each written frame leaves at once
+        self._video = self._out.add_stream("libx264", rate=self.rate, options={
+            "crf": str(crf), "preset": "veryfast", "tune": "zerolatency", "g": "1"})  # fmt: skip
+        self._video.width, self._video.height, self._video.pix_fmt = width, height, "yuv420p"
+        self._audio = None if sample_rate is None else _add_aac(self._out, Path("stream.mp4"), 1, sample_rate,
+                                                                 audio_bitrate)  # fmt: skip
+        self.sample_rate = sample_rate
+        self.frames = self.samples = 0
+
+    def write(self, clip: Clip) -> None:
+        """Append a clip's frames and (mono) sound; the two streams interleave by time."""
+        _check_video_array(clip.video)
+        audio = None
+        if self._audio is not None:
+            if clip.audio is None:
+                raise MediaError("this stream has sound: every part written needs its audio")
+            audio = np.asarray(clip.audio, np.float32).mean(0, keepdims=True)
+        aframes = iter(()) if audio is None else _audio_frames(audio, self.sample_rate, self.samples)
+        pending = next(aframes, None)
+        for image in clip.video:
+            while pending is not None and pending.pts < (self.frames + 1) * self.sample_rate / self.rate:
+                self._out.mux(self._audio.encode(pending))
+                pending = next(aframes, None)
+            frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+            frame.pts, frame.time_base = self.frames, 1 / self.rate
+            self._out.mux(self._video.encode(frame))
+            self.frames += 1
+        while pending is not None:
+            self._out.mux(self._audio.encode(pending))
+            pending = next(aframes, None)
+        if audio is not None:
+            self.samples += audio.shape[1]
+
+    def close(self) -> None:
+        """Flush the encoders and end the file."""
+        if self._out is None:
+            return
+        try:
+            self._out.mux(self._video.encode(None))
+            if self._audio is not None:
+                self._out.mux(self._audio.encode(None))
+        finally:
+            self._out.close()
+            self._out = None
+
+    def __enter__(self) -> FragmentWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def retag(path: PathLike, tags: dict[str, str]) -> None:
+    """Copy every packet of a written file (no re-encoding) into a new one with `tags` added to its
+    metadata, in place (an mp4 comes out with its index first, ready to stream)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tagging{path.suffix}")
+    options = {"movflags": "+faststart+use_metadata_tags"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
+    skip = {"major_brand", "minor_version", "compatible_brands", "encoder"}
+    try:
+        with av.open(str(path)) as src, av.open(str(tmp), "w", options=options) as out:
+            out.metadata.update({k: v for k, v in src.metadata.items() if k not in skip} | tags)
+            streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
+            for packet in src.demux():
+                if packet.dts is None:
+                    continue
+                packet.stream = streams[packet.stream.index]
+                out.mux(packet)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def mux(

@@ -50,14 +50,18 @@ def _mono(audio: np.ndarray) -> np.ndarray:
     return np.asarray(audio, np.float64).mean(0)
 
 
-def embed_audio(audio: np.ndarray, sample_rate: int, payload: Payload, snr: float = AUDIO_SNR) -> np.ndarray:
-    """Audio (C, S) float32 carrying `payload` about `snr` dB below its own short-term loudness."""
+def embed_audio(audio: np.ndarray, sample_rate: int, payload: Payload, snr: float = AUDIO_SNR,
+                offset: int = 0) -> np.ndarray:  # fmt: skip
+    """Audio (C, S) float32 carrying `payload` about `snr` dB below its own short-term loudness.
+    `offset`: the samples already marked before these (a track marked part by part as it is made
+    reads back like one marked whole)."""
     basis, _ = _audio_basis()
     target = target_shares(_SYNC_SHARE) * np.concatenate([[1.0], 2.0 * encode_payload(payload) - 1])
     period = (target @ basis) * sqrt(PERIOD)  # unit RMS
     samples = audio.shape[1]
     native = -(-samples * AUDIO_RATE // sample_rate) + 1
-    mark = np.tile(period, -(-native // PERIOD))[:native]
+    phase = offset * AUDIO_RATE // sample_rate % PERIOD
+    mark = np.tile(period, -(-(native + phase) // PERIOD))[phase : phase + native]
     if sample_rate != AUDIO_RATE:
         mark = media.resample_audio(mark[None], AUDIO_RATE, sample_rate)[0]
     mark = np.pad(mark, (0, max(0, samples - len(mark))))[:samples]

@@ -144,27 +144,6 @@ def _canonical(data: dict[str, Any]) -> bytes:
     return json.dumps(data, sort_keys=True, separators=(",", ":")).encode()
 
 
-def _remux_with_tags(path: Path, tags: dict[str, str]) -> None:
-    """Copy every packet of `path` (no re-encoding) into a new file with `tags` added."""
-    import av
-
-    tmp = path.with_name(f".{path.stem}.tagging{path.suffix}")
-    options = {"movflags": "+faststart+use_metadata_tags"} if path.suffix.lower() in (".mp4", ".mov", ".m4v") else {}
-    skip = {"major_brand", "minor_version", "compatible_brands", "encoder"}
-    try:
-        with av.open(str(path)) as src, av.open(str(tmp), "w", options=options) as out:
-            out.metadata.update({k: v for k, v in src.metadata.items() if k not in skip} | tags)
-            streams = {s.index: out.add_stream_from_template(s) for s in src.streams}
-            for packet in src.demux():
-                if packet.dts is None:
-                    continue
-                packet.stream = streams[packet.stream.index]
-                out.mux(packet)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def _sign_metadata(path: Path, claims: dict[str, Any]) -> None:
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
@@ -176,7 +155,7 @@ def _sign_metadata(path: Path, claims: dict[str, Any]) -> None:
     signature = key.sign(_canonical(body), ec.ECDSA(hashes.SHA256()))
     leaf = x509.load_pem_x509_certificates(chain)[0].public_bytes(serialization.Encoding.PEM).decode()
     record = {**body, "signature": base64.b64encode(signature).decode(), "certificate": leaf}
-    _remux_with_tags(path, {METADATA_KEY: json.dumps(record, sort_keys=True)})
+    media.retag(path, {METADATA_KEY: json.dumps(record, sort_keys=True)})
 
 
 def sign_file(path: str | os.PathLike, claims: dict[str, Any], method: str = "auto") -> str:

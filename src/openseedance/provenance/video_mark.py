@@ -102,23 +102,26 @@ def _flip_weights(t: int, energy: np.ndarray) -> np.ndarray:
     return np.stack(rows)
 
 
-def _host_tile(folded: np.ndarray) -> np.ndarray:
-    """(T, TILE, TILE) folded luma -> what the detector will read for an unmarked host at the first
-    phase, in units of the mark's amplitude."""
+def _host_tile(folded: np.ndarray, offset: int = 0) -> np.ndarray:
+    """(T, TILE, TILE) folded luma -> what the detector will read for an unmarked host at the phase
+    `offset` frames into the flips, in units of the mark's amplitude."""
     _, mask = _video_basis()
     changes = np.diff(folded, axis=0)
-    weights = _flip_weights(len(folded), (np.abs(np.fft.fft2(changes)) ** 2 * mask).sum((1, 2)))[0]
+    energy = (np.abs(np.fft.fft2(changes)) ** 2 * mask).sum((1, 2))
+    weights = _flip_weights(len(folded), energy)[offset % (2 * SEGMENT)]
     if not weights.any():  # a single segment: no sign change to detect, the mark is still carried
         return folded.mean(0)
     return np.tensordot(weights, changes, 1) / (2 * np.abs(weights).sum())  # a flip changes the mark by 2
 
 
-def embed_video(frames: np.ndarray, payload: Payload, psnr: float = VIDEO_PSNR) -> np.ndarray:
-    """Frames (T, H, W, 3) uint8 carrying `payload`, about `psnr` dB from the originals."""
+def embed_video(frames: np.ndarray, payload: Payload, psnr: float = VIDEO_PSNR, offset: int = 0) -> np.ndarray:
+    """Frames (T, H, W, 3) uint8 carrying `payload`, about `psnr` dB from the originals. `offset`:
+    the frames already marked before these (a clip marked part by part as it is made reads back
+    like one marked whole)."""
     basis, _ = _video_basis()
     t, h, w, _ = frames.shape
-    sign = chips(t)
-    projections = basis.reshape(len(basis), -1) @ _host_tile(fold(luma(frames))).ravel()
+    sign = chips(t, offset)
+    projections = basis.reshape(len(basis), -1) @ _host_tile(fold(luma(frames)), offset).ravel()
     target = target_shares(_VIDEO_SYNC_SHARE) * np.concatenate([[1.0], 2.0 * encode_payload(payload) - 1])
     budget = 255.0**2 * 10 ** (-psnr / 10) * TILE * TILE / _COLOUR_COST  # of luma
     tile = np.tensordot(informed_coefficients(target, projections, budget), basis, 1)
