@@ -17,6 +17,7 @@ from openseedance.cli import UsageError, build_parser, main
 HELP = [
     [],
     ["generate"],
+    ["stream"],
     ["stage"],
     ["stage", "sample"],
     ["stage", "render"],

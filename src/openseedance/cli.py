@@ -150,6 +150,41 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--allow-faces", action="store_true", help="accept references that show real people (with consent)")
     p.set_defaults(func=_generate)
 
+    p = sub.add_parser("stream", help="generate live: a clip of any length, playable while it is made, steered by "
+                       "a new prompt on each line of standard input")  # fmt: skip
+    p.add_argument("prompt", help='what happens first, e.g. "a red circle bounces"')
+    p.add_argument("-o", "--output", default="live.mp4",
+                   help="a fragmented mp4, playable while written, or - for standard output (| ffplay -); "
+                        "default live.mp4")  # fmt: skip
+    p.add_argument("--duration", type=_positive(float), default=None,
+                   help="stop after this many seconds (default: run until Ctrl-C)")  # fmt: skip
+    p.add_argument("--chunk", type=_positive(float), default=1.0,
+                   help="seconds made at a time; a new prompt takes effect from the next chunk (default 1)")
+    p.add_argument("--context", type=_positive(float), default=1.0,
+                   help="seconds of the recent past each chunk continues (default 1)")
+    p.add_argument("--model", type=Path, default=None, help="a model folder (default: the bundled tiny model)")
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the model's)")
+    p.add_argument("--guidance", type=float, default=None, help="text guidance scale for the video")
+    p.add_argument("--audio-guidance", type=float, default=None, help="text guidance scale for the audio")
+    p.add_argument("--reference-guidance", type=float, default=None, help="guidance towards the references")
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's, 64x64)")
+    shape.add_argument("--ratio", default=None, help="aspect ratio such as 16:9 at the model's pixel count")
+    p.add_argument("--fps", type=_positive(float), default=None, help="frames per second (default: the model's, 12)")
+    p.add_argument("--no-audio", action="store_true", help="make the video without a sound track")
+    p.add_argument("--first-frame", type=Path, default=None, help="an image the stream starts from")
+    p.add_argument("--image", type=Path, action="append", default=[], metavar="FILE",
+                   help="a reference image (repeat up to 9): @image1... in the prompts")
+    p.add_argument("--audio", type=Path, action="append", default=[], metavar="FILE",
+                   help="a reference voice, 2-15 s (repeat up to 3): @audio1...")
+    p.add_argument("--precision", type=_precision, default=None, dest="bf16", metavar="{auto,bf16,fp32}",
+                   help="bfloat16 or float32 arithmetic (default auto)")
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--visible-watermark", action="store_true", help='also draw a small "AI" label into the frames')
+    p.add_argument("--allow-faces", action="store_true", help="accept references that show real people (with consent)")
+    p.set_defaults(func=_stream)
+
     stage = sub.add_parser("stage", help="the procedural audio-visual world")
     stage_sub = stage.add_subparsers(dest="stage_command", required=True, parser_class=_Parser)
 
@@ -660,6 +695,71 @@ def _generate(args: argparse.Namespace) -> None:
     total = sum(result.seconds.values())
     print(f"{output}: {width}x{height}, {duration:g} s at {fps:g} fps, {result.request['steps']} steps, "
           f"made in {total:.2f} s ({duration / total:.1f}x real time)")  # fmt: skip
+
+
+def _stream(args: argparse.Namespace) -> None:
+    import threading
+
+    from openseedance import media
+    from openseedance.engines import RunOptions
+    from openseedance.live import Live, LiveConfig
+    from openseedance.pipeline import Pipeline
+    from openseedance.request import GenerationRequest
+
+    to_stdout = args.output == "-"
+    output = None if to_stdout else _writable_file(Path(args.output))
+    if output is not None and output.suffix.lower() != ".mp4":
+        raise UsageError(f"a live stream is written as a fragmented .mp4, got {output}")
+    config = LiveConfig(chunk=args.chunk, context=args.context, duration=args.duration)
+    pipe = Pipeline.from_pretrained(args.model, allow_faces=args.allow_faces).to(_device(args.device))
+    c = pipe.capabilities
+    width, height = args.size or c.resolve_size(args.ratio)
+    fps = args.fps or c.fps
+    extra = {}
+    if args.first_frame is not None:
+        extra["first_frame"] = media.read_image(args.first_frame)
+    if args.image:
+        extra["images"] = tuple(media.read_image(f) for f in args.image)
+    if args.audio:
+        extra["audios"] = tuple(media.read_audio(f, sample_rate=c.sample_rate, channels=1)[0] for f in args.audio)
+    request = GenerationRequest(prompt=args.prompt, width=width, height=height, fps=fps, sample_rate=c.sample_rate,
+                                seed=args.seed, generate_audio=not args.no_audio,
+                                visible_watermark=args.visible_watermark, **extra)  # fmt: skip
+    options = RunOptions(steps=args.steps, guidance=args.guidance, audio_guidance=args.audio_guidance,
+                         reference_guidance=args.reference_guidance, bf16=args.bf16)  # fmt: skip
+    live = Live(pipe, request, config, options)
+
+    def read_prompts() -> None:  # each line read is the prompt from the next chunk on
+        for line in sys.stdin:
+            if line.strip():
+                try:
+                    live.steer(line)
+                    log.info("next prompt: %s", line.strip())
+                except ValueError as err:
+                    print(f"openseedance: ignored that prompt: {err}", file=sys.stderr)
+
+    if sys.stdin is not None and not sys.stdin.closed:
+        threading.Thread(target=read_prompts, name="prompts", daemon=True).start()
+    target = sys.stdout.buffer if to_stdout else output
+    interrupted = False
+    try:
+        with media.FragmentWriter(target, width, height, fps, None if args.no_audio else c.sample_rate) as out:
+            try:
+                for part in live:
+                    out.write(part.clip)
+                    log.info("chunk %d: %.2f s from %.2f s in %.2f s", part.index, part.clip.duration, part.start,
+                             part.seconds["chunk"])  # fmt: skip
+            except KeyboardInterrupt:  # the chunk being made is dropped; what was written is kept
+                interrupted = True
+    except BrokenPipeError:  # the player went away
+        sys.stderr.close()  # nothing more can be reported through a closed pipe's shell
+        return
+    if output is None:
+        print(f"streamed {live.seconds:.2f} s (marked; a manifest needs a file: -o FILE.mp4)", file=sys.stderr)
+        return
+    live.finish(output)
+    stop = "stopped" if interrupted else "done"
+    print(f"{output}: {width}x{height}, {live.seconds:.2f} s at {fps:g} fps in {len(live.timeline)} prompt(s), {stop}")
 
 
 def _export(args: argparse.Namespace) -> None:
