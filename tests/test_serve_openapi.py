@@ -30,13 +30,18 @@ STATUSES = {
     ("get", "/api/jobs"): {200, 400, 401},
     ("get", "/api/jobs/{job_id}"): {200, 401, 404},
     ("delete", "/api/jobs/{job_id}"): {200, 401, 404, 409},
+    ("post", "/api/live"): {201, 400, 401, 413, 429},
+    ("get", "/api/live/{job_id}"): {200, 401, 404},
+    ("post", "/api/live/{job_id}/prompt"): {200, 400, 401, 404, 409},
+    ("post", "/api/live/{job_id}/stop"): {200, 401, 404},
+    ("get", "/live/{job_id}/stream.mp4"): {200, 307, 404},
     ("get", "/files/{job_id}/{name}"): {200, 206, 404, 416},
     ("head", "/files/{job_id}/{name}"): {200, 206, 404, 416},
     ("get", "/health"): {200},
     ("get", "/favicon.ico"): {204},
     ("get", "/"): {200},
 }
-PUBLIC = {"/files/{job_id}/{name}", "/health", "/favicon.ico", "/"}
+PUBLIC = {"/files/{job_id}/{name}", "/live/{job_id}/stream.mp4", "/health", "/favicon.ico", "/"}
 
 
 @pytest.fixture(scope="module")

@@ -270,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--allow-faces", action="store_true", help="accept references that show real faces")
         p.add_argument("--threads", type=_positive(int), default=None, help="torch threads per worker")
         p.add_argument("--device", default="cpu", help="where workers run the model: cpu, cuda, cuda:N")
+        p.add_argument("--live-idle", type=_positive(float), default=15.0,
+                       help="a live job nobody has watched for this many seconds stops (default 15)")  # fmt: skip
         if name == "serve":
             p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
             p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
@@ -279,6 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
                            "a key made on first start in DATA/api_keys)")  # fmt: skip
             p.add_argument("--max-pending", type=_positive(int), default=8, help="queued+running tasks per key")
             p.add_argument("--result-ttl", type=_positive(float), default=86400.0, help="seconds results are kept")
+            p.add_argument("--max-live", type=_positive(int), default=1, help="live jobs per key at once (default 1)")
+            p.add_argument("--live-max-seconds", type=_positive(float), default=600.0,
+                           help="the longest a live job may run, in seconds (default 600)")  # fmt: skip
             p.add_argument(
                 "--allow-http-inputs",
                 action="store_true",
@@ -828,6 +833,9 @@ def _serve(args: argparse.Namespace) -> None:
         limits=InputLimits(allow_http=serving and args.allow_http_inputs),
         stale_after=args.stale_after if serving else 20.0,
         callback_hosts=frozenset(args.callback_host) if serving else frozenset(),
+        max_live_per_key=args.max_live if serving else 1,
+        live_max_seconds=args.live_max_seconds if serving else 600.0,
+        live_idle=args.live_idle,
     )  # fmt: skip
     if serving:
         if not 0 <= args.port <= 65535:

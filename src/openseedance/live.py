@@ -71,6 +71,7 @@ class LiveChunk:
     clip: Clip  # this chunk's frames and sound, marked
     prompt: str  # the prompt it was made with
     seconds: dict[str, float] = field(default_factory=dict)  # time per stage
+    tokens: int = 0  # tokens generated for it (the window of the past included: what it cost)
 
 
 @dataclass
@@ -129,7 +130,7 @@ class Live:
             raise ValueError("the new prompt is empty")
         if len(prompt) > 2000:
             raise ValueError(f"the new prompt is {len(prompt)} characters; at most 2000")
-        _parts(_CUT.sub("", prompt))  # one shot at a time, well formed
+        check_prompt(prompt)
         with self._lock:
             self._next = prompt
 
@@ -163,7 +164,7 @@ class Live:
             marked = self._marked(new)
             self.settings = {k: v for k, v in out.settings.items()}
             seconds = {**out.seconds, "chunk": time.perf_counter() - clock}
-            chunk = LiveChunk(index, self.seconds, marked, prompt, seconds)
+            chunk = LiveChunk(index, self.seconds, marked, prompt, seconds, out.tokens)
             self.frames += marked.num_frames
             self.samples += 0 if marked.audio is None else marked.audio.shape[1]
             index += 1
@@ -249,6 +250,11 @@ class Live:
         media.retag(path, {"openseedance": json.dumps(record)})
         provenance.sign_file(path, provenance.claims(record))
         return path
+
+
+def check_prompt(prompt: str) -> None:
+    """A ValueError for a prompt a live stream cannot take: more than one shot at once, malformed shots."""
+    _parts(_CUT.sub("", prompt))
 
 
 def _parts(prompt: str) -> tuple[str, str]:

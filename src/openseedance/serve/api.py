@@ -63,6 +63,9 @@ class ServeSettings:
     db: str | None = None  # None: data_dir/jobs.db
     # each job's inputs and results; with several hosts, a folder every server and worker mounts
     results_dir: Path | None = None  # None: data_dir/files
+    max_live_per_key: int = 1  # live jobs one key may have queued or running at once; 429 beyond
+    live_max_seconds: float = 600.0  # the longest a live job may run
+    live_idle: float = 15.0  # a live job nobody has watched for this long stops by itself
 
     @property
     def db_path(self) -> Path:

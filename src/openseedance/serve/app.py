@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from openseedance import engines
 from openseedance.engines import Capabilities
-from openseedance.serve import ark, openai_api, openapi, web
+from openseedance.serve import ark, live, openai_api, openapi, web
 from openseedance.serve.api import ApiError, ServeSettings, Service
 from openseedance.serve.bounds import Refused
 from openseedance.serve.callbacks import Callbacks
@@ -135,6 +135,7 @@ def create_app(settings: ServeSettings, card: Capabilities | None = None, store:
     app.include_router(ark.router)
     app.include_router(openai_api.router)
     app.include_router(web.router)
+    app.include_router(live.router)
 
     def described() -> dict[str, Any]:  # the routes read their own bodies: their description is written by hand
         if app.openapi_schema is None:

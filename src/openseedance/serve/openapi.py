@@ -214,6 +214,36 @@ def _openai_schemas(card: Capabilities) -> dict[str, Any]:
     }  # fmt: skip
 
 
+def _live_schemas() -> dict[str, Any]:
+    prompt = {"type": "string", "minLength": 1, "maxLength": 2000}
+    timeline = {"type": "array", "items": {"type": "object", "required": ["start", "prompt"], "properties": {
+        "start": {"type": "number", "description": "seconds into the stream"}, "prompt": {"type": "string"}}}}
+    return {
+        "LiveCreate": {"type": "object", "additionalProperties": False, "required": ["prompt"], "properties": {
+            "prompt": {**prompt, "description": "what happens first (one shot at a time)"},
+            "seed": {"type": "integer", "minimum": -1, "maximum": 2**32 - 1, "default": 0},
+            "max_seconds": {"type": "number", "minimum": 1, "description": "the longest it may run (default and "
+                            "maximum: the server's limit)"},
+            "chunk": {"type": "number", "minimum": 0.5, "maximum": 4, "default": 1,
+                      "description": "seconds made at a time; a new prompt takes effect from the next chunk"},
+            "size": {"type": "string", "pattern": "^[0-9]{1,5}x[0-9]{1,5}$", "description": "WIDTHxHEIGHT"},
+            "generate_audio": {"type": "boolean", "default": True}, "model": {"type": "string"}}},
+        "LivePrompt": {"type": "object", "additionalProperties": False, "required": ["prompt"],
+                       "properties": {"prompt": prompt}},
+        "LiveSteered": {"type": "object", "required": ["id", "next_prompt", "seq"], "properties": {
+            "id": {"type": "string"}, "next_prompt": {"type": "string"}, "seq": {"type": "integer"}}},
+        "Live": {"type": "object", "required": ["id", "object", "status", "stream_url", "seconds", "prompts"],
+                 "properties": {
+            "id": {"type": "string"}, "object": {"const": "live"}, "status": {"enum": list(STATUSES)},
+            "created_at": {"type": "integer"}, "prompt": {"type": "string"}, "max_seconds": {"type": "number"},
+            "chunk": {"type": "number"}, "seconds": {"type": "number", "description": "seconds made so far"},
+            "prompts": timeline, "stream_url": {"type": "string"},
+            "video_url": {"type": "string", "description": "the finished, signed file"},
+            "stopped_by": {"enum": ["stop", "length", "idle", "worker"]},
+            "error": {"type": "object"}}},
+    }  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Operation:
     """One method of one path: its id, the error shape it answers in, its 2xx and error statuses."""
@@ -310,6 +340,24 @@ def operations() -> dict[tuple[str, str], Operation]:
             {200: {"description": "done", "content": {"application/json": {"schema": {"type": "object",
                                                                                        "maxProperties": 0}}}}},
             (401, 404, 409)),
+        ("post", "/api/live"): Operation(
+            "createLive", "Start a live stream: made chunk by chunk while it plays, until stopped, its max_seconds, "
+            "or nobody has watched it for the server's idle time", {201: _json("Live", "started: queued for a worker; "
+            "play stream_url")}, (400, 401, 413, 429), body=("LiveCreate",)),
+        ("get", "/api/live/{job_id}"): Operation("getLive", "A live stream's status, seconds made and prompts",
+                                                 {200: _json("Live", "the live stream")}, (401, 404)),
+        ("post", "/api/live/{job_id}/prompt"): Operation(
+            "steerLive", "The prompt from the next chunk on (a prompt starting with [shot] cuts to a new shot)",
+            {200: _json("LiveSteered", "asked")}, (400, 401, 404, 409), body=("LivePrompt",)),
+        ("post", "/api/live/{job_id}/stop"): Operation("stopLive", "End the stream after the chunk being made",
+                                                       {200: _json("Live", "stopping")}, (401, 404)),
+        ("get", "/live/{job_id}/stream.mp4"): Operation(
+            "streamLive", "The live stream as a fragmented mp4, sent while it is made (from its start); its random id "
+            "is the capability. Once it has ended: a redirect to the finished, signed file",
+            {200: {"description": "the stream, until it ends", "content": {"video/mp4": {"schema": {
+                "type": "string", "contentMediaType": "video/mp4"}}}},
+             307: {"description": "it has ended: the finished file", "headers": {"location": {
+                 "schema": {"type": "string"}}}}}, (404,), auth=False),
         ("get", "/files/{job_id}/{name}"): Operation(
             "getFile", "A finished job's file; its random id is the capability, as with a signed URL",
             {200: _FILE, 206: _PART}, (404, 416), headers=(_RANGE,), auth=False),
@@ -332,7 +380,7 @@ _FILE_NAMES = ["video.mp4", "last_frame.png", "thumbnail.jpg", "spritesheet.jpg"
 def _path_parameters(path: str) -> list[dict[str, Any]]:
     names = [part[1:-1] for part in path.split("/") if part.startswith("{")]
     schemas = {"job_id": {"type": "string", "pattern": "^[A-Za-z0-9_-]{1,64}$"}, "name": {"enum": _FILE_NAMES}}
-    files = path.startswith("/files/")  # other ids are only looked up: any text, a 404 if unknown
+    files = path.startswith(("/files/", "/live/"))  # other ids are only looked up: any text, a 404 if unknown
     return [{"name": n, "in": "path", "required": True, "schema": schemas[n] if files else {"type": "string"}}
             for n in names]
 
@@ -381,7 +429,7 @@ def document(app: FastAPI, card: Capabilities) -> dict[str, Any]:
         "info": {"title": app.title, "version": app.version, "description": _ABOUT},
         "paths": paths,
         "components": {
-            "schemas": {**_ark_schemas(), **_openai_schemas(card)},
+            "schemas": {**_ark_schemas(), **_openai_schemas(card), **_live_schemas()},
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                            "description": "an API key of this server"}},
         },

@@ -72,6 +72,7 @@ class JobSpec:
     echo: dict[str, Any] = field(default_factory=dict)  # API fields reported back unchanged
     base_url: str = "/"  # where the job's files are served (callbacks carry their URLs)
     expires_after: float | None = None  # seconds the job may wait and run
+    live_chunk: float | None = None  # a live job's seconds per chunk (its duration: the most it may last); None: a clip
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -12,6 +12,7 @@ import ctypes
 import logging
 import multiprocessing as mp
 import os
+import shutil
 import signal
 import socket
 import sys
@@ -143,6 +144,8 @@ class Worker:
     def _generate(self, job: Job, heart: _Heartbeat) -> dict[str, Any]:
         folder = self.settings.files_dir / job.id
         spec = job.spec
+        if spec.live_chunk is not None:
+            return self._live(job, folder, heart)
         request = build_request(spec, load_references(spec, folder, self.settings.limits),
                                 self.pipe.capabilities.sample_rate)  # fmt: skip
         out = self.pipe(request, RunOptions(steps=spec.steps), progress=heart.step, job_id=job.id)
@@ -151,6 +154,62 @@ class Worker:
         tokens = out.tokens
         return {"files": files, "keep_until": time.time() + self.settings.result_ttl, "seconds": out.seconds,
                 "usage": {"completion_tokens": tokens, "total_tokens": tokens}, "resolved": out.request}  # fmt: skip
+
+
+    def _live(self, job: Job, folder: Path, heart: _Heartbeat) -> dict[str, Any]:
+        """A live job: chunks appended to the stream file until it is stopped, reaches its length,
+        or nobody has watched it for `live_idle` s; then the finished file, signed."""
+        from openseedance.live import Live, LiveConfig
+        from openseedance.serve.live import STREAM, LiveControl
+
+        if job.attempts > 1:  # a stream cannot be picked up where a lost worker left it
+            raise ValueError("the worker making this live stream was lost; start a new one")
+        spec, control = job.spec, LiveControl(folder)
+        request = build_request(spec, load_references(spec, folder, self.settings.limits),
+                                self.pipe.capabilities.sample_rate)  # fmt: skip
+        live = Live(self.pipe, request, LiveConfig(chunk=spec.live_chunk, duration=spec.duration),
+                    RunOptions(steps=spec.steps), job_id=job.id)  # fmt: skip
+        steered, tokens, thumbnail, why = 0, 0, None, "length"
+        rate = request.sample_rate if request.generate_audio else None
+        with media.FragmentWriter(folder / STREAM, request.width, request.height, request.fps, rate) as out:
+            for part in live:
+                out.write(part.clip)
+                tokens += part.tokens
+                thumbnail = part.clip.video[len(part.clip.video) // 2] if thumbnail is None else thumbnail
+                heart.progress = min(0.95, live.seconds / spec.duration)
+                control.report({"seconds": round(live.seconds, 4), "prompts": live.timeline})
+                asked = control.next_prompt()
+                if asked is not None and asked["seq"] > steered:
+                    steered = asked["seq"]
+                    try:
+                        live.steer(asked["prompt"])
+                    except ValueError as e:
+                        log.warning("%s: prompt refused: %s", job.id, e)
+                watched = control.last_watched() or job.started_at or time.time()
+                if control.stop_asked():
+                    why = "stop"
+                elif time.time() - watched > self.settings.live_idle:
+                    why = "idle"
+                elif self.leave.is_set() or heart.stop_reason is not None:
+                    why = "worker"
+                else:
+                    continue
+                live.stop()
+        heart.check()
+        final = folder / "video.mp4"
+        tmp = folder / ".video.signing.mp4"
+        shutil.copyfile(folder / STREAM, tmp)
+        live.finish(tmp)
+        tmp.replace(final)
+        (folder / STREAM).unlink(missing_ok=True)
+        files = {"video": "video.mp4"}
+        if thumbnail is not None:
+            _jpeg(thumbnail, folder / "thumbnail.jpg")
+            files["thumbnail"] = "thumbnail.jpg"
+        control.report({"seconds": round(live.seconds, 4), "prompts": live.timeline})
+        log.info("%s: live stream ended (%s) after %.1f s", job.id, why, live.seconds)
+        return {"files": files, "keep_until": time.time() + self.settings.result_ttl, "stopped_by": why,
+                "usage": {"completion_tokens": tokens, "total_tokens": tokens}, "resolved": live.record()}  # fmt: skip
 
 
 def write_outputs(out: GeneratedClip, folder: Path, last_frame: bool) -> dict[str, str]:
