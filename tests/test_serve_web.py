@@ -154,3 +154,39 @@ def test_cancel_a_queued_job(browser, tmp_path):
         WebDriverWait(browser, 15).until(lambda d: d.find_element(By.ID, "status").text == "Cancelled.")
     finally:
         idle.stop()
+
+
+def test_live_stream_plays_while_it_is_made(server, browser, tmp_path):
+    """Go live, watch the video's clock advance while the job still runs, steer it, stop it, and get the
+    finished file, which verifies like any generated clip."""
+    import httpx
+
+    from openseedance import provenance
+
+    auth = {"Authorization": f"Bearer {KEY}"}
+    open_page(browser, server)
+    fill(browser, "live-prompt", "a red circle bounces")
+    browser.find_element(By.ID, "live-start").click()
+    job_id = WebDriverWait(browser, 15).until(lambda d: d.find_element(By.ID, "live-id").text.strip())
+    assert job_id.startswith("live_")
+    clock = "return document.getElementById('live-player').currentTime"
+    WebDriverWait(browser, 90).until(lambda d: d.execute_script(clock) > 0.5)
+    status = httpx.get(f"{server.url}/api/live/{job_id}", headers=auth, timeout=10).json()
+    assert status["status"] == "running"  # playing before the job ends
+    fill(browser, "live-next", "a blue square slides left")
+    browser.find_element(By.ID, "live-send").click()
+
+    def steered(_):
+        job = httpx.get(f"{server.url}/api/live/{job_id}", headers=auth, timeout=10).json()
+        return [p["prompt"] for p in job["prompts"]] == ["a red circle bounces", "a blue square slides left"]
+
+    WebDriverWait(browser, 60).until(steered)
+    assert browser.execute_script(clock) > 1.0
+    browser.find_element(By.ID, "live-stop").click()
+    link = browser.find_element(By.ID, "live-download")
+    WebDriverWait(browser, 60).until(lambda _: link.is_displayed())
+    assert "Ended (stopped)" in browser.find_element(By.ID, "live-status").text
+    finished = tmp_path / "live.mp4"
+    finished.write_bytes(httpx.get(link.get_attribute("href"), timeout=30).content)
+    report = provenance.verify(finished)
+    assert report.video.found and report.audio.found and report.manifest.intact
