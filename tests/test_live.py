@@ -16,7 +16,7 @@ import pytest
 
 from openseedance import media, provenance
 from openseedance.engines import RunOptions
-from openseedance.live import Live, LiveConfig
+from openseedance.live import HOLD, Live, LiveConfig
 from openseedance.media import Clip
 from openseedance.pipeline import Pipeline
 from openseedance.request import GenerationRequest
@@ -38,10 +38,12 @@ def test_chunks_on_latent_groups_with_the_past_bounded(pipe: Pipeline) -> None:
     assert parts[0].clip.num_frames == live.window.first
     assert all(p.clip.num_frames == live.window.chunk for p in parts[1:])
     assert live.seconds >= 4.0 and live.seconds - 4.0 < live.window.chunk / 12
-    rate = 16000 / 12
-    for p in parts:  # sound as long as the picture, chunk by chunk
-        assert p.clip.audio.shape[1] == round(p.clip.num_frames * rate)
+    rate, hold = 16000 / 12, round(HOLD * 16000)
+    for p in parts:  # the end of each chunk's sound goes with the next one
         assert p.start == pytest.approx(sum(q.clip.num_frames for q in parts[: p.index]) / 12)
+    assert parts[0].clip.audio.shape[1] == round(live.window.first * rate) - hold
+    assert all(p.clip.audio.shape[1] == round(live.window.chunk * rate) for p in parts[1:-1])
+    assert sum(p.clip.audio.shape[1] for p in parts) == round(sum(p.clip.num_frames for p in parts) * rate)
 
 
 def test_each_chunk_extends_the_unmarked_past(pipe: Pipeline) -> None:
@@ -60,13 +62,28 @@ def test_each_chunk_extends_the_unmarked_past(pipe: Pipeline) -> None:
     assert all(not o.mark for _, o in seen)  # the engine never marks: the stream marks each chunk itself
     made = np.concatenate([c.video for c in parts])
     sound = np.concatenate([c.audio for c in parts], axis=1)
-    end, rate = 0, 16000 / 12
+    end, rate, hold = 0, 16000 / 12, round(HOLD * 16000)
     for (request, _), part in zip(seen[1:], parts, strict=False):
         end += part.num_frames
         assert len(request.source.video) == live.window.context  # bounded, whatever the length
         np.testing.assert_array_equal(request.source.video, made[end - live.window.context : end])
-        np.testing.assert_array_equal(request.source.audio, sound[:, round((end - live.window.context) * rate) :
-                                                                    round(end * rate)])  # fmt: skip
+        # the sound as sent, but for its last tenth of a second: held back, then cross-faded into the next take
+        a, b = round((end - live.window.context) * rate), round(end * rate)
+        assert request.source.audio.shape[1] == b - a
+        np.testing.assert_array_equal(request.source.audio[:, : -hold], sound[:, a : b - hold])
+
+
+def test_a_stop_between_chunks_sends_the_sound_held_back(pipe: Pipeline) -> None:
+    live = Live(pipe, GenerationRequest("a red circle bounces"))
+    parts = []
+    for part in live:
+        parts.append(part)
+        if part.index == 1:
+            live.stop()
+    assert [p.clip.num_frames for p in parts] == [live.window.first, live.window.chunk, 0]
+    assert parts[-1].clip.audio.shape[1] == round(HOLD * 16000)
+    total = sum(p.clip.audio.shape[1] for p in parts)
+    assert total == round((live.window.first + live.window.chunk) * 16000 / 12)
 
 
 def test_steering_takes_effect_at_the_next_chunk(pipe: Pipeline) -> None:

@@ -46,6 +46,7 @@ from openseedance.media import Clip
 from openseedance.pipeline import Pipeline, resolved_request
 from openseedance.request import GenerationRequest, split_shots
 
+HOLD = 0.1  # seconds of each chunk's sound sent with the next one, cross-faded into its take (see `Live._sound`)
 _CUT = re.compile(r"^\s*\[\s*shot\s*\d*\s*\]\s*", re.IGNORECASE)
 
 
@@ -112,6 +113,8 @@ class Live:
         self.job_id = job_id or "live-" + hashlib.sha256(json.dumps(
             resolved_request(self.request), sort_keys=True, default=str).encode()).hexdigest()[:16]  # fmt: skip
         self.payload = provenance.Payload.make(pipe.model_id, self.job_id)
+        provenance.prepare()
+        getattr(pipe.engine, "text_encoder", None)  # loaded on first use: now, before the first chunk waits for it
         self.timeline: list[dict[str, Any]] = []  # (start, prompt) of every prompt used
         self.frames = self.samples = 0  # made so far
         self.settings: dict[str, Any] = {}
@@ -120,6 +123,9 @@ class Live:
         self._next: str | None = None
         self._lock = threading.Lock()
         self._stopped = threading.Event()
+        self._held: np.ndarray | None = None  # the end of the sound made, not sent yet (see `_sound`)
+        self._sound_past = np.zeros((1, 0), np.float32)
+        self.window_size = (request.height, request.width)
 
     # ------------------------------------------------------------ steering
 
@@ -152,28 +158,59 @@ class Live:
     def __iter__(self) -> Iterator[LiveChunk]:
         past: Clip | None = None  # the unmarked window of the recent past
         index = 0
-        while not self._stopped.is_set():
-            if self.config.duration is not None and self.seconds >= self.config.duration - 1e-6:
-                break
+        while not self._stopped.is_set() and not self._done:
             clock = time.perf_counter()
             request, prompt = self._chunk_request(index, past)
             out = self.pipe.engine.generate(request, self.options, False)
             made = cond.paste_given(out.clip, request, self.pipe.capabilities.frames_per_latent)
-            new = self._new_part(made, past is not None)
-            past = self._keep_past(past, new)
-            marked = self._marked(new)
-            self.settings = {k: v for k, v in out.settings.items()}
+            start = self.window.context if past is not None else 0
+            video = made.video[start : start + (self.window.chunk if past is not None else self.window.first)]
+            self.frames += len(video)
+            last = self._done or self._stopped.is_set()
+            audio = None if out.clip.audio is None else self._sound(out.clip.audio, start, len(video), last)
+            new = Clip(video=video, audio=audio, fps=made.fps, sample_rate=made.sample_rate)
+            past = self._keep_past(past, video)
+            marked = self._marked(new, self.frames - len(video))
+            self.settings = dict(out.settings)
             seconds = {**out.seconds, "chunk": time.perf_counter() - clock}
-            chunk = LiveChunk(index, self.seconds, marked, prompt, seconds, out.tokens)
-            self.frames += marked.num_frames
-            self.samples += 0 if marked.audio is None else marked.audio.shape[1]
+            yield LiveChunk(index, (self.frames - len(video)) / self.request.fps, marked, prompt, seconds, out.tokens)
+            self.samples += 0 if audio is None else audio.shape[1]
             index += 1
-            yield chunk
+        if self._held is not None and self._held.shape[1]:  # stopped between chunks: the sound held back
+            tail, self._held = self._held, None
+            nothing = np.zeros((0, *self.window_size, 3), np.uint8)
+            marked = self._marked(Clip(nothing, tail, self.request.fps, self.request.sample_rate), self.frames)
+            yield LiveChunk(index, self.seconds, marked, self._typed)
+            self.samples += tail.shape[1]
+
+    @property
+    def _done(self) -> bool:
+        return self.config.duration is not None and self.seconds >= self.config.duration - 1e-6
+
+    def _sound(self, decoded: np.ndarray, start: int, frames: int, last: bool) -> np.ndarray:
+        """The sound to send with a chunk of `frames` frames starting at frame `start` of the window
+        just made (`decoded`: its whole sound as decoded). The model remakes the last few audio
+        latents of the past, so the end of each chunk's sound is held back and sent with the next
+        one, cross-faded from the first take into the second over `HOLD` seconds: the seam's sound
+        then runs on as the model continued it (a hold of a tenth of a second, video unaffected)."""
+        rate = self.request.sample_rate / self.request.fps
+        a, b = round(start * rate), round((start + frames) * rate)
+        new = decoded[:, a:b]
+        head = np.zeros((decoded.shape[0], 0), np.float32)
+        if self._held is not None:  # the held sound, cross-faded into the new take of the same samples
+            take = decoded[:, a - self._held.shape[1] : a]
+            w = 0.5 + 0.5 * np.cos(np.linspace(0.0, np.pi, take.shape[1], dtype=np.float32))
+            head = w * self._held + (1 - w) * take
+            self._sound_past = np.concatenate([self._sound_past[:, : -self._held.shape[1]], head], axis=1)
+        self._sound_past = np.concatenate([self._sound_past, new], axis=1)[:, -round(self.window.context * rate) :]
+        hold = 0 if last else min(new.shape[1], round(HOLD * self.request.sample_rate))
+        self._held = new[:, new.shape[1] - hold :] if hold else None
+        return np.concatenate([head, new[:, : new.shape[1] - hold]], axis=1).astype(np.float32)
 
     def _chunk_request(self, index: int, past: Clip | None) -> tuple[GenerationRequest, str]:
         """The request for chunk `index`: the stream's own request first, then an extension of the past."""
-        with self._lock:
-            wanted, self._next = self._next, None
+        with self._lock:  # the stream starts with its own prompt; one asked for meanwhile follows it
+            wanted, self._next = (None, self._next) if past is None else (self._next, None)
         previous, cut = self._shot, False
         if wanted is not None:
             cut = bool(_CUT.match(wanted))
@@ -195,35 +232,25 @@ class Live:
                                       source=past, extend="forward", first_frame=None, last_frame=None)  # fmt: skip
         return request, self._typed
 
-    def _new_part(self, made: Clip, extension: bool) -> Clip:
-        """The frames and sound after the window of the past."""
-        start = self.window.context if extension else 0
-        count = self.window.chunk if extension else self.window.first
-        rate = self.request.sample_rate / self.request.fps
-        video = made.video[start : start + count]
-        audio = None if made.audio is None else made.audio[:, round(start * rate) : round((start + count) * rate)]
-        return Clip(video=video, audio=audio, fps=made.fps, sample_rate=made.sample_rate)
-
-    def _keep_past(self, past: Clip | None, new: Clip) -> Clip:
-        """The last `context` frames (and their sound) of what has been made, unmarked."""
-        n, rate = self.window.context, self.request.sample_rate / self.request.fps
-        video = new.video if past is None else np.concatenate([past.video, new.video])
-        audio = new.audio
-        if past is not None and past.audio is not None and new.audio is not None:
-            audio = np.concatenate([past.audio, new.audio], axis=1)
-        video = video[-n:]
+    def _keep_past(self, past: Clip | None, video: np.ndarray) -> Clip:
+        """The last `context` frames and their sound made so far, unmarked (the sound as it is sent,
+        what is held back included)."""
+        frames = video if past is None else np.concatenate([past.video, video])
+        frames = frames[-self.window.context :]
+        audio = self._sound_past if self.request.generate_audio else None
         if audio is not None:
-            audio = audio[:, -round(len(video) * rate) :]
-        return Clip(video=video, audio=audio, fps=new.fps, sample_rate=new.sample_rate)
+            audio = audio[:, -round(len(frames) * self.request.sample_rate / self.request.fps) :]
+        return Clip(video=frames, audio=audio, fps=self.request.fps, sample_rate=self.request.sample_rate)
 
-    def _marked(self, clip: Clip) -> Clip:
-        """The chunk with both invisible marks at the phase the stream has reached (and the visible
-        label when asked for)."""
+    def _marked(self, clip: Clip, frame: int) -> Clip:
+        """The chunk with both invisible marks at the phase the stream has reached (its first frame is
+        frame `frame` of the stream), and the visible label when asked for."""
         video, audio = clip.video, clip.audio
-        if self.request.visible_watermark:
+        if self.request.visible_watermark and len(video):
             video = provenance.visible_mark(video)
         if self.mark:
-            video = provenance.embed_video(video, self.payload, offset=self.frames)
+            if len(video):
+                video = provenance.embed_video(video, self.payload, offset=frame)
             if audio is not None:
                 audio = provenance.embed_audio(audio, clip.sample_rate, self.payload, offset=self.samples)
         return Clip(video=video, audio=audio, fps=clip.fps, sample_rate=clip.sample_rate)

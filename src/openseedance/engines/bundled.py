@@ -207,9 +207,15 @@ class BundledEngine:
         return cond.Layout(grid, self.transformer.config.patch, request.fps, f,
                            -(-samples // self.audio_ae.config.hop), self.audio_ae.config.latent_rate)  # fmt: skip
 
-    def encoders(self) -> cond.Encoders:
+    def encoders(self, bf16: bool = False) -> cond.Encoders:
+        """What `cond.prepare` needs of this model; with `bf16` the video encoder runs under bfloat16
+        autocast like the decoder (latents within 0.5% of their spread of float32's, 4-5x faster on a
+        CPU that multiplies bfloat16 natively; the sound's encoder stays in float32)."""
+
         def video(frames: np.ndarray, chunk: int | None) -> torch.Tensor:
-            return self.video_ae.encode(cond.frames_to_tensor(frames)[None].to(self.device), chunk).cpu()
+            x = cond.frames_to_tensor(frames)[None].to(self.device)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
+                return self.video_ae.encode(x, chunk).float().cpu()
 
         def audio(track: np.ndarray) -> torch.Tensor:
             wave = torch.from_numpy(np.ascontiguousarray(track))[None].to(self.device)
@@ -226,7 +232,8 @@ class BundledEngine:
         lap = Laps(self.device)
 
         sampler = self.sampler(options)
-        conditions = cond.prepare(request, self.encoders(), per_shot=options.per_shot)
+        arithmetic = precision.choose(self.device, options.bf16)
+        conditions = cond.prepare(request, self.encoders(arithmetic.bf16), per_shot=options.per_shot)
         if not conditions.has_references:  # nothing for reference guidance to act on
             sampler = replace(sampler, reference_guidance=1.0)
         lap("encode")
@@ -234,7 +241,6 @@ class BundledEngine:
         noise = {s: torch.randn(x.shape, generator=gen) for s, x in conditions.clean.items()}
         total = sum(conditions.targets.values())
         shift = sampler.shift if sampler.shift is not None else self.flow.shift(total)
-        arithmetic = precision.choose(self.device, options.bf16)
         latents = self.sample(conditions, noise, sampler, shift=shift, bf16=arithmetic.bf16, progress=progress)
         lap("sample")
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=arithmetic.bf16):  # the video decoder

@@ -17,12 +17,12 @@ stops a determined forger from removing them.
 """
 
 from openseedance.media import Clip
-from openseedance.provenance.audio_mark import detect_audio, embed_audio
+from openseedance.provenance.audio_mark import _audio_basis, detect_audio, embed_audio
 from openseedance.provenance.faces import FaceError, check_references, find_faces, video_shows_face
 from openseedance.provenance.manifest import ManifestResult, claims, read_manifest, sign_file
 from openseedance.provenance.payload import ALPHA, CODE_BITS, MarkResult, Payload, decode_payload, encode_payload
 from openseedance.provenance.verify import Verification, verify
-from openseedance.provenance.video_mark import detect_video, embed_video, visible_mark
+from openseedance.provenance.video_mark import _video_basis, detect_video, embed_video, visible_mark
 
 __all__ = [
     "ALPHA",
@@ -42,6 +42,7 @@ __all__ = [
     "encode_payload",
     "find_faces",
     "mark_clip",
+    "prepare",
     "read_manifest",
     "sign_file",
     "verify",
@@ -55,3 +56,10 @@ def mark_clip(clip: Clip, payload: Payload) -> Clip:
     video = None if clip.video is None else embed_video(clip.video, payload)
     audio = None if clip.audio is None else embed_audio(clip.audio, clip.sample_rate, payload)
     return Clip(video=video, audio=audio, fps=clip.fps, sample_rate=clip.sample_rate)
+
+
+def prepare() -> None:
+    """Make the marks' keyed patterns now (about half a second, once per process) rather than while
+    the first clip waits: a server's workers and a live stream call it before their first request."""
+    _video_basis()
+    _audio_basis()

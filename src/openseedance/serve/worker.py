@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from openseedance import media
+from openseedance import media, provenance
 from openseedance.engines import RunOptions
 from openseedance.pipeline import GeneratedClip, Pipeline
 from openseedance.serve.api import ServeSettings
@@ -175,7 +175,8 @@ class Worker:
             for part in live:
                 out.write(part.clip)
                 tokens += part.tokens
-                thumbnail = part.clip.video[len(part.clip.video) // 2] if thumbnail is None else thumbnail
+                if thumbnail is None and len(part.clip.video):
+                    thumbnail = part.clip.video[len(part.clip.video) // 2]
                 heart.progress = min(0.95, live.seconds / spec.duration)
                 control.report({"seconds": round(live.seconds, 4), "prompts": live.timeline})
                 asked = control.next_prompt()
@@ -257,6 +258,7 @@ def run_worker(settings: ServeSettings, stop: threading.Event | Any, leave: thre
     store = settings.open_store()  # first: an unreachable store is reported before the model loads
     pipe = load_pipeline(settings)
     getattr(pipe.engine, "text_encoder", None)  # a text encoder loaded on first use: now, not during a job
+    provenance.prepare()  # and the marks' patterns
     Worker(store, pipe, settings, leave).serve(stop)
 
 
