@@ -253,13 +253,14 @@ def scores(report) -> tuple[float | None, float | None]:
     return report.scores.get("attribute"), report.scores.get("action")
 
 
-def told(pipe: Pipeline, scenes: int, chunk: float) -> dict:
+def told(pipe: Pipeline, scenes: int, chunk: float, context: float = 1.0) -> dict:
     """Streams steered through scene series, each 4 s part probed against its scene."""
     rows = []
     for s in range(scenes):
         series = scene_series(500_000 + s)
         prompts = [caption(sc).prompt for sc in series]
-        live = Live(pipe, GenerationRequest(prompts[0], seed=s), LiveConfig(chunk=chunk, duration=4.0 * len(series)))
+        live = Live(pipe, GenerationRequest(prompts[0], seed=s), LiveConfig(chunk=chunk, context=context,
+                                                                           duration=4.0 * len(series)))  # fmt: skip
         parts, spans = [], []
         for part in live:
             parts.append(part.clip)
@@ -286,7 +287,7 @@ def told(pipe: Pipeline, scenes: int, chunk: float) -> dict:
         m = float(np.mean(values)) if n else float("nan")
         return {"mean": m, "stderr": float(np.std(values, ddof=1) / np.sqrt(n)) if n > 1 else float("nan"), "n": n}
 
-    return {"chunk": chunk, "rows": rows,
+    return {"chunk": chunk, "context": context, "rows": rows,
             "streamed": {"attribute": mean("attribute"), "action": mean("action")},
             "after_a_change": {"attribute": mean("attribute", (1, 2, 3, 4)), "action": mean("action", (1, 2, 3, 4))},
             "clips_4s": {"attribute": mean("attribute_4s"), "action": mean("action_4s")}}  # fmt: skip

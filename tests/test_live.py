@@ -13,6 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import torch
 
 from openseedance import media, provenance
 from openseedance.engines import RunOptions
@@ -118,6 +119,28 @@ def test_a_cut_is_made_as_two_shots(pipe: Pipeline) -> None:
     assert seen[2].prompt == "A red ball. [shot 1] Close-up, it says hi."
 
 
+def test_references_and_the_first_frame_go_where_they_belong() -> None:
+    pipe = Pipeline.untrained("debug", seed=1)
+    with torch.no_grad():  # as if it had learnt references (fresh role embeddings are zero: "none learnt")
+        pipe.engine.transformer.roles.weight.normal_(0, 0.02)
+    rng = np.random.default_rng(2)
+    look = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    start = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    voice = (0.1 * rng.standard_normal((1, 3 * 16000))).astype(np.float32)
+    seen = []
+    original = pipe.engine.generate
+    pipe.engine.generate = lambda r, o, p: seen.append(r) or original(r, o, p)
+    try:
+        request = GenerationRequest("@image1 hops, speaking like @audio1", images=(look,), audios=(voice,),
+                                    first_frame=start)  # fmt: skip
+        list(Live(pipe, request, LiveConfig(duration=3.0)))
+    finally:
+        pipe.engine.generate = original
+    assert all(len(r.images) == 1 and np.array_equal(r.images[0], look) for r in seen)  # every chunk: the looks
+    assert all(len(r.audios) == 1 and np.array_equal(r.audios[0], voice) for r in seen)  # and the voices
+    assert seen[0].first_frame is not None and all(r.first_frame is None for r in seen[1:])
+
+
 def test_bad_live_requests_are_refused(pipe: Pipeline) -> None:
     with pytest.raises(ValueError, match="one shot at a time"):
         Live(pipe, GenerationRequest("[shot 1] a ball [shot 2] a cube"))
@@ -125,6 +148,8 @@ def test_bad_live_requests_are_refused(pipe: Pipeline) -> None:
         LiveConfig(chunk=float("nan"))
     with pytest.raises(ValueError, match="cannot extend"):
         Live(pipe, GenerationRequest("x", source=Clip(np.zeros((13, 64, 64, 3), np.uint8), None), extend="forward"))
+    with pytest.raises(ValueError, match="at most 15 s at once"):
+        Live(pipe, GenerationRequest("a red circle"), LiveConfig(chunk=10.0, context=10.0))
     live = Live(pipe, GenerationRequest("a red circle"))
     with pytest.raises(ValueError, match="empty"):
         live.steer("  ")

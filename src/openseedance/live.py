@@ -109,6 +109,10 @@ class Live:
         caps = pipe.capabilities
         self.window = _window(self.config, request.fps, caps.frames_per_latent, caps.min_duration)
         self.request = dataclasses.replace(request, duration=self.window.first / request.fps)
+        longest = (self.window.context + self.window.chunk) / request.fps
+        if longest > caps.max_duration:
+            raise ValueError(f"context and chunk make {longest:.2f} s windows; this model makes at most "
+                             f"{caps.max_duration:g} s at once")  # fmt: skip
         pipe.check(self.request)  # the face guard and the engine's check, once, before any work
         self.job_id = job_id or "live-" + hashlib.sha256(json.dumps(
             resolved_request(self.request), sort_keys=True, default=str).encode()).hexdigest()[:16]  # fmt: skip
