@@ -25,7 +25,7 @@ from openai import OpenAI
 from volcenginesdkarkruntime import Ark
 
 from openseedance import conditioning as cond
-from openseedance import engines, provenance
+from openseedance import engines, media, provenance
 from openseedance.cli import main
 from openseedance.engines import RunOptions
 from openseedance.media import Clip
@@ -285,3 +285,22 @@ def _png() -> str:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 64), (200, 40, 40)).save(buffer, format="PNG")
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_live_stream_runs_on_it(pipe, tmp_path):
+    """The live stream asks any engine for extensions: LTX-2's latent groups (8 frames) set its windows."""
+    from openseedance.live import Live, LiveConfig
+
+    live = Live(pipe, ask(), LiveConfig(chunk=1.0, context=1.0, duration=3.0))
+    assert (live.window.chunk, live.window.context) == (8, 9)  # 1 s at 8 fps: one group; 1 + one group
+    path = tmp_path / "live.mp4"
+    with media.FragmentWriter(path, 64, 64, FPS, RATE) as out:
+        for part in live:
+            out.write(part.clip)
+            if part.index == 0:
+                live.steer("a blue cube slides left")
+    live.finish(path)
+    clip = media.read_video(path)
+    assert clip.video.shape[0] == round(live.seconds * FPS) and live.seconds >= 3.0
+    assert [p["prompt"] for p in live.record()["prompts"]] == ["a red ball bounces and a bell rings",
+                                                                "a blue cube slides left"]  # fmt: skip
