@@ -213,6 +213,13 @@ def sustained(pipe: Pipeline, seconds: float, chunk: float, context: float, fold
     a_bounds = np.round(bounds * rate).astype(int)
     at_a = a[a_bounds - 1]
     inside_a = np.delete(a, a_bounds - 1)
+    # the cross-fade before each boundary (the held tenth of a second) and the boundary itself, against
+    # the steps away from every boundary
+    near = np.zeros(len(a), bool)
+    span = round(0.1 * 16000 / 160)
+    for b in a_bounds:
+        near[max(0, b - 1 - span) : b] = True
+    fade_a, away_a = a[near], a[~near]
     rss = np.array([r["rss_mib"] for r in rows])
     made = live.seconds
     minute = max(1, int(60 / chunk))
@@ -224,7 +231,9 @@ def sustained(pipe: Pipeline, seconds: float, chunk: float, context: float, fold
            "seam_video": {"at_boundaries": float(at_v.mean()), "inside": float(inside_v.mean()),
                           "ratio": float(at_v.mean() / max(inside_v.mean(), 1e-9))},
            "seam_audio": {"at_boundaries": float(at_a.mean()), "inside": float(inside_a.mean()),
-                          "ratio": float(at_a.mean() / max(inside_a.mean(), 1e-9))},
+                          "ratio": float(at_a.mean() / max(inside_a.mean(), 1e-9)),
+                          "fade_window": float(fade_a.mean()), "away": float(away_a.mean()),
+                          "fade_ratio": float(fade_a.mean() / max(away_a.mean(), 1e-9))},
            "per_chunk": rows}  # fmt: skip
     out["rss_growth"] = out["rss_last_minute_mib"] / out["rss_first_minute_mib"] - 1
     path.unlink(missing_ok=True)
@@ -324,6 +333,9 @@ def table(result: dict) -> str:
             s = r[f"seam_{what}"]
             lines.append(f"| {what} jump at chunk boundaries / inside chunks (first minute) | {s['at_boundaries']:.2f} "
                          f"/ {s['inside']:.2f} = {s['ratio']:.2f} | ≤ 1.5 |")  # fmt: skip
+            if what == "audio":
+                lines.append(f"| audio steps over each cross-fade (0.1 s before a boundary) / away from boundaries | "
+                             f"{s['fade_window']:.2f} / {s['away']:.2f} = {s['fade_ratio']:.2f} | ≤ 1.5 |")  # fmt: skip
     for r in result.get("told", []):
         c = r["chunk"]
         for probe_name in ("attribute", "action"):
