@@ -12,7 +12,8 @@ three tables and writes them as JSON:
   `--repeats` runs after a warm-up, the two decoders alternating so that whatever else the
   machine does weighs on both alike;
 - PSNR against the original frames on held-out Stage clips (seeds 700000+, training scenes start
-  at 10,000,000), each clip encoded once and decoded by both;
+  at 10,000,000; the clips of `benchmarks/video_ae.py`), each clip encoded once and decoded by
+  both, and the same by position in the clip;
 - the audio decoder's share of the time to decode a generated clip (video under the precision the
   engine picks on this machine, audio in float32, as `BundledEngine._decode` runs them).
 """
@@ -42,7 +43,9 @@ from openseedance.stage.scene import sample_scene
 from openseedance.video_vae import VideoAutoencoder
 
 HELD_OUT_SEED = 700_000  # training scenes start at 10_000_000
-FRAMES = 49  # 4 s at 12 fps, plus the first frame
+FRAMES = 49  # 4 s at 12 fps, plus the first frame: the clip timed
+QUALITY_FRAMES = 45  # the held-out 4 s clips (48 frames) cut to 1 + 4k, as benchmarks/video_ae.py does
+FRAME_RANGES = ((0, 9), (9, 25), (25, QUALITY_FRAMES))  # the first 9: as long as a training window
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -111,19 +114,27 @@ def speed(models: dict[str, VideoAutoencoder], audio_ae: AudioAutoencoder, repea
 @torch.no_grad()
 def quality(models: dict[str, VideoAutoencoder], clips: int) -> dict:
     rows: dict[str, dict[str, list[float]]] = {k: {"float32": [], "bfloat16": []} for k in models}
+    by_frame: dict[str, list[np.ndarray]] = {k: [] for k in models}  # float32 squared error per frame
     for i in range(clips):
         r = render(sample_scene(HELD_OUT_SEED + i, duration=4.0), RenderConfig(64, 64, 12.0, 16000))
-        frames = r.clip.video[: 1 + 4 * ((len(r.clip.video) - 1) // 4)]
+        frames = r.clip.video[:QUALITY_FRAMES]
         z = models["full"].encode(frames_to_tensor(frames)[None])  # one encoder: the thin one's is the same
         for key, model in models.items():
             for name, bf16 in (("float32", False), ("bfloat16", True)):
                 with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
                     y = model.decode(z, chunk_latents=16)
-                rows[key][name].append(psnr(tensor_to_frames(y[0].float()), frames))
+                out = tensor_to_frames(y[0].float())
+                rows[key][name].append(psnr(out, frames))
+                if not bf16:
+                    by_frame[key].append(((out.astype(np.float64) - frames) ** 2).mean(axis=(1, 2, 3)))
     out = {k: {p: {"psnr": float(np.mean(v)), "min_psnr": float(np.min(v)), "per_clip": v} for p, v in r.items()}
            for k, r in rows.items()}  # fmt: skip
     for p in ("float32", "bfloat16"):
         out[f"thin_minus_full_{p}"] = out["thin"][p]["psnr"] - out["full"][p]["psnr"]
+    # where in the clip the two differ: mean per-frame PSNR over the clips, by range of frames
+    frame_psnr = {k: 10 * np.log10(255.0**2 / np.maximum(np.stack(v), 1e-10)) for k, v in by_frame.items()}
+    out["by_frames"] = {f"{a}-{b - 1}": {k: float(v[:, a:b].mean()) for k, v in frame_psnr.items()}
+                        for a, b in FRAME_RANGES}  # fmt: skip
     return out
 
 
@@ -159,12 +170,16 @@ def main() -> None:
               f"{sp['video']['bfloat16'][k]['median_s']:.3f} s |")  # fmt: skip
     print(f"| thin / full | | | {sp['video']['float32']['thin_over_full']:.2f} | "
           f"{sp['video']['bfloat16']['thin_over_full']:.2f} |")  # fmt: skip
-    print(f"\nPSNR on {args.clips} held-out Stage clips (64x64, 12 fps, 49 frames) against the original frames")
+    print(f"\nPSNR on {args.clips} held-out Stage clips (64x64, 12 fps, {QUALITY_FRAMES} frames) against the originals")
     print("| decoder | PSNR dB (float32) | min dB | PSNR dB (bfloat16) | min dB |\n|---|---|---|---|---|")
     for k in models:
         f, b = q[k]["float32"], q[k]["bfloat16"]
         print(f"| {k} | {f['psnr']:.2f} | {f['min_psnr']:.2f} | {b['psnr']:.2f} | {b['min_psnr']:.2f} |")
-    print(f"| thin - full | {q['thin_minus_full_float32']:+.2f} | | {q['thin_minus_full_bfloat16']:+.2f} | |")
+    print(f"| thin - full | {q['thin_minus_full_float32']:+.3f} | | {q['thin_minus_full_bfloat16']:+.3f} | |")
+    print("\nmean per-frame PSNR dB (float32) by position in the clip")
+    print("| frames | full | thin | thin - full |\n|---|---|---|---|")
+    for span, v in q["by_frames"].items():
+        print(f"| {span} | {v['full']:.2f} | {v['thin']:.2f} | {v['thin'] - v['full']:+.2f} |")
     e = sp["engine"]
     print(f"\ndecoding a generated 4 s clip as the engine does (video in {e['video_precision']}, audio in float32)")
     print("| video decoder | video s | audio s | audio share |\n|---|---|---|---|")
