@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import statistics
 import subprocess
@@ -151,7 +152,8 @@ def main() -> None:
               "thin": load_component(VideoAutoencoder, args.thin).eval()}  # fmt: skip
     check_same_latents(models["full"], models["thin"])
     audio_ae = load_component(AudioAutoencoder, args.audio).eval()
-    machine = f"{cpu_name()}, {platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    machine = (f"{cpu_name()}, {platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads, "
+               f"torch {torch.__version__}")  # fmt: skip
     result: dict = {"date": datetime.date.today().isoformat(), "machine": machine,
                     "full": str(args.full), "thin": str(args.thin), "clips": args.clips, "repeats": args.repeats,
                     "parameters": {k: sum(p.numel() for p in m.decoder.parameters()) for k, m in models.items()},
