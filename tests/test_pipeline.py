@@ -285,3 +285,33 @@ def test_the_model_card_is_read_without_the_weights(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"no pipeline\.json"):
         engines.read_card(tmp_path)
     assert Capabilities.from_dict(card.to_dict()) == card
+
+
+def test_use_decoder_takes_a_thinner_decoder_on_the_same_encoder() -> None:
+    """A video decoder of another layout (`decoder_channels`) replaces the model's when its encoder
+    and latent statistics are the model's; one with another encoder, in weights or in layout, is
+    refused, and the model keeps decoding with its own."""
+    from openseedance.engines.bundled import BundledEngine
+    from openseedance.video_vae import VideoAutoencoder
+
+    engine = BundledEngine.untrained("debug")
+    own = engine.video_ae
+    thin = VideoAutoencoder(replace(own.config, decoder_channels=(4, 8, 16)))
+    thin.load_state_dict(
+        {**thin.state_dict(), **{k: v for k, v in own.state_dict().items() if not k.startswith("decoder.")}}
+    )
+    engine.use_decoder(thin)
+    assert engine.video_ae.config.decoder_layout == ((4, 8, 16), (1, 1, 1))
+    assert torch.equal(engine.video_ae.decoder.conv_out.conv.weight, thin.decoder.conv_out.conv.weight)
+    assert torch.equal(engine.video_ae.encoder.conv_in.conv.weight, own.encoder.conv_in.conv.weight)
+    z = torch.randn(1, 4, 2, 4, 4)
+    with torch.no_grad():
+        torch.testing.assert_close(engine.video_ae.decode(z), thin.decode(z))
+
+    other = VideoAutoencoder(replace(own.config, decoder_channels=(4, 8, 16)))  # freshly drawn encoder
+    with pytest.raises(ValueError, match="encodes differently"):
+        engine.use_decoder(other)
+    wider = VideoAutoencoder(replace(own.config, channels=(8, 16, 32), decoder_channels=(8, 16, 16)))
+    with pytest.raises(ValueError, match="another encoder configuration"):
+        engine.use_decoder(wider)
+    assert engine.video_ae.config.decoder_channels == (4, 8, 16)

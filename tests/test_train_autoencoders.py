@@ -4,6 +4,7 @@ trajectory of a run that never stopped."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import shutil
@@ -17,6 +18,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from openseedance import video_vae
 from openseedance.checkpoint import load_component
 from openseedance.train import data
 from openseedance.train.autoencoders import AETrainConfig, learning_rate, train, warm_state
@@ -125,6 +127,30 @@ def test_decoder_only_keeps_the_latents(tmp_path: Path, kind: str) -> None:
     log = [json.loads(x) for x in (tmp_path / "tuned" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == list(range(1, 7))
     assert tuned.name == "model"
+
+
+def test_decoder_only_into_a_thinner_decoder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A decoder-only run into a preset with the same encoder and its own `decoder_channels`
+    copies the encoder and latent statistics bit for bit, carries over the decoder tensors that
+    fit, starts the rest fresh and trains them; an encoder of another layout is refused."""
+    thin = dataclasses.replace(video_ae_config("debug"), decoder_channels=(4, 8, 16))
+    monkeypatch.setitem(video_vae.PRESETS, "debug-thin", thin)
+    base = train(_cfg(steps=3), tmp_path / "base", progress=False)
+    tuned = train(_cfg(preset="debug-thin", steps=4, lr=3e-3, seed=1, init=str(base), decoder_only=True),
+                  tmp_path / "thin", progress=False)  # fmt: skip
+    assert load_component(VideoAutoencoder, tuned).config.decoder_layout == ((4, 8, 16), (1, 1, 1))
+    a, b = _weights(tmp_path / "base"), _weights(tmp_path / "thin")
+    frozen = [k for k in a if not k.startswith("decoder.")]
+    assert frozen and all(torch.equal(a[k], b[k]) for k in frozen)
+    assert set(b) - set(frozen) == {k for k in b if k.startswith("decoder.")}
+    record = json.loads((tmp_path / "thin" / "init.json").read_text())
+    assert "decoder.conv_out.conv.weight" in record["decoder_fresh"]  # 4 channels in, not 8
+    assert record["decoder_values"]["copied"] > 0  # the lowest-resolution level keeps its width
+    assert not torch.equal(a["decoder.conv_in.conv.weight"], b["decoder.conv_in.conv.weight"])  # trained on
+    with pytest.raises(ValueError, match="another encoder"):
+        train(_cfg(preset="tiny-thin", init=str(base), decoder_only=True), tmp_path / "no", progress=False)
+    with pytest.raises(ValueError, match="different"):  # only a decoder-only run may change the layout
+        train(_cfg(preset="debug-thin", init=str(base)), tmp_path / "no2", progress=False)
 
 
 def test_loss_weights_replace_the_presets_and_travel_with_the_component(tmp_path: Path) -> None:

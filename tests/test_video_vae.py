@@ -4,11 +4,13 @@ save/load, bad input, and a short training run that learns."""
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import pytest
 import torch
 
-from openseedance.checkpoint import load_component, save_component
+import openseedance
+from openseedance.checkpoint import load_component, read_config, save_component
 from openseedance.video_vae import (
     PRESETS,
     VideoAEConfig,
@@ -206,3 +208,37 @@ def test_temporal_term_is_off_by_default_and_zero_for_an_image() -> None:
     assert model.config.temporal_weight == 0.0
     _, still = model.training_loss(_video(1, 16), torch.Generator().manual_seed(0))
     assert still["temporal"] == 0.0  # an image has no frame steps
+
+
+THIN = dataclasses.replace(video_ae_config("debug"), decoder_channels=(4, 8, 16))
+
+
+def test_thin_decoder_layout_round_trips_and_keeps_the_encoder(tmp_path) -> None:
+    """`decoder_channels` gives the decoder its own widths (the encoder keeps `channels`); the
+    field travels through save/load, and a config saved before the field existed mirrors."""
+    torch.manual_seed(0)
+    thin = VideoAutoencoder(THIN).eval()
+    mirrored = VideoAutoencoder(video_ae_config("debug"))
+    assert thin.config.decoder_layout == ((4, 8, 16), (1, 1, 1))
+    assert thin.config.encoder_layout() == mirrored.config.encoder_layout()
+    assert [p.shape for p in thin.encoder.parameters()] == [p.shape for p in mirrored.encoder.parameters()]
+    assert thin.decoder.conv_out.conv.weight.shape == (3, 4, 1, 3, 3)
+    save_component(thin, tmp_path / "thin")
+    loaded = load_component(VideoAutoencoder, tmp_path / "thin")
+    assert loaded.config == THIN
+    x = _video(9, seed=4)
+    with torch.no_grad():
+        z = thin.encode(x)
+        assert thin.decode(z).shape == x.shape
+        torch.testing.assert_close(loaded.decode(z), thin.decode(z))
+        torch.testing.assert_close(thin.decode(z, chunk_latents=1), thin.decode(z))
+    # the bundled tiny autoencoder's config.json predates the field: its decoder mirrors the encoder
+    bundled = read_config(Path(openseedance.__file__).parent / "weights" / "tiny" / "video_ae", VideoAEConfig)
+    assert bundled.decoder_layout == ((32, 64, 128), (1, 1, 1))
+
+
+def test_bad_decoder_layout() -> None:
+    with pytest.raises(ValueError, match="decoder_channels needs one entry per level"):
+        dataclasses.replace(THIN, decoder_channels=(8, 16))
+    with pytest.raises(ValueError, match="multiple of latent_channels"):
+        VideoAutoencoder(dataclasses.replace(THIN, decoder_channels=(4, 8, 6)))

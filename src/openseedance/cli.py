@@ -572,7 +572,7 @@ _AE_TERMS = {  # as fixed text, to keep torch out of building the parser
 def _ae_help(kind: str) -> dict[str, str]:
     return {
         **_RUN_HELP,
-        "preset": "preset: debug, tiny, base; video also tiny-t2, tiny-c16; audio also tiny-snake",
+        "preset": "preset: debug, tiny, base; video also tiny-t2, tiny-c16, tiny-thin; audio also tiny-snake",
         "data": "'stage' (rendered on the fly) or a folder of media files",
         "batch_size": "clips per step",
         "bf16": "bfloat16 autocast (default float32: on CPUs convolutions measured slower in bfloat16)",

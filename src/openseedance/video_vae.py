@@ -39,10 +39,30 @@ class VideoAEConfig:
     # drawn as their average), since L1 and MSE reward the average of frames the latent cannot
     # tell apart
     temporal_weight: float = 0.0
+    # the decoder's own widths and residual blocks per level, listed like `channels` (full resolution
+    # first); empty: mirror the encoder. The decoder's full-resolution levels run over every pixel of
+    # every frame and take most of the decode time, so a decoder can be narrower there than the
+    # encoder and still be trained against the same, frozen latents
+    decoder_channels: tuple[int, ...] = ()
+    decoder_blocks: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
         if len(self.channels) != len(self.time_down) + 1 or len(self.blocks) != len(self.channels):
             raise ValueError("channels and blocks need one entry per level, time_down one per downsampling")
+        for name in ("decoder_channels", "decoder_blocks"):
+            if getattr(self, name) and len(getattr(self, name)) != len(self.channels):
+                raise ValueError(f"{name} needs one entry per level ({len(self.channels)}) or none")
+
+    @property
+    def decoder_layout(self) -> tuple[tuple[int, ...], tuple[int, ...]]:
+        """The decoder's (widths, blocks) per level, full resolution first."""
+        return self.decoder_channels or self.channels, self.decoder_blocks or self.blocks
+
+    def encoder_layout(self) -> dict[str, object]:
+        """What fixes the latents: two configs with the same encoder layout (and weights) encode
+        alike, whatever their decoders and loss weights."""
+        return {"latent_channels": self.latent_channels, "channels": self.channels, "time_down": self.time_down,
+                "blocks": self.blocks, "temporal_from": self.temporal_from}  # fmt: skip
 
     @property
     def spatial_factor(self) -> int:
@@ -65,6 +85,11 @@ PRESETS: dict[str, VideoAEConfig] = {
     # the tiny autoencoder with 16 latent channels: twice the latent values per position, spent on
     # detail within each frame rather than on time (compare tiny-t2, which doubles them in time)
     "tiny-c16": VideoAEConfig(latent_channels=16, channels=(32, 64, 128), blocks=(1, 1, 1)),
+    # the tiny encoder (same latents) with a decoder a quarter as wide at full resolution and half
+    # as wide at half resolution: about a quarter of the decode time (benchmarks/thin_decoder/)
+    "tiny-thin": VideoAEConfig(
+        latent_channels=8, channels=(32, 64, 128), blocks=(1, 1, 1), decoder_channels=(8, 32, 128)
+    ),
     # real scale: 8x spatial, 16 latent channels, for 480p-1080p on GPUs
     "base": VideoAEConfig(
         latent_channels=16, channels=(128, 256, 512, 512), time_down=(False, True, True), blocks=(2, 2, 3, 3)
@@ -213,13 +238,16 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     def __init__(self, cfg: VideoAEConfig):
         super().__init__()
-        ch = cfg.channels[::-1]
+        widths, depths = cfg.decoder_layout
+        ch = widths[::-1]
+        if ch[0] % cfg.latent_channels:
+            raise ValueError(f"the decoder's last width {ch[0]} must be a multiple of latent_channels")
         self.conv_in = CausalConv3d(cfg.latent_channels, ch[0], (1, 3, 3))
         self.levels = nn.ModuleList()
         n = len(ch)
         for i, c in enumerate(ch):
             level = n - 1 - i  # the encoder level this mirrors
-            blocks = [ResBlock(c, c, temporal=level >= cfg.temporal_from) for _ in range(cfg.blocks[level])]
+            blocks = [ResBlock(c, c, temporal=level >= cfg.temporal_from) for _ in range(depths[level])]
             if i < n - 1:
                 blocks.append(Upsample(c, ch[i + 1], cfg.time_down[level - 1]))
             self.levels.append(nn.ModuleList(blocks))

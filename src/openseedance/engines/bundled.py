@@ -138,18 +138,20 @@ class BundledEngine:
         """Decode with `autoencoder` from now on (e.g. one whose decoder was fine-tuned with
         `train video-ae --decoder-only`). Its encoder and latent statistics must be this model's
         (compared in bfloat16, the precision bundled weights are stored in), since the transformer
-        was trained on exactly those latents; a ValueError says what differs."""
+        was trained on exactly those latents; a ValueError says what differs. A video decoder may
+        have its own layout (`decoder_channels`, e.g. the `tiny-thin` preset's narrower one)."""
         attr = "video_ae" if isinstance(autoencoder, VideoAutoencoder) else "audio_ae"
         current: torch.nn.Module = getattr(self, attr)
-        if autoencoder.config != current.config:
-            raise ValueError(f"the new {attr} has another configuration than the model's")
+        if _encoder_layout(autoencoder.config) != _encoder_layout(current.config):
+            raise ValueError(f"the new {attr} has another encoder configuration than the model's")
         mine, theirs = current.state_dict(), autoencoder.state_dict()
         for name in (k for k in mine if k.startswith(("encoder.", "latent_"))):
             if not torch.equal(theirs[name].cpu().bfloat16(), mine[name].cpu().bfloat16()):
                 raise ValueError(f"the new {attr} encodes differently ({name}): the transformer was trained on "
                                  "this model's latents, so only a decoder trained on them can replace it")  # fmt: skip
-        replacement = type(current)(current.config).to(device=next(current.parameters()).device)
-        replacement.load_state_dict({**mine, **{k: v for k, v in theirs.items() if k.startswith("decoder.")}})
+        replacement = type(current)(autoencoder.config).to(device=next(current.parameters()).device)
+        encoder = {k: v for k, v in mine.items() if not k.startswith("decoder.")}
+        replacement.load_state_dict({**encoder, **{k: v for k, v in theirs.items() if k.startswith("decoder.")}})
         setattr(self, attr, replacement.to(dtype=next(current.parameters()).dtype).eval())
         self._model_id = None
 
@@ -290,6 +292,12 @@ class BundledEngine:
         if video is None and audio is None:  # video -> audio without audio: nothing was generated
             video = np.zeros((0, request.height, request.width, 3), np.uint8)
         return Clip(video=video, audio=audio, fps=request.fps, sample_rate=request.sample_rate)
+
+
+def _encoder_layout(config: Any) -> object:
+    """What of an autoencoder's configuration fixes its latents: the encoder layout where the
+    config tells it apart (video), else the whole configuration."""
+    return config.encoder_layout() if hasattr(config, "encoder_layout") else config
 
 
 def card(config: PipelineConfig, patch: tuple[int, int, int], video_ae: Any, sample_rate: int,

@@ -3,13 +3,18 @@
     openseedance train video-ae --preset tiny --out runs/video-ae --steps 4000
     openseedance train audio-ae --preset tiny --out runs/audio-ae --steps 4000 --data clips/
     openseedance train video-ae --init runs/video-ae/model --decoder-only --out runs/video-dec --steps 2000
+    openseedance train video-ae --preset tiny-thin --init runs/video-ae/model --decoder-only --out runs/thin
 
 With `init` a run starts from a trained component instead of fresh weights. With `decoder_only` the
 encoder is frozen and only the decoder trains: the latents, and the latent statistics stored with
 the component, stay exactly those of `init`, so a generator trained on them keeps working and
-simply decodes with the sharper decoder. With `warm_start` a run starts from a trained component of
-another layout of the same kind (e.g. `tiny-t2` from `tiny`): what fits is carried over (see
-`warm_state`), the rest starts fresh, and the run log says which was which.
+simply decodes with the sharper decoder. The decoder may have another layout than `init`'s (a
+preset with the same encoder and its own `decoder_channels`, e.g. `tiny-thin` from `tiny`): the
+encoder and the latent statistics are then copied exactly, the decoder's tensors where name and
+shape match, and the rest of the decoder starts fresh (`init.json` says which). With
+`warm_start` a run starts from a trained component of another layout of the same kind (e.g.
+`tiny-t2` from `tiny`): what fits is carried over (see `warm_state`), the rest starts fresh, and
+the run log says which was which.
 
 Runs on the CPU or one GPU, in float32 or (`bf16`) under bfloat16 autocast. With `workers` > 0,
 that many processes render the next batches while the model trains on this one (a GPU step is far
@@ -140,7 +145,7 @@ def train(cfg: AETrainConfig, out: str | os.PathLike, progress: bool = True) -> 
     step = _resume(out, cfg, model, opt)
     if step == 0:  # a resumed run has its weights from the checkpoint and needs neither source any more
         if cfg.init:
-            _start_from(model, cfg.init)
+            _start_from(model, cfg.init, out if cfg.decoder_only else None)
         if cfg.warm_start:
             _warm_start(model, cfg.warm_start, out)
     (out / "train_config.json").write_text(json.dumps(dataclasses.asdict(cfg), indent=2) + "\n")
@@ -201,16 +206,36 @@ def _architecture(config: object) -> dict:
     return {k: v for k, v in config_to_dict(config).items() if not k.endswith("_weight")}
 
 
-def _start_from(model: torch.nn.Module, folder: str) -> None:
+def _start_from(model: torch.nn.Module, folder: str, decoder_only_out: Path | None = None) -> None:
     """Load a trained component of the same architecture (latent statistics included); the loss
-    weights it was trained with may differ from this run's."""
+    weights it was trained with may differ from this run's. For a decoder-only run
+    (`decoder_only_out`: the run's folder) the decoder's layout may differ: see the module doc."""
     try:
         init = load_component(type(model), folder)
     except (OSError, ValueError) as err:
         raise ValueError(f"cannot start from {folder}: {err}") from None
-    if _architecture(init.config) != _architecture(model.config):
-        raise ValueError(f"{folder} holds a different {type(model).__name__} configuration than this preset")
-    model.load_state_dict(init.state_dict())
+    if _architecture(init.config) == _architecture(model.config):
+        model.load_state_dict(init.state_dict())
+        return
+    same_encoder = hasattr(model.config, "encoder_layout") and (
+        init.config.encoder_layout() == model.config.encoder_layout()
+    )
+    if decoder_only_out is None or not same_encoder:
+        raise ValueError(f"{folder} holds a different {type(model).__name__} configuration than this preset"
+                         + ("" if same_encoder else " (and another encoder)"))  # fmt: skip
+    state, how = warm_state(model, init.state_dict())
+    frozen = {name: way for name, way in how.items() if not name.startswith("decoder.")}
+    if set(frozen.values()) != {"copied"}:  # cannot happen with equal encoder layouts; a guard all the same
+        raise ValueError(f"{folder}: the encoder did not carry over exactly ({frozen})")
+    model.load_state_dict(state)
+    counts: Counter[str] = Counter()
+    for name, way in how.items():
+        if name.startswith("decoder."):
+            counts[way] += state[name].numel()
+    record = {"init": folder, "encoder": "copied", "decoder_values": dict(counts),
+              "decoder_fresh": sorted(k for k, v in how.items() if v == "fresh")}  # fmt: skip
+    (decoder_only_out / "init.json").write_text(json.dumps(record, indent=2) + "\n")
+    log.info("decoder of another layout from %s: %s", folder, ", ".join(f"{n:,} values {w}" for w, n in counts.items()))
 
 
 def warm_state(
