@@ -96,6 +96,49 @@ def _config(args: argparse.Namespace):
     return RenderConfig(width=args.size[0], height=args.size[1], fps=args.fps, sample_rate=args.sample_rate)
 
 
+def _model_options(p: argparse.ArgumentParser) -> None:
+    """What `generate` and `stream` both take: the model, the sampler, the clip's format, a first
+    frame and references, where and in what precision it runs, and the marks."""
+    p.add_argument("--model", type=Path, default=None, help="a model folder: this project's, or LTX-2 in diffusers "
+                   "layout (default: the bundled tiny model)")  # fmt: skip
+    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same clip")
+    p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the model's, 8)")
+    p.add_argument("--guidance", type=float, default=None, help="text guidance scale for the video (default 3)")
+    p.add_argument("--audio-guidance", type=float, default=None, help="text guidance scale for the audio (default 3)")
+    p.add_argument("--reference-guidance", type=float, default=None,
+                   help="guidance towards the --image/--audio references (default: the model's, 1: none)")  # fmt: skip
+    shape = p.add_mutually_exclusive_group()
+    shape.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's, 64x64)")
+    shape.add_argument("--ratio", default=None, help="aspect ratio such as 16:9 at the model's pixel count")
+    p.add_argument("--fps", type=_positive(float), default=None, help="frames per second (default: the model's, 12)")
+    p.add_argument("--no-audio", action="store_true", help="write the video without a sound track")
+    p.add_argument("--first-frame", type=Path, default=None, help="an image the clip starts from")
+    p.add_argument("--image", type=Path, action="append", default=[], metavar="FILE",
+                   help="a reference image (repeat up to 9): the first is @image1 in the prompt, and so on")
+    p.add_argument("--audio", type=Path, action="append", default=[], metavar="FILE",
+                   help="a reference voice, 2-15 s (repeat up to 3): @audio1, @audio2, @audio3")
+    p.add_argument("--precision", type=_precision, default=None, dest="bf16", metavar="{auto,bf16,fp32}",
+                   help="bfloat16 or float32 arithmetic (default auto: bfloat16 on GPUs and on CPUs that multiply it "
+                        "natively, float32 elsewhere)")  # fmt: skip
+    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default cpu)")
+    p.add_argument("--visible-watermark", action="store_true", help='also draw a small "AI" label into the frames')
+    p.add_argument("--allow-faces", action="store_true", help="accept references that show real people (with consent)")
+
+
+def _inputs(args: argparse.Namespace, sample_rate: int) -> dict:
+    """The first frame and the reference images and voices named on the command line, read."""
+    from openseedance import media
+
+    extra = {}
+    if args.first_frame is not None:
+        extra["first_frame"] = media.read_image(args.first_frame)
+    if args.image:
+        extra["images"] = tuple(media.read_image(f) for f in args.image)
+    if args.audio:
+        extra["audios"] = tuple(media.read_audio(f, sample_rate=sample_rate, channels=1)[0] for f in args.audio)
+    return extra
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="openseedance", description="Video with synchronized audio, and the Stage that measures it.")
     parser.add_argument("--version", action="version", version=f"openseedance {__version__}")
@@ -105,27 +148,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("generate", help="generate a clip (video with synchronized audio) from a prompt")
     p.add_argument("prompt", help='what happens, e.g. "a red circle jumps and says hello"')
     p.add_argument("-o", "--output", type=Path, default=Path("out.mp4"), help="output mp4 (default out.mp4)")
-    p.add_argument("--model", type=Path, default=None, help="a model folder: this project's, or LTX-2 in diffusers "
-                   "layout (default: the bundled tiny model)")  # fmt: skip
     p.add_argument("--duration", type=_positive(float), default=4.0, help="seconds (default 4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same clip")
-    p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the model's, 8)")
+    _model_options(p)
     p.add_argument("--solver", choices=("euler", "heun"), default=None, help="ODE solver (default euler)")
-    p.add_argument("--guidance", type=float, default=None, help="text guidance scale for the video (default 3)")
-    p.add_argument("--audio-guidance", type=float, default=None, help="text guidance scale for the audio (default 3)")
-    p.add_argument("--reference-guidance", type=float, default=None,
-                   help="guidance towards the --image/--audio references (default: the model's, 1: none)")  # fmt: skip
     p.add_argument("--guidance-rescale", type=float, default=None,
                    help="0-1: pull the guided velocity back to the size of the unguided one (default: the model's, 0)")
     p.add_argument("--shift", type=float, default=None,
                    help="the sampling schedule's shift towards noise (default: the model's, or the one training "
                         "used for the clip's length)")  # fmt: skip
-    shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's, 64x64)")
-    shape.add_argument("--ratio", default=None, help="aspect ratio such as 16:9 at the model's pixel count")
-    p.add_argument("--fps", type=_positive(float), default=None, help="frames per second (default: the model's, 12)")
-    p.add_argument("--no-audio", action="store_true", help="write the video without a sound track")
-    p.add_argument("--first-frame", type=Path, default=None, help="an image the clip starts from")
     p.add_argument("--last-frame", type=Path, default=None, help="an image the clip ends on")
     source = p.add_mutually_exclusive_group()
     source.add_argument("--extend", type=Path, default=None,
@@ -133,21 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     source.add_argument("--edit", type=Path, default=None, help="a clip to retake within --window, the rest kept")
     p.add_argument("--backward", action="store_true", help="with --extend: add the new part before the clip")
     p.add_argument("--window", type=_window, default=None, help="with --edit: A:B, the seconds to redo")
-    p.add_argument("--image", type=Path, action="append", default=[], metavar="FILE",
-                   help="a reference image (repeat up to 9): the first is @image1 in the prompt, and so on")
-    p.add_argument("--audio", type=Path, action="append", default=[], metavar="FILE",
-                   help="a reference voice, 2-15 s (repeat up to 3): @audio1, @audio2, @audio3")
     p.add_argument("--video", type=Path, action="append", default=[], metavar="FILE",
                    help="a reference video, 2-15 s (repeat up to 3): @video1... (for models that use them)")
     p.add_argument("--soundtrack", type=Path, default=None, help="audio (or a video's audio) the picture must follow")
     p.add_argument("--for-video", type=Path, default=None, help="a video to make the sound for (video -> audio)")
-    p.add_argument("--precision", type=_precision, default=None, dest="bf16", metavar="{auto,bf16,fp32}",
-                   help="bfloat16 or float32 arithmetic (default auto: bfloat16 on GPUs and on CPUs that multiply it "
-                        "natively, float32 elsewhere)")  # fmt: skip
     p.add_argument("--bf16", action="store_const", const=True, dest="bf16", help="the same as --precision bf16")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default cpu)")
-    p.add_argument("--visible-watermark", action="store_true", help='also draw a small "AI" label into the frames')
-    p.add_argument("--allow-faces", action="store_true", help="accept references that show real people (with consent)")
     p.set_defaults(func=_generate)
 
     p = sub.add_parser("stream", help="generate live: a clip of any length, playable while it is made, steered by "
@@ -162,27 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="seconds made at a time; a new prompt takes effect from the next chunk (default 1)")
     p.add_argument("--context", type=_positive(float), default=1.0,
                    help="seconds of the recent past each chunk continues (default 1)")
-    p.add_argument("--model", type=Path, default=None, help="a model folder (default: the bundled tiny model)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the model's)")
-    p.add_argument("--guidance", type=float, default=None, help="text guidance scale for the video")
-    p.add_argument("--audio-guidance", type=float, default=None, help="text guidance scale for the audio")
-    p.add_argument("--reference-guidance", type=float, default=None, help="guidance towards the references")
-    shape = p.add_mutually_exclusive_group()
-    shape.add_argument("--size", type=_size, default=None, help="WIDTHxHEIGHT (default: the model's, 64x64)")
-    shape.add_argument("--ratio", default=None, help="aspect ratio such as 16:9 at the model's pixel count")
-    p.add_argument("--fps", type=_positive(float), default=None, help="frames per second (default: the model's, 12)")
-    p.add_argument("--no-audio", action="store_true", help="make the video without a sound track")
-    p.add_argument("--first-frame", type=Path, default=None, help="an image the stream starts from")
-    p.add_argument("--image", type=Path, action="append", default=[], metavar="FILE",
-                   help="a reference image (repeat up to 9): @image1... in the prompts")
-    p.add_argument("--audio", type=Path, action="append", default=[], metavar="FILE",
-                   help="a reference voice, 2-15 s (repeat up to 3): @audio1...")
-    p.add_argument("--precision", type=_precision, default=None, dest="bf16", metavar="{auto,bf16,fp32}",
-                   help="bfloat16 or float32 arithmetic (default auto)")
-    p.add_argument("--device", default="cpu", help="where the model runs: cpu, cuda, cuda:N (default cpu)")
-    p.add_argument("--visible-watermark", action="store_true", help='also draw a small "AI" label into the frames')
-    p.add_argument("--allow-faces", action="store_true", help="accept references that show real people (with consent)")
+    _model_options(p)
     p.set_defaults(func=_stream)
 
     stage = sub.add_parser("stage", help="the procedural audio-visual world")
@@ -660,19 +660,13 @@ def _generate(args: argparse.Namespace) -> None:
     c = pipe.capabilities
     width, height = args.size or c.resolve_size(args.ratio)
     fps = args.fps or c.fps
-    extra = {}
-    if args.first_frame is not None:
-        extra["first_frame"] = media.read_image(args.first_frame)
+    extra = _inputs(args, c.sample_rate)
     if args.soundtrack is not None:
         extra["audio"] = media.read_audio(args.soundtrack, sample_rate=c.sample_rate, channels=1)[0]
     if args.for_video is not None:
         extra["video"] = media.read_video(args.for_video, fps=fps, size=(height, width)).video
     if args.last_frame is not None:
         extra["last_frame"] = media.read_image(args.last_frame)
-    if args.image:
-        extra["images"] = tuple(media.read_image(f) for f in args.image)
-    if args.audio:
-        extra["audios"] = tuple(media.read_audio(f, sample_rate=c.sample_rate, channels=1)[0] for f in args.audio)
     if args.video:
         extra["videos"] = tuple(media.read_video(f, fps=fps, size=(height, width)) for f in args.video)
     duration = args.duration
@@ -720,13 +714,7 @@ def _stream(args: argparse.Namespace) -> None:
     c = pipe.capabilities
     width, height = args.size or c.resolve_size(args.ratio)
     fps = args.fps or c.fps
-    extra = {}
-    if args.first_frame is not None:
-        extra["first_frame"] = media.read_image(args.first_frame)
-    if args.image:
-        extra["images"] = tuple(media.read_image(f) for f in args.image)
-    if args.audio:
-        extra["audios"] = tuple(media.read_audio(f, sample_rate=c.sample_rate, channels=1)[0] for f in args.audio)
+    extra = _inputs(args, c.sample_rate)
     request = GenerationRequest(prompt=args.prompt, width=width, height=height, fps=fps, sample_rate=c.sample_rate,
                                 seed=args.seed, generate_audio=not args.no_audio,
                                 visible_watermark=args.visible_watermark, **extra)  # fmt: skip
