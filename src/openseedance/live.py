@@ -46,6 +46,7 @@ from openseedance.media import Clip
 from openseedance.pipeline import Pipeline, resolved_request
 from openseedance.request import GenerationRequest, split_shots
 
+MAX_PROMPT = 2000  # characters of a prompt given while it plays
 HOLD = 0.1  # seconds of each chunk's sound sent with the next one, cross-faded into its take (see `Live._sound`)
 _CUT = re.compile(r"^\s*\[\s*shot\s*\d*\s*\]\s*", re.IGNORECASE)
 
@@ -129,28 +130,18 @@ class Live:
         self._stopped = threading.Event()
         self._held: np.ndarray | None = None  # the end of the sound made, not sent yet (see `_sound`)
         self._sound_past = np.zeros((1, 0), np.float32)
-        self.window_size = (request.height, request.width)
 
     # ------------------------------------------------------------ steering
 
     def steer(self, prompt: str) -> None:
         """Make the chunks from the next one on with `prompt` (a "[shot]" prompt cuts to a new shot)."""
-        prompt = prompt.strip()
-        if not prompt:
-            raise ValueError("the new prompt is empty")
-        if len(prompt) > 2000:
-            raise ValueError(f"the new prompt is {len(prompt)} characters; at most 2000")
-        check_prompt(prompt)
+        prompt = check_prompt(prompt)
         with self._lock:
             self._next = prompt
 
     def stop(self) -> None:
         """End the stream after the chunk being made."""
         self._stopped.set()
-
-    @property
-    def stopped(self) -> bool:
-        return self._stopped.is_set()
 
     @property
     def seconds(self) -> float:
@@ -182,7 +173,7 @@ class Live:
             index += 1
         if self._held is not None and self._held.shape[1]:  # stopped between chunks: the sound held back
             tail, self._held = self._held, None
-            nothing = np.zeros((0, *self.window_size, 3), np.uint8)
+            nothing = np.zeros((0, self.request.height, self.request.width, 3), np.uint8)
             marked = self._marked(Clip(nothing, tail, self.request.fps, self.request.sample_rate), self.frames)
             yield LiveChunk(index, self.seconds, marked, self._typed)
             self.samples += tail.shape[1]
@@ -283,9 +274,16 @@ class Live:
         return path
 
 
-def check_prompt(prompt: str) -> None:
-    """A ValueError for a prompt a live stream cannot take: more than one shot at once, malformed shots."""
+def check_prompt(prompt: str) -> str:
+    """The prompt, stripped; a ValueError for one a live stream cannot take: empty, over `MAX_PROMPT`
+    characters, more than one shot at once, malformed shots."""
+    prompt = prompt.strip()
+    if not prompt:
+        raise ValueError("the prompt is empty")
+    if len(prompt) > MAX_PROMPT:
+        raise ValueError(f"the prompt is {len(prompt)} characters; at most {MAX_PROMPT}")
     _parts(_CUT.sub("", prompt))
+    return prompt
 
 
 def _parts(prompt: str) -> tuple[str, str]:

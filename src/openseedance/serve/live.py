@@ -43,7 +43,6 @@ from openseedance.serve.spec import JobSpec
 router = APIRouter()
 
 STREAM = "live.mp4"  # the fragmented file while it is made; the finished one is video.mp4
-_MAX_PROMPT = 2000
 
 
 class LiveControl:
@@ -113,12 +112,16 @@ def _number(body: dict[str, Any], name: str, default: float, low: float, high: f
 
 
 def _prompt(body: dict[str, Any]) -> str:
+    """The body's prompt, held to the live stream's own rules (`live.check_prompt`)."""
+    from openseedance.live import check_prompt
+
     prompt = body.get("prompt")
-    if not isinstance(prompt, str) or not prompt.strip():
-        raise ApiError(400, "InvalidParameter", "prompt must be a non-empty string", "prompt")
-    if len(prompt) > _MAX_PROMPT:
-        raise ApiError(400, "InvalidParameter", f"prompt is {len(prompt)} characters; at most {_MAX_PROMPT}", "prompt")
-    return prompt.strip()
+    if not isinstance(prompt, str):
+        raise ApiError(400, "InvalidParameter", f"prompt must be a string, got {shown(prompt)}", "prompt")
+    try:
+        return check_prompt(prompt)
+    except ValueError as e:
+        raise ApiError(400, "InvalidParameter", str(e), "prompt") from None
 
 
 def _size(body: dict[str, Any], service: Service) -> tuple[int, int]:
@@ -178,13 +181,6 @@ async def create(request: Request) -> JSONResponse:
     if not isinstance(audio, bool):
         raise ApiError(400, "InvalidParameter", "generate_audio must be true or false", "generate_audio")
     width, height = _size(body, service)
-    from openseedance.live import LiveConfig, check_prompt
-
-    try:
-        check_prompt(prompt)
-        LiveConfig(chunk=chunk, duration=max_seconds)
-    except ValueError as e:
-        raise ApiError(400, "InvalidParameter", str(e), "prompt") from None
     running = service.store.list(owner, api="live", statuses=("queued", "running"), limit=1)[1]
     if running >= s.max_live_per_key:
         raise ApiError(429, "RateLimitExceeded.LiveJobs", f"this key already has {running} live job(s) running, "
@@ -210,12 +206,6 @@ async def steer(job_id: str, request: Request) -> dict[str, Any]:
     service: Service = request.app.state.service
     job = _owned(service, request, job_id)
     prompt = _prompt(await read_json(request))
-    from openseedance.live import check_prompt
-
-    try:
-        check_prompt(prompt)
-    except ValueError as e:
-        raise ApiError(400, "InvalidParameter", str(e), "prompt") from None
     if job.finished:
         raise ApiError(409, "Conflict", f"the live job has ended ({job.status})", "id")
     seq = LiveControl(service.folder(job.id)).steer(prompt)
