@@ -112,6 +112,31 @@ def test_every_mode_runs_on_the_student_with_one_pass_per_step(teacher: Path, tm
     assert passes == [2, 2, 2]
 
 
+def test_the_student_keeps_its_teacher_one_flag_away(teacher: Path, tmp_path: Path) -> None:
+    student = train(_cfg(teacher, steps=1), tmp_path / "run", progress=False)
+    kept = student / "teacher"
+    assert sorted(p.name for p in kept.iterdir()) == ["pipeline.json", "transformer"]  # the autoencoders are shared
+    original, again = Pipeline.from_pretrained(teacher), Pipeline.from_pretrained(student, teacher=True)
+    assert again.model_id == original.model_id  # the same weights, autoencoders included
+    assert again.engine.config == original.engine.config
+    assert Pipeline.from_pretrained(student).model_id != original.model_id
+    # the CLI: --teacher runs it with the teacher's steps, --model alone the student's
+    from openseedance import media
+
+    for flags, steps, source in (([], 2, student), (["--teacher"], original.engine.config.steps, kept)):
+        out = tmp_path / f"clip{len(flags)}.mp4"
+        assert main(["generate", "a red circle", "-o", str(out), "--model", str(student), "--duration", "1",
+                     *flags]) == 0  # fmt: skip
+        meta = json.loads(media.read_metadata(out)["openseedance"])
+        assert (meta["steps"], meta["model"]) == (steps, str(source))
+    # an export keeps it; a folder without one says so
+    assert main(["export", str(student), str(tmp_path / "exported")]) == 0
+    assert (tmp_path / "exported" / "teacher" / "transformer" / "model.safetensors").is_file()
+    with pytest.raises(ValueError, match="keeps no teacher"):
+        Pipeline.from_pretrained(teacher, teacher=True)
+    assert main(["generate", "x", "-o", str(tmp_path / "no.mp4"), "--model", str(teacher), "--teacher"]) != 0
+
+
 def test_the_arithmetic_is_chosen_per_machine() -> None:
     assert precision.choose("cpu", flags=frozenset({"avx2", "avx512_bf16"})).bf16
     assert precision.choose("cpu", flags=frozenset({"amx_bf16", "amx_tile"})).bf16

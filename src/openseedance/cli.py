@@ -101,6 +101,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     frame and references, where and in what precision it runs, and the marks."""
     p.add_argument("--model", type=Path, default=None, help="a model folder: this project's, or LTX-2 in diffusers "
                    "layout (default: the bundled tiny model)")  # fmt: skip
+    p.add_argument("--teacher", action="store_true", help="run the model a distilled model learnt from (kept in "
+                   "its folder; the bundled model keeps its 8-step teacher)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same clip")
     p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the model's, 8)")
     p.add_argument("--guidance", type=float, default=None, help="text guidance scale for the video (default 3)")
@@ -259,6 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=what)
         p.add_argument("--model", default=None, help="a model folder: this project's, or LTX-2 in diffusers layout "
                        "(default: the bundled model)")  # fmt: skip
+        p.add_argument("--teacher", action="store_true", help="serve the model a distilled model learnt from")
         p.add_argument("--data", type=Path, default=Path("openseedance-data"),
                        help="this process's folder: API keys, and by default the job store and the results")
         p.add_argument("--db", default=os.environ.get("OPENSEEDANCE_DB"),
@@ -546,7 +549,7 @@ _GEN_HELP = {
 
 _DISTILL_HELP = {
     **_RUN_HELP,
-    "teacher": "the model folder to distil (default: the bundled model)",
+    "teacher": "the model folder to distil (default: the bundled model's teacher)",
     "data": "'stage' (the conditions are drawn from Stage clips)",
     "clips": "Stage clips in the latent cache the conditions are drawn from",
     "cache": "latent cache folder (default OUT/latents)",
@@ -656,7 +659,7 @@ def _generate(args: argparse.Namespace) -> None:
     if output.suffix.lower() not in (".mp4", ".mov", ".mkv"):
         raise UsageError(f"output must be an .mp4, .mov or .mkv file, got {output}")
     device = _device(args.device)
-    pipe = Pipeline.from_pretrained(args.model, allow_faces=args.allow_faces).to(device)
+    pipe = Pipeline.from_pretrained(args.model, allow_faces=args.allow_faces, teacher=args.teacher).to(device)
     c = pipe.capabilities
     width, height = args.size or c.resolve_size(args.ratio)
     fps = args.fps or c.fps
@@ -710,7 +713,8 @@ def _stream(args: argparse.Namespace) -> None:
     if output is not None and output.suffix.lower() != ".mp4":
         raise UsageError(f"a live stream is written as a fragmented .mp4, got {output}")
     config = LiveConfig(chunk=args.chunk, context=args.context, duration=args.duration)
-    pipe = Pipeline.from_pretrained(args.model, allow_faces=args.allow_faces).to(_device(args.device))
+    pipe = Pipeline.from_pretrained(args.model, allow_faces=args.allow_faces, teacher=args.teacher).to(
+        _device(args.device))
     c = pipe.capabilities
     width, height = args.size or c.resolve_size(args.ratio)
     fps = args.fps or c.fps
@@ -761,10 +765,11 @@ def _export(args: argparse.Namespace) -> None:
     from openseedance.audio_vae import AudioAutoencoder
     from openseedance.checkpoint import load_component
     from openseedance.engines import RunOptions
-    from openseedance.engines.bundled import BundledEngine
+    from openseedance.engines.bundled import TEACHER, BundledEngine
     from openseedance.video_vae import VideoAutoencoder
 
-    engine = BundledEngine.from_pretrained(args.model)
+    source = args.model
+    engine = BundledEngine.from_pretrained(source)
     for folder, cls in ((args.video_decoder, VideoAutoencoder), (args.audio_decoder, AudioAutoencoder)):
         if folder is not None:
             engine.use_decoder(load_component(cls, folder))
@@ -773,6 +778,9 @@ def _export(args: argparse.Namespace) -> None:
                                         shift=stored.shift)  # fmt: skip
     _writable_dir(args.out)
     engine.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
+    if (source / TEACHER / "pipeline.json").is_file():  # a distilled model keeps its teacher
+        BundledEngine.from_pretrained(source / TEACHER).save_pretrained(args.out / TEACHER, getattr(torch, args.dtype),
+                                                                        autoencoders=False)  # fmt: skip
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"{args.out}: {size / 2**20:.1f} MiB ({args.dtype})")
 
@@ -811,8 +819,13 @@ def _serve(args: argparse.Namespace) -> None:
         from openseedance.serve.jobs import open_store
 
         open_store(args.db).close()
+    model = args.model
+    if args.teacher:
+        from openseedance.engines.bundled import teacher_folder
+
+        model = str(teacher_folder(args.model))
     settings = ServeSettings(
-        data_dir=args.data, model=args.model, allow_faces=args.allow_faces, threads_per_worker=args.threads,
+        data_dir=args.data, model=model, allow_faces=args.allow_faces, threads_per_worker=args.threads,
         device=_device(args.device), db=args.db, results_dir=args.results,
         api_keys=server.api_keys(args.api_key, args.data) if serving else (),
         workers=args.workers if serving else 1,

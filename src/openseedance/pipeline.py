@@ -56,9 +56,13 @@ class Pipeline:
 
     @classmethod
     def from_pretrained(cls, path: str | os.PathLike | None = None, dtype: torch.dtype = torch.float32,
-                        allow_faces: bool = False) -> Pipeline:  # fmt: skip
+                        allow_faces: bool = False, teacher: bool = False) -> Pipeline:  # fmt: skip
         """The engine a model folder holds (default: the bundled model); a clear error when it is
-        missing or damaged."""
+        missing or damaged. `teacher`: the model a distilled folder learnt from, kept in it."""
+        if teacher:
+            from openseedance.engines.bundled import teacher_folder
+
+            path = teacher_folder(path)
         return cls(engines.load(path, dtype), allow_faces)
 
     @classmethod

@@ -1,6 +1,10 @@
 """The bundled engine: this project's dual-stream transformer and autoencoders, from a folder with
 `pipeline.json` and one sub-folder per component (`transformer/`, `video_ae/`, `audio_ae/`, each
 `config.json` + `model.safetensors`), or the model that ships inside the package.
+
+A distilled model folder also keeps the model it learnt from in `teacher/`: its own `pipeline.json`
+and `transformer/`, the autoencoders being the outer folder's (a model folder inside another
+reads the components it leaves out from there). `teacher_folder(path)` finds it.
 """
 
 from __future__ import annotations
@@ -31,6 +35,26 @@ from openseedance.video_vae import VideoAutoencoder
 
 BUNDLED = Path(__file__).resolve().parent.parent / "weights" / "tiny"
 COMPONENTS = {"transformer": AVTransformer, "video_ae": VideoAutoencoder, "audio_ae": AudioAutoencoder}
+TEACHER = "teacher"
+# what the marks name the shipped models by (other folders are named by a fingerprint of their weights)
+BUNDLED_IDS = {BUNDLED: "bundled:tiny", BUNDLED / TEACHER: "bundled:tiny/teacher"}
+
+
+def teacher_folder(path: str | os.PathLike | None = None) -> Path:
+    """The model a distilled folder (None: the bundled model) learnt from: its `teacher/` folder."""
+    folder = (Path(path) if path is not None else BUNDLED) / TEACHER
+    if not (folder / "pipeline.json").is_file():
+        raise ValueError(f"{folder.parent} keeps no teacher (only a distilled model folder has a teacher/ folder)")
+    return folder
+
+
+def component_folder(folder: Path, name: str) -> Path:
+    """Where a model folder's component is: its own sub-folder, or, when it leaves that out and sits
+    inside another model folder (a distilled model's `teacher/`), the outer folder's."""
+    own = folder / name
+    if own.is_dir() or not (folder.parent / "pipeline.json").is_file():
+        return own
+    return folder.parent / name
 
 
 @dataclass(frozen=True)
@@ -91,12 +115,13 @@ class BundledEngine:
         folder = Path(path) if path is not None else BUNDLED
         config = read_pipeline_config(folder)
         try:
-            parts = {name: load_component(kind, folder / name, dtype) for name, kind in COMPONENTS.items()}
+            parts = {name: load_component(kind, component_folder(folder, name), dtype)
+                     for name, kind in COMPONENTS.items()}  # fmt: skip
         except ValueError as err:
             raise ValueError(f"cannot load the model in {folder}: {err}") from None
         except Exception as err:  # safetensors / json errors on damaged files
             raise ValueError(f"cannot load the model in {folder}: {type(err).__name__}: {err}") from None
-        return cls(config, **parts, source="bundled:tiny" if path is None else str(folder))
+        return cls(config, **parts, source=BUNDLED_IDS.get(folder.resolve(), str(folder)))
 
     @classmethod
     def untrained(cls, preset: str = "debug", config: PipelineConfig | None = None, seed: int = 0) -> BundledEngine:
@@ -115,10 +140,13 @@ class BundledEngine:
         config = config or PipelineConfig(sample_rate=audio_ae.config.sample_rate)
         return cls(config, AVTransformer(tcfg), video_ae, audio_ae)
 
-    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None) -> Path:
+    def save_pretrained(self, path: str | os.PathLike, dtype: torch.dtype | None = None,
+                        autoencoders: bool = True) -> Path:  # fmt: skip
+        """Write the model folder; `autoencoders=False` leaves them out, for a folder inside another
+        model folder whose autoencoders it shares (a distilled model's `teacher/`)."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
-        for name in COMPONENTS:
+        for name in COMPONENTS if autoencoders else ("transformer",):
             save_component(getattr(self, name), folder / name, dtype)
         tmp = folder / "pipeline.json.tmp"
         tmp.write_text(json.dumps(asdict(self.config), indent=2) + "\n")
@@ -175,10 +203,10 @@ class BundledEngine:
 
     @property
     def model_id(self) -> str:
-        """What the marks name as the model: "bundled:tiny", or a fingerprint of the weights (the same
-        after a save and load, whatever the folder)."""
+        """What the marks name as the model: "bundled:tiny" (or "bundled:tiny/teacher"), or a
+        fingerprint of the weights (the same after a save and load, whatever the folder)."""
         if self._model_id is None:
-            self._model_id = self.source if self.source == "bundled:tiny" else weights_id(
+            self._model_id = self.source if self.source in BUNDLED_IDS.values() else weights_id(
                 getattr(self, name).state_dict() for name in COMPONENTS)  # fmt: skip
         return self._model_id
 
@@ -324,8 +352,8 @@ def read_card(folder: str | os.PathLike | None) -> Capabilities:
     path = Path(folder) if folder is not None else BUNDLED
     config = read_pipeline_config(path)
     transformer = read_config(path / "transformer", AVTransformerConfig)
-    video_ae = read_config(path / "video_ae", VideoAEConfig)
-    audio_ae = read_config(path / "audio_ae", AudioAEConfig)
+    video_ae = read_config(component_folder(path, "video_ae"), VideoAEConfig)
+    audio_ae = read_config(component_folder(path, "audio_ae"), AudioAEConfig)
     try:
         with safe_open(str(path / "transformer" / "model.safetensors"), "pt") as weights:
             roles = weights.get_tensor("roles.weight") if "roles.weight" in weights.keys() else None  # noqa: SIM118

@@ -14,7 +14,7 @@ from openseedance.provenance.manifest import ManifestResult, read_manifest
 from openseedance.provenance.payload import MarkResult, Payload, hash16
 from openseedance.provenance.video_mark import detect_video
 
-KNOWN_MODELS = ("bundled:tiny",)
+KNOWN_MODELS = ("bundled:tiny", "bundled:tiny/teacher")
 
 
 @dataclass

@@ -17,7 +17,8 @@ folded in.
    draws them.
 
 The student is exported as a model folder (`<out>/pipeline/`: the teacher's autoencoders, the
-student transformer, and `pipeline.json` with the student's steps and guidance 1). Batches, noise
+student transformer, and `pipeline.json` with the student's steps and guidance 1), which keeps the
+teacher in `teacher/` (`--teacher` runs it). Batches, noise
 and times depend only on (seed, step), so a stopped run resumes on the same trajectory; logs go
 to `log.jsonl` and a progress bar.
 """
@@ -37,6 +38,7 @@ from tqdm import tqdm
 
 from openseedance import precision
 from openseedance.checkpoint import config_to_dict
+from openseedance.engines.bundled import TEACHER
 from openseedance.flow import RectifiedFlow
 from openseedance.request import GenerationRequest
 from openseedance.train.config import DistillConfig
@@ -56,7 +58,7 @@ def train(cfg: DistillConfig, out: str | os.PathLike, progress: bool = True, sto
     out.mkdir(parents=True, exist_ok=True)
     device = torch.device(cfg.device)
     bf16 = precision.choose(device, cfg.bf16).bf16
-    teacher = BundledEngine.from_pretrained(cfg.teacher or None).to(device)
+    teacher = BundledEngine.from_pretrained(cfg.teacher or default_teacher()).to(device)
     pc = teacher.config
     spec = CacheSpec(cfg.data, cfg.clips, duration=cfg.duration, width=pc.width, height=pc.height, fps=pc.fps,
                      sample_rate=pc.sample_rate)  # fmt: skip
@@ -173,6 +175,14 @@ class Pairs:
         return {s: v[i % PAIRS_PER_SHARD].float() for s, v in self._loaded[k].items()}
 
 
+def default_teacher() -> Path | None:
+    """The bundled model's teacher when it ships one (its default is then a student), else the
+    bundled model itself (None)."""
+    from openseedance.engines.bundled import BUNDLED
+
+    return BUNDLED / TEACHER if (BUNDLED / TEACHER / "pipeline.json").is_file() else None
+
+
 def _options(cfg: DistillConfig):
     from openseedance.engines.base import RunOptions
 
@@ -230,6 +240,7 @@ def _save(out: Path, student: AVTransformer, opt: torch.optim.Optimizer, ema: li
     if staging.exists():
         shutil.rmtree(staging)
     BundledEngine(config, exported.float(), teacher.video_ae, teacher.audio_ae).save_pretrained(staging)
+    teacher.save_pretrained(staging / TEACHER, autoencoders=False)  # the teacher, one flag away (--teacher)
     if folder.exists():
         shutil.rmtree(folder)
     os.replace(staging, folder)
