@@ -190,8 +190,9 @@ def test_warm_start_carries_the_bundled_tiny_over_to_tiny_t2() -> None:
     from openseedance.engines.bundled import BUNDLED
 
     source = load_component(VideoAutoencoder, BUNDLED / "video_ae")
-    torch.manual_seed(0)
-    model = VideoAutoencoder(video_ae_config("tiny-t2"))
+    torch.manual_seed(0)  # tiny-t2 with the bundled decoder's widths (the thin one)
+    t2 = dataclasses.replace(video_ae_config("tiny-t2"), decoder_channels=source.config.decoder_channels)
+    model = VideoAutoencoder(t2)
     fresh = {k: t.clone() for k, t in model.state_dict().items()}
     state, how = warm_state(model, source.state_dict())
     assert {k: w for k, w in how.items() if w != "copied"} == {
@@ -212,9 +213,10 @@ def test_warm_start_carries_the_bundled_tiny_over_to_tiny_t2() -> None:
     assert psnr(state) > tiny - 1.0
     src = source.state_dict()
     up, down = "decoder.levels.0.1.conv.conv.", "encoder.levels.1.1.conv.conv.weight"
+    half = fresh[up + "bias"].shape[0]  # one of the source upsampler's two time slots
     wrong = [
         {**state, **{k: fresh[k] for k, w in how.items() if w != "copied"}},
-        {**state, up + "weight": src[up + "weight"][:256], up + "bias": src[up + "bias"][:256]},
+        {**state, up + "weight": src[up + "weight"][:half], up + "bias": src[up + "bias"][:half]},
         {**state, down: src[down][:, :, 2:]},
     ]
     assert all(psnr(w) < tiny - 2.5 for w in wrong)
