@@ -141,7 +141,9 @@ def quality(models: dict[str, VideoAutoencoder], clips: int) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--full", type=Path, default=BUNDLED / "video_ae", help="today's video autoencoder folder")
+    parser.add_argument("--full", type=Path, required=True,
+                        help="the full decoder's video autoencoder folder (the bundled one until 2026-12-08: "
+                             "git archive 8b8b8a7 src/openseedance/weights/tiny/video_ae | tar -x -C /tmp/full)")
     parser.add_argument("--thin", type=Path, required=True, help="the thin decoder's video autoencoder folder")
     parser.add_argument("--audio", type=Path, default=BUNDLED / "audio_ae", help="the audio autoencoder folder")
     parser.add_argument("--clips", type=int, default=16)
