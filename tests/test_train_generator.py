@@ -170,6 +170,22 @@ def test_the_cache_is_encoded_without_autograd(parts: Path, tmp_path: Path) -> N
     assert not shard["video"].requires_grad and not shard["audio"].requires_grad
 
 
+def test_the_cache_outlives_a_new_decoder_but_not_a_new_encoder(parts: Path, tmp_path: Path) -> None:
+    """The latents are the encoders': a decoder trained again on the frozen encoder (the thin one)
+    keeps the cache valid; any change to an encoder or its latent statistics is refused."""
+    cfg, cache, _, _ = _one_task(parts, tmp_path, "t2av", batch_size=1)
+    text = TextEncoder.load("minilm")
+    vae, aae = load_component(VideoAutoencoder, cfg.video_ae), load_component(AudioAutoencoder, cfg.audio_ae)
+    with torch.no_grad():
+        for ae in (vae, aae):
+            next(ae.decoder.parameters()).add_(1.0)
+    LatentCache(cfg.cache, cache.spec, vae, aae, text)  # accepted
+    with torch.no_grad():
+        next(vae.encoder.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="other data or autoencoders"):
+        LatentCache(cfg.cache, cache.spec, vae, aae, text)
+
+
 def test_references_are_learnt_from_portraits_and_voices(parts: Path, tmp_path: Path) -> None:
     cfg, cache, layout, batch = _one_task(parts, tmp_path, "references", batch_size=3)
     n = layout.video_tokens

@@ -60,8 +60,12 @@ class CacheSpec:
 
 
 def component_hash(model: torch.nn.Module) -> str:
+    """A fingerprint of what makes an autoencoder's latents: every weight and statistic but the
+    decoder's (a decoder trained again on the frozen encoder keeps a cache valid)."""
     h = hashlib.sha256()
     for name, tensor in sorted(model.state_dict().items()):
+        if name.startswith("decoder."):
+            continue
         h.update(name.encode())
         h.update(tensor.detach().float().cpu().numpy().tobytes())
     return h.hexdigest()[:16]
