@@ -468,6 +468,30 @@ def test_bundled_model_is_small_and_half_precision() -> None:
             assert all(weights.get_slice(k).get_dtype() == "BF16" for k in names)
 
 
+def test_the_bundled_model_is_a_student_with_its_teacher_one_flag_away(tmp_path: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    from openseedance import media
+    from openseedance.engines import read_card
+    from openseedance.engines.bundled import BUNDLED
+    from openseedance.pipeline import Pipeline
+
+    student, teacher = Pipeline.from_pretrained(), Pipeline.from_pretrained(teacher=True)
+    assert (student.model_id, teacher.model_id) == ("bundled:tiny", "bundled:tiny/teacher")
+    assert (student.engine.config.steps, student.engine.config.guidance) == (2, 1.0)
+    assert student.engine.config.distilled_from == teacher.model_id
+    assert (teacher.engine.config.steps, teacher.engine.config.reference_guidance) == (8, 12.0)
+    assert teacher.engine.video_ae is not student.engine.video_ae  # loaded apart, from the same files
+    assert read_card(BUNDLED / "teacher") == teacher.capabilities  # read without loading, like any model folder
+    assert dataclasses.replace(teacher.capabilities, steps=2) == student.capabilities  # the same tasks
+    out = tmp_path / "teacher.mp4"
+    assert main(["generate", "a red circle jumps", "-o", str(out), "--teacher", "--steps", "1", "--duration", "1"]) == 0
+    meta = json.loads(media.read_metadata(out)["openseedance"])
+    assert (meta["model"], meta["steps"]) == ("bundled:tiny/teacher", 1)
+    capsys.readouterr()
+    assert main(["verify", str(out), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["model"] == "bundled:tiny/teacher"
+
+
 def test_generate_with_no_other_argument(tmp_path: Path) -> None:
     """The README's main job: the console script, the bundled model, only a prompt and -o."""
     done = subprocess.run(["openseedance", "generate", "a red circle jumps and says hello", "-o", "out.mp4"],
