@@ -41,7 +41,8 @@ def _all_done(srv: Server, ids: list[str]) -> list[str]:
 
 
 def test_a_killed_worker_loses_no_job_and_results_expire(tmp_path):
-    srv = Server(tmp_path / "srv", args=("--stale-after", "5", "--result-ttl", "3")).start()
+    # the 8-step teacher: jobs long enough to be caught mid-way (the 2-step default may finish first)
+    srv = Server(tmp_path / "srv", args=("--stale-after", "5", "--result-ttl", "3", "--teacher")).start()
     try:
         (task,) = _submit(srv, 1, duration=12)
         wait_for(lambda: _row(srv, task)["status"] == "running", 120)
@@ -60,7 +61,7 @@ def test_a_killed_worker_loses_no_job_and_results_expire(tmp_path):
 
 
 def test_a_killed_server_restarts_with_every_job(tmp_path):
-    srv = Server(tmp_path / "srv", args=("--stale-after", "3"))
+    srv = Server(tmp_path / "srv", args=("--stale-after", "3", "--teacher"))  # jobs long enough to catch
     srv.start()
     ids = _submit(srv, 3, duration=6)
     wait_for(lambda: any(_row(srv, i)["status"] == "running" for i in ids), 120)

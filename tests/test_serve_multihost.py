@@ -73,7 +73,8 @@ def _all_final(srv: Server, ids: list[str]) -> list | None:
 def test_two_servers_three_workers_lose_nothing_and_run_nothing_twice(pg_url, tmp_path):
     from openseedance.serve.jobs import open_store
 
-    shared = ("--db", pg_url, "--results", str(tmp_path / "results"))
+    # the 8-step teacher: jobs long enough to be caught mid-way (the 2-step default may finish first)
+    shared = ("--db", pg_url, "--results", str(tmp_path / "results"), "--teacher")
     servers = [Server(tmp_path / f"server{i}", args=("--workers", "0", "--stale-after", "3", "--max-pending", "32",
                                                      *shared)) for i in range(2)]  # fmt: skip
     workers: list[Worker] = []

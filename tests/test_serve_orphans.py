@@ -43,7 +43,8 @@ def test_workers_leave_with_a_killed_server(tmp_path):
 
 
 def test_jobs_of_a_killed_server_run_again_once_after_a_restart(tmp_path):
-    srv = Server(tmp_path / "srv", args=("--workers", "2", "--stale-after", "3")).start()
+    # the 8-step teacher: jobs long enough to be caught mid-way (the 2-step default may finish first)
+    srv = Server(tmp_path / "srv", args=("--workers", "2", "--stale-after", "3", "--teacher")).start()
     try:
         ids = _submit(srv, 3, duration=6)
         wait_for(lambda: [_row(srv, i)["status"] for i in ids].count("running") == 2, 120)

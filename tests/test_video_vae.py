@@ -4,6 +4,7 @@ save/load, bad input, and a short training run that learns."""
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -232,9 +233,16 @@ def test_thin_decoder_layout_round_trips_and_keeps_the_encoder(tmp_path) -> None
         assert thin.decode(z).shape == x.shape
         torch.testing.assert_close(loaded.decode(z), thin.decode(z))
         torch.testing.assert_close(thin.decode(z, chunk_latents=1), thin.decode(z))
-    # the bundled tiny autoencoder's config.json predates the field: its decoder mirrors the encoder
+    # a config.json written before the field existed: its decoder mirrors the encoder
+    old = tmp_path / "old"
+    old.mkdir()
+    fields = json.loads((tmp_path / "thin" / "config.json").read_text())
+    (old / "config.json").write_text(json.dumps({k: v for k, v in fields.items()
+                                                 if k not in ("decoder_channels", "decoder_blocks")}))  # fmt: skip
+    assert read_config(old, VideoAEConfig).decoder_layout == mirrored.config.decoder_layout
+    # the bundled model decodes with the thin tiny decoder
     bundled = read_config(Path(openseedance.__file__).parent / "weights" / "tiny" / "video_ae", VideoAEConfig)
-    assert bundled.decoder_layout == ((32, 64, 128), (1, 1, 1))
+    assert bundled.decoder_layout == ((8, 32, 128), (1, 1, 1)) and bundled.channels == (32, 64, 128)
 
 
 def test_bad_decoder_layout() -> None:
