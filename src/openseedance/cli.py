@@ -104,9 +104,12 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--teacher", action="store_true", help="run the model a distilled model learnt from (kept in "
                    "its folder; the bundled model keeps its 8-step teacher)")  # fmt: skip
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0); the same seed gives the same clip")
-    p.add_argument("--steps", type=_positive(int), default=None, help="sampling steps (default: the model's, 8)")
-    p.add_argument("--guidance", type=float, default=None, help="text guidance scale for the video (default 3)")
-    p.add_argument("--audio-guidance", type=float, default=None, help="text guidance scale for the audio (default 3)")
+    p.add_argument("--steps", type=_positive(int), default=None,
+                   help="sampling steps (default: the model's; the bundled model 2, its --teacher 8)")
+    p.add_argument("--guidance", type=float, default=None, help="text guidance scale for the video (default: the "
+                   "model's; 1, none, for a distilled model, 3 for its teacher)")  # fmt: skip
+    p.add_argument("--audio-guidance", type=float, default=None, help="text guidance scale for the audio (default: the "
+                   "model's, as for the video)")  # fmt: skip
     p.add_argument("--reference-guidance", type=float, default=None,
                    help="guidance towards the --image/--audio references (default: the model's, 1: none)")  # fmt: skip
     shape = p.add_mutually_exclusive_group()
