@@ -771,8 +771,7 @@ def _export(args: argparse.Namespace) -> None:
     from openseedance.engines.bundled import TEACHER, BundledEngine
     from openseedance.video_vae import VideoAutoencoder
 
-    source = args.model
-    engine = BundledEngine.from_pretrained(source)
+    engine = BundledEngine.from_pretrained(args.model)
     for folder, cls in ((args.video_decoder, VideoAutoencoder), (args.audio_decoder, AudioAutoencoder)):
         if folder is not None:
             engine.use_decoder(load_component(cls, folder))
@@ -781,9 +780,9 @@ def _export(args: argparse.Namespace) -> None:
                                         shift=stored.shift)  # fmt: skip
     _writable_dir(args.out)
     engine.save_pretrained(args.out, dtype=getattr(torch, args.dtype))
-    if (source / TEACHER / "pipeline.json").is_file():  # a distilled model keeps its teacher
-        BundledEngine.from_pretrained(source / TEACHER).save_pretrained(args.out / TEACHER, getattr(torch, args.dtype),
-                                                                        autoencoders=False)  # fmt: skip
+    if (args.model / TEACHER / "pipeline.json").is_file():  # a distilled model keeps its teacher
+        teacher = BundledEngine.from_pretrained(args.model / TEACHER)
+        teacher.save_pretrained(args.out / TEACHER, getattr(torch, args.dtype), autoencoders=False)
     size = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"{args.out}: {size / 2**20:.1f} MiB ({args.dtype})")
 
